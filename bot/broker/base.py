@@ -1,0 +1,108 @@
+"""The one Broker port. The engine, the executor and the reconciler talk to this and nothing else.
+
+Adapters: `SimBroker` (in-process simulated exchange, for replay speed) and, later,
+`IBBroker` (ib_async, over a real IB Gateway/TWS paper account or the simulated gateway).
+
+Errors are named by what the operator (or the engine) must do:
+- `TransientBrokerError`: retry with backoff (dropped connection, pacing).
+- `OrderRejected`: final for that order; record, skip, alert; never blind-retry.
+- `FatalBrokerError`: halt entries, stay up, alert (wrong account, permissions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from bot.domain import AccountSummary, Fill, Leg, OptionSpec, OrderState, Position, Quote
+
+
+class BrokerError(Exception):
+    """Base of every error a broker adapter raises."""
+
+
+class TransientBrokerError(BrokerError):
+    """Retry later (with backoff): not connected, pacing, timeout."""
+
+
+class OrderRejected(BrokerError):
+    """The broker refused an order (margin, tick grid, permissions). Final for that order."""
+
+    def __init__(self, order_ref: str, reason: str, code: int | None = None):
+        super().__init__(f"order {order_ref} rejected: {reason}")
+        self.order_ref = order_ref
+        self.reason = reason
+        self.code = code
+
+
+class FatalBrokerError(BrokerError):
+    """Stop trading: the account or the connection cannot be used as configured."""
+
+
+class UnknownState(BrokerError):
+    """A query failed half way: the answer is unknown, not empty. Skip the cycle."""
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """Async broker port. Every call may raise a `BrokerError`."""
+
+    name: str
+
+    async def connect(self) -> AccountSummary: ...
+
+    async def disconnect(self) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    # --- market data -------------------------------------------------------------------
+    async def spot(self, symbol: str) -> float:
+        """Last index value ("SPX", "VIX"). Raises BadQuote (domain) when unusable."""
+        ...
+
+    async def expiries(self, symbol: str, trading_class: str) -> list[date]: ...
+
+    async def strikes(self, symbol: str, trading_class: str, expiry: date) -> list[Decimal]: ...
+
+    async def quotes(self, options: Sequence[OptionSpec]) -> dict[str, Quote]:
+        """Quotes with greeks by `OptionSpec.key`. Options with no usable quote are absent."""
+        ...
+
+    # --- orders ------------------------------------------------------------------------
+    async def place_combo(self, order_ref: str, legs: Sequence[Leg], quantity: int, limit: Decimal) -> OrderState:
+        """Place a combo limit order (net debit per unit; negative = credit). `order_ref` is
+        unique and travels with the order so it can be found after a crash."""
+        ...
+
+    async def modify(self, order_ref: str, limit: Decimal) -> OrderState:
+        """Change the limit of a working order in place."""
+        ...
+
+    async def cancel(self, order_ref: str) -> OrderState: ...
+
+    async def cancel_all(self) -> None:
+        """Global cancel (IB reqGlobalCancel): the kill switch's backstop."""
+        ...
+
+    async def order(self, order_ref: str) -> OrderState | None:
+        """Open or completed order by orderRef; None when the broker has never seen it."""
+        ...
+
+    async def open_orders(self) -> list[OrderState]: ...
+
+    async def fills(self, order_refs: Iterable[str] | None = None) -> list[Fill]:
+        """Executions (one per leg), optionally only those of the given orderRefs."""
+        ...
+
+    # --- account -----------------------------------------------------------------------
+    async def positions(self) -> list[Position]: ...
+
+    async def account(self) -> AccountSummary: ...
+
+    async def settlement_price(self, option: OptionSpec) -> Decimal | None:
+        """Cash-settlement price per share of an expired option (intrinsic at the settlement
+        value), or None while it is not known yet."""
+        ...
