@@ -1,0 +1,281 @@
+"""Option prices, greeks, volatility surfaces and bid/ask quotes for the simulated market.
+
+Everything here is numpy-vectorized: scalars and arrays broadcast against each other, and
+a result is an array of the broadcast shape (a numpy scalar for all-scalar inputs). No I/O.
+
+Conventions: times in years (ACT/365), rates and dividend yields continuous and decimal,
+volatilities decimal (0.16, not 16). Vega is per vol point (per 0.01 of volatility); theta is
+per calendar day. An option at or past expiry (T <= 0), or with no volatility, is worth its
+intrinsic value (discounted forward intrinsic when T > 0) and has delta 0 or +/-1.
+
+These are *models* for a simulator, documented as such (DESIGN.md "The simulated market"):
+SPX options by Black-Scholes with a VIX-derived ATM volatility and a put skew, VIX options by
+Black-76 on the matching VIX future with a VVIX-derived volatility and a call skew.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+
+from bot.domain import ceil_tick, floor_tick, spx_option_tick
+
+DAYS_PER_YEAR = 365.0
+_TINY_STDDEV = 1e-12  # sigma*sqrt(T) below this is treated as "no volatility left"
+_SQRT_2PI = np.sqrt(2.0 * np.pi)
+
+
+# --------------------------------------------------------------------------- normal law
+
+
+def norm_pdf(x):
+    x = np.asarray(x, dtype=float)
+    return np.exp(-0.5 * x * x) / _SQRT_2PI
+
+
+def norm_cdf(x):
+    """Standard normal CDF to double precision (Hart 1968, as given by West 2005).
+
+    numpy has no erf and scipy is not a dependency. Absolute error below 1e-15 everywhere and
+    relative error below 1e-8 even in the far tails, so greeks stay consistent with prices
+    (finite differences agree) and deep out-of-the-money prices keep their digits.
+    """
+    x = np.asarray(x, dtype=float)
+    a = np.abs(x)
+    e = np.exp(-0.5 * a * a)
+    num = ((((((0.0352624965998911 * a + 0.700383064443688) * a + 6.37396220353165) * a
+                + 33.912866078383) * a + 112.079291497871) * a + 221.213596169931) * a
+           + 220.206867912376)
+    den = (((((((0.0883883476483184 * a + 1.75566716318264) * a + 16.064177579207) * a
+                 + 86.7807322029461) * a + 296.564248779674) * a + 637.333633378831) * a
+            + 793.826512519948) * a + 440.413735824752)
+    a_safe = np.where(a < 7.07106781186547, 7.07106781186547, a)  # only the far branch uses it
+    far = e / (a_safe + 1.0 / (a_safe + 2.0 / (a_safe + 3.0 / (a_safe + 4.0 / (a_safe + 0.65))))) / 2.506628274631
+    tail = np.where(a < 7.07106781186547, e * num / den, far)
+    tail = np.where(a > 37.0, 0.0, tail)
+    return np.where(x > 0, 1.0 - tail, tail)
+
+
+# --------------------------------------------------------------------------- Black-Scholes
+
+
+def _scalarize(a: np.ndarray):
+    """0-d arrays become numpy scalars so that scalar calls get scalar answers."""
+    return a[()] if a.ndim == 0 else a
+
+
+def _inputs(S, K, T, sigma, r, q, is_call):
+    numbers = (np.asarray(v, dtype=float) for v in (S, K, T, sigma, r, q))
+    return np.broadcast_arrays(*numbers, np.asarray(is_call, dtype=bool))
+
+
+def _d1_d2(S, K, T, sigma, r, q):
+    """d1, d2 and a mask of the options that still have time value ("live").
+
+    Dead entries (expired, no vol, non-positive S or K) get harmless placeholders so that no
+    warning or NaN is produced; callers select the intrinsic branch for them.
+    """
+    Tp = np.maximum(T, 0.0)
+    sd = sigma * np.sqrt(Tp)
+    live = (sd > _TINY_STDDEV) & (S > 0) & (K > 0)
+    sd_safe = np.where(live, sd, 1.0)
+    ratio = np.where(live, S / np.where(K > 0, K, 1.0), 1.0)
+    d1 = (np.log(ratio) + (r - q) * Tp) / sd_safe + 0.5 * sd_safe
+    return d1, d1 - sd_safe, live, Tp, sd_safe
+
+
+def bs_price(S, K, T, sigma, r, q, is_call):
+    """Black-Scholes-Merton price of a European option on an asset with dividend yield q."""
+    S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
+    d1, d2, live, Tp, _ = _d1_d2(S, K, T, sigma, r, q)
+    dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
+    call_px = S * dq * norm_cdf(d1) - K * dr * norm_cdf(d2)
+    put_px = K * dr * norm_cdf(-d2) - S * dq * norm_cdf(-d1)
+    fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
+    price = np.where(live, np.where(call, call_px, put_px), fwd_intrinsic)
+    return _scalarize(np.maximum(price, 0.0))
+
+
+def bs_greeks(S, K, T, sigma, r, q, is_call) -> dict:
+    """delta, gamma, vega (per vol point) and theta (per calendar day) of `bs_price`.
+
+    For dead options (T <= 0 or no volatility) delta is 1 / -1 in the money and 0 otherwise,
+    the other greeks are 0.
+    """
+    S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
+    d1, d2, live, Tp, sd = _d1_d2(S, K, T, sigma, r, q)
+    dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
+    pdf = norm_pdf(d1)
+    sqrt_t = np.where(live, np.sqrt(Tp), 1.0)
+
+    delta = np.where(call, dq * norm_cdf(d1), -dq * norm_cdf(-d1))
+    gamma = dq * pdf / (np.where(live, S, 1.0) * sd)
+    vega = S * dq * pdf * sqrt_t / 100.0
+    decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
+    theta_call = decay - r * K * dr * norm_cdf(d2) + q * S * dq * norm_cdf(d1)
+    theta_put = decay + r * K * dr * norm_cdf(-d2) - q * S * dq * norm_cdf(-d1)
+    theta = np.where(call, theta_call, theta_put) / DAYS_PER_YEAR
+
+    dead_delta = np.where(call, np.where(S > K, 1.0, 0.0), np.where(S < K, -1.0, 0.0))
+    zero = np.zeros_like(S)
+    return {
+        "delta": _scalarize(np.where(live, delta, dead_delta)),
+        "gamma": _scalarize(np.where(live, gamma, zero)),
+        "vega": _scalarize(np.where(live, vega, zero)),
+        "theta": _scalarize(np.where(live, theta, zero)),
+    }
+
+
+# --------------------------------------------------------------------------- Black-76
+
+
+def black76_price(F, K, T, sigma, r, is_call):
+    """Black-76 price of a European option on a future F (VIX options on the VX future).
+
+    Black-76 is Black-Scholes on an asset whose carry equals the discount rate (q = r).
+    """
+    return bs_price(F, K, T, sigma, r, r, is_call)
+
+
+def black76_greeks(F, K, T, sigma, r, is_call) -> dict:
+    """Greeks of `black76_price`; delta and gamma are with respect to the future."""
+    return bs_greeks(F, K, T, sigma, r, r, is_call)
+
+
+# --------------------------------------------------------------------------- SPX volatility
+
+VIX_TENORS_DAYS = (9.0, 30.0, 91.0)  # VIX9D, VIX, VIX3M
+ATM_TO_VIX = 0.9
+
+
+def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float = ATM_TO_VIX):
+    """At-the-money SPX implied volatility for maturity T from the VIX term structure.
+
+    VIX9D, VIX and VIX3M are read as volatilities at 9, 30 and 91 calendar days. Total
+    variance (vol^2 * T) is interpolated linearly in time between the known points, which is
+    what makes variance additive over time; before the first point and after the last one the
+    vol is flat. Missing points (None or NaN) are left out; VIX itself is required.
+
+    The indexes are variance-swap rates: they include the put skew, so an ATM option trades
+    below them. `atm_ratio` (default 0.9, typical for SPX) maps index level to ATM vol.
+    """
+    tenors, vols = [], []
+    for days, level in zip(VIX_TENORS_DAYS, (vix9d, vix, vix3m)):
+        if level is not None and np.isfinite(level):
+            tenors.append(days / DAYS_PER_YEAR)
+            vols.append(float(level) / 100.0)
+    if len(vols) == 0 or not np.isfinite(vix):
+        raise ValueError("spx_atm_vol needs a finite VIX")
+    t_knots, v_knots = np.array(tenors), np.array(vols)
+    w_knots = v_knots**2 * t_knots
+
+    T = np.asarray(T_years, dtype=float)
+    inside = (T > t_knots[0]) & (T < t_knots[-1])
+    T_safe = np.where(inside, T, 1.0)
+    interp = np.sqrt(np.interp(T_safe, t_knots, w_knots) / T_safe)
+    vol = np.where(T <= t_knots[0], v_knots[0], np.where(T >= t_knots[-1], v_knots[-1], interp))
+    return _scalarize(vol * atm_ratio)
+
+
+def spx_smile(atm_vol, S, K, T, put_slope: float = 0.15, put_curve: float = 0.06,
+              call_slope: float = 0.12, call_curve: float = 0.05,
+              min_ratio: float = 0.75, max_ratio: float = 3.0, wing_sd: float = 2.5):
+    """SPX implied vol at strike K: the ATM vol times a skew factor.
+
+    The factor is a function of standardized moneyness m = ln(K/S) / (atm * sqrt(T)), so the
+    same shape applies to a 1-day and a 1-month option (strikes scale with the expected move):
+        puts  (m < 0): 1 + put_slope * |m| + put_curve * m^2     (rises: crash protection)
+        calls (m > 0): 1 - call_slope * m + call_curve * m^2      (dips, then the far wing rises)
+    clipped to [min_ratio, max_ratio]. Beyond `wing_sd` standard deviations the factor stays flat:
+    a smile that keeps steepening in the wings makes a farther OTM option dearer than a nearer
+    one (for 0-1 DTE, where one standard deviation is a few dozen points), an arbitrage no
+    market quotes. The defaults give a 16-delta put about 1.3 x ATM and a
+    16-delta call about 0.93 x ATM, the usual SPX picture. The result is clipped to [1%, 500%].
+    """
+    atm = np.asarray(atm_vol, dtype=float)
+    T_floor = np.maximum(np.asarray(T, dtype=float), 1.0 / (DAYS_PER_YEAR * 24 * 60))  # one minute
+    scale = np.maximum(atm, 1e-4) * np.sqrt(T_floor)
+    m = np.clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -wing_sd, wing_sd)
+    put_side = 1.0 - put_slope * m + put_curve * m * m
+    call_side = 1.0 - call_slope * m + call_curve * m * m
+    ratio = np.clip(np.where(m < 0, put_side, call_side), min_ratio, max_ratio)
+    return _scalarize(np.clip(atm * ratio, 0.01, 5.0))
+
+
+# --------------------------------------------------------------------------- quotes
+
+SPREAD_FRACTION = 0.04
+MIN_SPREAD = 0.05
+MAX_SPREAD = 2.00
+_FUZZ_DECIMALS = 6  # binary fuzz is rounded away first: 1.1499999999 counts as 1.15
+
+
+def _floor_to(x, tick):
+    return np.round(np.floor(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
+
+
+def _ceil_to(x, tick):
+    return np.round(np.ceil(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
+
+
+def _spread_edges(mid):
+    """Model quote edges mid -/+ half the spread, rounded away from binary fuzz; the float and
+    the Decimal quote both start from these so they agree to the cent."""
+    half = np.clip(SPREAD_FRACTION * mid, MIN_SPREAD, MAX_SPREAD) / 2.0
+    return np.round(mid - half, _FUZZ_DECIMALS), np.round(mid + half, _FUZZ_DECIMALS)
+
+
+def quote_spread(mid):
+    """Bid and ask (float arrays) around a model mid for an SPX option.
+
+    Full spread = clip(4% of mid, 0.05, 2.00), split evenly and rounded outward to the SPX
+    tick (0.05 below $3, 0.10 at or above), so the quote is never narrower than the model
+    spread; the bid is never negative. Below a nickel of value the quote is 0.00 / 0.05.
+    Floats for speed; use `quote_spread_decimal` for one order-ready quote.
+    """
+    mid = np.asarray(mid, dtype=float)
+    lo, hi = _spread_edges(mid)
+    bid = np.where(lo >= 3.0, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
+    ask = _ceil_to(hi, 0.05)
+    ask = np.where(ask >= 3.0, _ceil_to(hi, 0.10), ask)
+    bid = np.where(mid < 0.05, 0.0, np.maximum(bid, 0.0))
+    ask = np.where(mid < 0.05, 0.05, ask)
+    return bid, ask
+
+
+def quote_spread_decimal(mid: float) -> tuple[Decimal, Decimal]:
+    """The same quote as `quote_spread` for one mid, as Decimals on the SPX tick grid."""
+    if mid < 0.05:
+        return Decimal("0.00"), Decimal("0.05")
+    lo, hi = (Decimal(str(float(edge))) for edge in _spread_edges(mid))
+    bid = max(floor_tick(lo, spx_option_tick(lo)), Decimal("0"))
+    ask = ceil_tick(hi, Decimal("0.05"))
+    ask = ceil_tick(hi, spx_option_tick(ask))
+    return bid.quantize(Decimal("0.01")), ask.quantize(Decimal("0.01"))
+
+
+# --------------------------------------------------------------------------- VIX options
+
+
+def vix_option_vol(vvix, T_years, exponent: float = 0.3, min_factor: float = 0.5,
+                   max_factor: float = 2.0, floor: float = 0.20, cap: float = 3.0):
+    """ATM volatility of VIX options (on the VX future) for maturity T, from VVIX.
+
+    VVIX is the 30-day implied vol of VIX options; shorter options carry more vol of vol and
+    longer ones less (the VIX mean-reverts), so the 30-day level is scaled by
+    (30 / days)^exponent, that factor clipped to [min_factor, max_factor], and the result to
+    [floor, cap]. A first-order model, not a fitted surface.
+    """
+    days = np.maximum(np.asarray(T_years, dtype=float) * DAYS_PER_YEAR, 1.0)
+    factor = np.clip((30.0 / days) ** exponent, min_factor, max_factor)
+    return _scalarize(np.clip(np.asarray(vvix, dtype=float) / 100.0 * factor, floor, cap))
+
+
+def vix_call_skew(vol, F, K, slope: float = 0.8, min_ratio: float = 0.7, max_ratio: float = 2.5):
+    """VIX option vol at strike K: upward ("call") skew, vol * (1 + slope * ln(K/F)), the factor
+    clipped to [min_ratio, max_ratio]. VIX spikes are sudden and large, so OTM VIX calls are
+    dearer than ATM ones and low strikes cheaper: the opposite of the SPX skew."""
+    moneyness = np.log(np.asarray(K, dtype=float) / np.asarray(F, dtype=float))
+    ratio = np.clip(1.0 + slope * moneyness, min_ratio, max_ratio)
+    return _scalarize(np.asarray(vol, dtype=float) * ratio)

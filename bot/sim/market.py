@@ -1,0 +1,569 @@
+"""The simulated market's underlyings: SPX, VIX (+ VIX9D, VIX3M, VVIX), VIX futures, the rate.
+
+Two sources behind one `MarketModel` protocol (DESIGN.md "The simulated market"):
+
+- `HistoryMarket` replays real daily history with a seeded intraday path bridged through each
+  day's open, high, low and close;
+- `SyntheticMarket` runs a seeded stochastic-volatility model with jumps, anywhere, no data.
+
+Time model. Each session is cut into steps of `step_minutes` from the open to the close (the
+last step may be shorter; early closes included). The market holds its value between steps:
+`state_at(t)` is the state of the last step at or before t. Before a session's open, and on
+weekends and holidays, it is the previous session's close. Before the first session the
+market shows the first session's open; after the last one its last close.
+
+Paths are built per session on first use and kept in a small cache; a session's path depends
+only on (seed, date) (and, for the synthetic model, the close before it), so the answers do
+not depend on the order of the questions. `state_at` is a dictionary lookup and an index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from bot.calendar import UTC, TradingCalendar
+from bot.data import DataError, History, has_required_files, load_history
+
+SOURCES = ("history", "synthetic", "auto")
+MAX_VX = 8  # listed monthly VIX futures shown (VX1..VX8)
+FULL_SESSION_SECONDS = 390 * 60  # a regular 09:30-16:00 session
+TRADING_DAYS_PER_YEAR = 252.0
+SPX_VIX_RHO = -0.7  # correlation of SPX and VIX moves (both models)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketState:
+    """What the market shows at one instant.
+
+    `time` is the instant of the step these values belong to (at or before the time asked).
+    vix9d / vix3m are nan when unknown (history before those indexes existed); vvix is always
+    a number (modelled from the VIX where history has none, before 2007). `rate` is annual,
+    continuous, decimal. `vx` lists the monthly VIX futures (expiry, price), nearest first, at
+    least two. `session` is the current session, or the last one when the market is closed.
+    """
+
+    time: datetime
+    spx: float
+    vix: float
+    vix9d: float
+    vix3m: float
+    vvix: float
+    rate: float
+    vx: tuple[tuple[date, float], ...]
+    session: date
+
+
+class MarketModel(Protocol):
+    source: str  # "history" | "synthetic"
+    reason: str  # one line: why this source (set by build_market)
+    first_session: date | None
+    last_session: date | None  # None = unbounded
+
+    def state_at(self, t: datetime) -> MarketState: ...
+
+    def path(self, t0: datetime, t1: datetime) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def settlement(self, d: date) -> float: ...
+
+
+# --------------------------------------------------------------------------- shared models
+
+
+def vvix_from_vix(vix):
+    """A plausible VVIX for a VIX level (VIX 13 -> ~83, 18 -> ~92, 40 -> ~132, 80 -> ~204):
+    vol of vol rises with the VIX. Used by the synthetic model and where history has no VVIX."""
+    return np.clip(60.0 + 1.8 * np.asarray(vix, dtype=float), 70.0, 220.0)
+
+
+def vx_beta(days_to_expiry):
+    """Elasticity of a VIX future to spot VIX: ~1 at expiry, 0.6 at 30 days, 0.33 at 90.
+    Far contracts barely move with spot because the VIX mean-reverts before they expire."""
+    return 1.0 / (1.0 + np.asarray(days_to_expiry, dtype=float) / 45.0)
+
+
+def _next_month(year: int, month: int) -> tuple[int, int]:
+    return (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+def _vix_expiry_known(calendar: TradingCalendar, year: int, month: int) -> bool:
+    """The expiry rule looks at the third Friday (day 15-21) of the following month."""
+    ny, nm = _next_month(year, month)
+    return date(ny, nm, 21) <= calendar.last
+
+
+# --------------------------------------------------------------------------- per-session paths
+
+
+@dataclass(eq=False, slots=True)
+class _DayPath:
+    """One session's steps: times[0] is the open, times[-1] the close."""
+
+    session: date
+    times: list[datetime]
+    stamps: np.ndarray  # POSIX seconds of `times`
+    spx: np.ndarray
+    vix: np.ndarray
+    vix9d: np.ndarray
+    vix3m: np.ndarray
+    vvix: np.ndarray
+    rate: float
+    vx_expiries: tuple[date, ...]
+    vx: np.ndarray  # (steps, len(vx_expiries))
+    states: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.states = [None] * len(self.times)
+
+    def state(self, k: int) -> MarketState:
+        """State of step k (-1 = close), built once on first use."""
+        cached = self.states[k]
+        if cached is None:
+            cached = MarketState(
+                time=self.times[k],
+                spx=float(self.spx[k]),
+                vix=float(self.vix[k]),
+                vix9d=float(self.vix9d[k]),
+                vix3m=float(self.vix3m[k]),
+                vvix=float(self.vvix[k]),
+                rate=self.rate,
+                vx=tuple(zip(self.vx_expiries, self.vx[k].tolist())),
+                session=self.session,
+            )
+            self.states[k] = cached
+        return cached
+
+
+class _SteppedMarket:
+    """Time bookkeeping shared by both sources: which session and step hold at an instant,
+    a bounded cache of session paths, and `path` between two instants."""
+
+    source = ""
+    first_session: date | None = None
+    last_session: date | None = None
+    CACHED_SESSIONS = 64
+
+    def __init__(self, calendar: TradingCalendar, seed: int, step_minutes: int):
+        if not (isinstance(step_minutes, int) and 1 <= step_minutes <= 60):
+            raise ValueError(f"step_minutes must be a whole number from 1 to 60, not {step_minutes!r}")
+        self.reason = ""
+        self._calendar = calendar
+        self._seed = int(seed)
+        self._step = timedelta(minutes=step_minutes)
+        self._step_s = step_minutes * 60.0
+        self._paths: OrderedDict[date, _DayPath] = OrderedDict()
+        self._utc_days: dict[date, tuple] = {}
+
+    # -- subclasses
+    def _generate(self, d: date) -> _DayPath:
+        raise NotImplementedError
+
+    # -- time
+    def _grid(self, d: date) -> tuple[list[datetime], np.ndarray]:
+        open_, close = self._calendar.open_close(d)
+        times = []
+        t = open_
+        while t < close:
+            times.append(t)
+            t += self._step
+        times.append(close)
+        return times, np.array([x.timestamp() for x in times])
+
+    def _day_info(self, utc_day: date) -> tuple:
+        """(session or None, open ts, close ts, previous session or None) for a UTC date.
+        A US session opens and closes within one UTC date, which makes this lookup exact."""
+        info = self._utc_days.get(utc_day)
+        if info is None:
+            cal = self._calendar
+            prev = cal.previous_session(utc_day) if utc_day > cal.first else None
+            if cal.is_session(utc_day):
+                open_, close = cal.open_close(utc_day)
+                info = (utc_day, open_.timestamp(), close.timestamp(), prev)
+            else:
+                info = (None, 0.0, 0.0, prev)
+            self._utc_days[utc_day] = info
+        return info
+
+    def _locate(self, t: datetime) -> tuple[date, int]:
+        """The session whose state holds at t and the step index in it (-1 = its close)."""
+        if t.tzinfo is not UTC:
+            if t.utcoffset() is None:
+                raise ValueError(f"naive datetime {t}: the market needs timezone-aware UTC times")
+            t = t.astimezone(UTC)
+        ts = t.timestamp()
+        session, open_ts, close_ts, prev = self._day_info(t.date())
+        if session is not None and ts >= open_ts:
+            step = -1 if ts >= close_ts else int((ts - open_ts) // self._step_s)
+            return self._clamp(session, step)
+        return self._clamp(prev, -1)
+
+    def _clamp(self, d: date | None, step: int) -> tuple[date, int]:
+        if self.first_session is not None and (d is None or d < self.first_session):
+            return self.first_session, 0
+        if self.last_session is not None and d > self.last_session:
+            return self.last_session, -1
+        return d, step
+
+    def _day(self, d: date) -> _DayPath:
+        day = self._paths.get(d)
+        if day is None:
+            day = self._generate(d)
+            self._paths[d] = day
+            if len(self._paths) > self.CACHED_SESSIONS:
+                self._paths.popitem(last=False)
+        else:
+            self._paths.move_to_end(d)
+        return day
+
+    def _check_session(self, d: date) -> None:
+        if not self._calendar.is_session(d):
+            raise ValueError(f"{d} is not a trading session")
+        too_early = self.first_session is not None and d < self.first_session
+        too_late = self.last_session is not None and d > self.last_session
+        if too_early or too_late:
+            raise ValueError(f"{d} is outside the market's sessions {self.first_session}..{self.last_session}")
+
+    # -- public
+    def state_at(self, t: datetime) -> MarketState:
+        d, step = self._locate(t)
+        return self._day(d).state(step)
+
+    def path(self, t0: datetime, t1: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """SPX and VIX at the steps with t0 < step time <= t1 (stops and fills between looks)."""
+        spx_parts, vix_parts = [], []
+        if t1 > t0:
+            ts0, ts1 = t0.timestamp(), t1.timestamp()
+            d0, _ = self._locate(t0)
+            d1, _ = self._locate(t1)
+            for d in self._calendar.sessions_between(d0, d1):
+                day = self._day(d)
+                inside = (day.stamps > ts0) & (day.stamps <= ts1)
+                spx_parts.append(day.spx[inside])
+                vix_parts.append(day.vix[inside])
+        if not spx_parts:
+            return np.empty(0), np.empty(0)
+        return np.concatenate(spx_parts), np.concatenate(vix_parts)
+
+
+# --------------------------------------------------------------------------- history replay
+
+
+def _fold_into(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Reflect a path at the bounds until it lies in [low, high]: unlike clipping this leaves
+    no flat stretches at the day's high or low."""
+    width = high - low
+    y = np.mod(x - low, 2.0 * width)
+    y = np.where(y > width, 2.0 * width - y, y)
+    return np.clip(low + y, low, high)
+
+
+def ohlc_bridge(z: np.ndarray, ohlc: tuple[float, float, float, float], i_high: int, i_low: int,
+                noise: float = 0.6) -> np.ndarray:
+    """A path of len(z) + 1 points from the open to the close that is at the high at step
+    i_high and at the low at step i_low (both strictly inside) and never leaves [low, high].
+
+    Between those anchors it is a Brownian bridge driven by the normals z, scaled to the day's
+    range (`noise` * range / sqrt(steps)), then reflected into the range.
+    """
+    o, h, l, c = ohlc
+    n = len(z)
+    if h <= l:
+        return np.full(n + 1, c)
+    order = sorted([(0, o), (i_high, h), (i_low, l), (n, c)])
+    idx = np.array([i for i, _ in order])
+    val = np.array([v for _, v in order])
+    k = np.arange(n + 1)
+    seg = np.clip(np.searchsorted(idx, k, side="right") - 1, 0, len(idx) - 2)
+    a0, a1 = idx[seg], idx[seg + 1]
+    frac = (k - a0) / (a1 - a0)
+    w = np.concatenate(([0.0], np.cumsum(z)))
+    bridge = w - w[a0] - frac * (w[a1] - w[a0])
+    line = val[seg] + (val[seg + 1] - val[seg]) * frac
+    x = _fold_into(line + noise * (h - l) / math.sqrt(n) * bridge, l, h)
+    x[idx] = val
+    return x
+
+
+def _near(rng: np.random.Generator, i: int, n: int, spread: int = 3) -> int:
+    return int(np.clip(i + rng.integers(-spread, spread + 1), 1, n - 1))
+
+
+def bridge_spx_vix(rng: np.random.Generator, n: int, spx_ohlc, vix_ohlc) -> tuple[np.ndarray, np.ndarray]:
+    """Intraday SPX and VIX paths of n steps through their daily OHLC, negatively correlated:
+    correlated noise, and the VIX high placed near the SPX low (and its low near the SPX high).
+    The order of the SPX high and low is random."""
+    z = rng.standard_normal((2, n))
+    z_vix = SPX_VIX_RHO * z[0] + math.sqrt(1.0 - SPX_VIX_RHO**2) * z[1]
+    i_high, i_low = (int(i) for i in rng.choice(np.arange(1, n), size=2, replace=False))
+    v_high, v_low = _near(rng, i_low, n), _near(rng, i_high, n)
+    if v_low == v_high:
+        v_low = v_high + 1 if v_high < n - 1 else v_high - 1
+    return ohlc_bridge(z[0], spx_ohlc, i_high, i_low), ohlc_bridge(z_vix, vix_ohlc, v_high, v_low)
+
+
+class HistoryMarket(_SteppedMarket):
+    """Replay of daily history (`bot.data.History`) with seeded intraday paths.
+
+    At each close the market shows the file's values: SPX and VIX closes, the VIX futures
+    settlements, VIX9D / VIX3M / VVIX closes. During the day the VIX-side values move with the
+    bridged spot VIX by fixed elasticities (futures: `vx_beta`, shorter expiries move more).
+    """
+
+    source = "history"
+    VIX9D_BETA, VIX3M_BETA, VVIX_BETA = 1.2, 0.6, 0.5
+
+    def __init__(self, history: History, calendar: TradingCalendar, seed: int, step_minutes: int = 5):
+        super().__init__(calendar, seed, step_minutes)
+        span = history.complete_span()
+        if span is None:
+            raise DataError("history has no session with SPX, VIX and VIX futures rows")
+        self._history = history
+        self.first_session, self.last_session = span
+        self.reason = f"history covers {self.first_session}..{self.last_session}"
+
+    def settlement(self, d: date) -> float:
+        self._check_session(d)
+        return float(self._history.spx[self._history.index(d), 3])
+
+    def _generate(self, d: date) -> _DayPath:
+        row = self._history.row(d)
+        times, stamps = self._grid(d)
+        rng = np.random.default_rng([self._seed, d.toordinal()])
+        spx, vix = bridge_spx_vix(rng, len(times) - 1, row.spx, row.vix)
+        ratio = vix / row.vix[3]
+        expiries, settles = self._vx_curve(d, row)
+        days = np.array([(e - d).days for e in expiries], dtype=float)
+        vvix_close = row.vvix if math.isfinite(row.vvix) else float(vvix_from_vix(row.vix[3]))
+        return _DayPath(
+            session=d, times=times, stamps=stamps, spx=spx, vix=vix,
+            vix9d=row.vix9d * ratio**self.VIX9D_BETA,
+            vix3m=row.vix3m * ratio**self.VIX3M_BETA,
+            vvix=vvix_close * ratio**self.VVIX_BETA,
+            rate=row.rate,
+            vx_expiries=expiries,
+            vx=np.asarray(settles) * ratio[:, None] ** vx_beta(days),
+        )
+
+    def _vx_curve(self, d: date, row) -> tuple[tuple[date, ...], tuple[float, ...]]:
+        """Expiries of vx1, vx2 from the file; vx3.. are the calendar months after vx2 (only
+        where the file's listing is consecutive, i.e. not 2004-2007)."""
+        expiries = [row.vx1_expiry, row.vx2_expiry]
+        if row.vx_consecutive:
+            y, m = row.vx2_expiry.year, row.vx2_expiry.month
+            for _ in range(len(row.vx) - 2):
+                y, m = _next_month(y, m)
+                if not _vix_expiry_known(self._calendar, y, m):
+                    break
+                expiries.append(self._calendar.vix_monthly_expiry(y, m))
+        pairs = [(e, v) for e, v in zip(expiries, row.vx) if e > d]  # forward-filled days only
+        return tuple(e for e, _ in pairs), tuple(v for _, v in pairs)
+
+
+# --------------------------------------------------------------------------- synthetic model
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """Parameters of the synthetic model; time in trading days unless said otherwise.
+
+    VIX: log-OU reverting to `vix_long_run` with half-life `vix_half_life_days`, diffusion
+    `vol_of_vol` (annualized, of log VIX) and upward jumps (`jumps_per_year`, exponential
+    log-size with mean `jump_mean`); the reversion target is lowered by the jumps' mean effect
+    so that log VIX still averages ln(vix_long_run).
+    SPX: log returns with vol `realized_to_implied` * VIX/100 (below 1: the variance risk
+    premium that option sellers earn), correlation `rho` with the VIX diffusion, and a drop of
+    `spx_per_vix_jump` * (VIX log-jump) on each VIX jump; `drift` (per year) is net of those
+    drops, so jumps add crash risk without changing the long-run return.
+    `overnight_share` of a day's variance happens between the close and the next open.
+    Term structure: VIX futures F(T) = lt + (VIX - lt) e^{-term_speed T} + contango (1 - e^{-4T})
+    (T in years); VIX9D / VIX3M from the same reversion around 30 days with a slope
+    `index_slope` * (sqrt(days/30) - 1); VVIX from `vvix_from_vix`.
+    """
+
+    vix_long_run: float = 18.0
+    vix_half_life_days: float = 15.0
+    vol_of_vol: float = 1.15
+    jumps_per_year: float = 4.0
+    jump_mean: float = 0.25
+    spx_per_vix_jump: float = 0.12
+    rho: float = SPX_VIX_RHO
+    realized_to_implied: float = 0.85
+    drift: float = 0.06
+    overnight_share: float = 0.2
+    term_speed: float = 4.0
+    contango: float = 1.5
+    index_slope: float = 1.5
+    rate: float = 0.02
+
+
+class SyntheticMarket(_SteppedMarket):
+    """A seeded stochastic-volatility market with jumps (see `SyntheticParams`).
+
+    Sessions are generated in order from `start` (the first session at or after it, opening
+    at spx0 / vix0); asking for a later date generates the sessions in between once. Only the
+    closes are kept for good; intraday paths are rebuilt from (seed, date, previous close) when
+    they have left the cache. The calendar bounds how far the market can go.
+    """
+
+    source = "synthetic"
+
+    def __init__(self, calendar: TradingCalendar, seed: int, start: date, spx0: float = 5000.0,
+                 vix0: float = 16.0, step_minutes: int = 5, params: SyntheticParams | None = None):
+        super().__init__(calendar, seed, step_minutes)
+        if spx0 <= 0 or vix0 <= 0:
+            raise ValueError("spx0 and vix0 must be positive")
+        self.params = params or SyntheticParams()
+        self.first_session = calendar.next_session(start, include=True)
+        self.last_session = None
+        self._spx0, self._vix0 = float(spx0), float(vix0)
+        self._closes: dict[date, tuple[float, float]] = {}
+        self._frontier: date | None = None  # last session generated so far
+        self.reason = f"synthetic from {self.first_session} (seed {seed})"
+
+    def settlement(self, d: date) -> float:
+        self._check_session(d)
+        return float(self._day(d).spx[-1])
+
+    # -- generation
+    def _generate(self, d: date) -> _DayPath:
+        spx_prev, vix_prev, first = self._start_state(d)
+        times, stamps = self._grid(d)
+        spx, vix = self._simulate(d, stamps, spx_prev, vix_prev, first)
+        self._closes[d] = (float(spx[-1]), float(vix[-1]))
+        if self._frontier is None or d > self._frontier:
+            self._frontier = d
+        expiries = self._listed_vx(d)
+        return _DayPath(
+            session=d, times=times, stamps=stamps, spx=spx, vix=vix,
+            vix9d=self._index_level(vix, 9.0), vix3m=self._index_level(vix, 91.0),
+            vvix=vvix_from_vix(vix), rate=self.params.rate,
+            vx_expiries=expiries, vx=self._futures(vix, d, expiries),
+        )
+
+    def _start_state(self, d: date) -> tuple[float, float, bool]:
+        """(SPX, VIX) at the previous close, generating the sessions before d if needed."""
+        if d == self.first_session:
+            return self._spx0, self._vix0, True
+        prev = self._calendar.previous_session(d)
+        if prev not in self._closes:
+            nxt = self.first_session if self._frontier is None else self._calendar.next_session(self._frontier)
+            while nxt <= prev:
+                self._day(nxt)
+                nxt = self._calendar.next_session(nxt)
+        spx, vix = self._closes[prev]
+        return spx, vix, False
+
+    def _simulate(self, d: date, stamps: np.ndarray, spx: float, vix: float,
+                  first: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Euler steps of the model: step 0 is the overnight move to the open (none on the
+        first session), then the intraday steps; time in trading days."""
+        p = self.params
+        intraday = np.diff(stamps) / FULL_SESSION_SECONDS * (1.0 - p.overnight_share)
+        dt = np.concatenate(([0.0 if first else p.overnight_share], intraday))
+        rng = np.random.default_rng([self._seed, d.toordinal()])
+        z = rng.standard_normal((2, len(dt)))
+        jump_hit = rng.random(len(dt)) < p.jumps_per_year / TRADING_DAYS_PER_YEAR * dt
+        jumps = np.where(jump_hit, rng.exponential(p.jump_mean, len(dt)), 0.0)
+
+        kappa = math.log(2.0) / p.vix_half_life_days
+        target = math.log(p.vix_long_run) - p.jumps_per_year / TRADING_DAYS_PER_YEAR * p.jump_mean / kappa
+        nu = p.vol_of_vol / math.sqrt(TRADING_DAYS_PER_YEAR)
+        mu = (p.drift + p.jumps_per_year * p.jump_mean * p.spx_per_vix_jump) / TRADING_DAYS_PER_YEAR
+        rho_c = math.sqrt(1.0 - p.rho**2)
+        spx_out, vix_out = np.empty(len(dt)), np.empty(len(dt))
+        x = math.log(vix)
+        for k, (h, z_s, z_i, jump) in enumerate(zip(dt.tolist(), z[0].tolist(), z[1].tolist(), jumps.tolist())):
+            if h > 0:  # the first session opens exactly at spx0 / vix0
+                sig = p.realized_to_implied * vix / 100.0 / math.sqrt(TRADING_DAYS_PER_YEAR)
+                root_h = math.sqrt(h)
+                spx *= math.exp((mu - 0.5 * sig * sig) * h + sig * root_h * z_s - p.spx_per_vix_jump * jump)
+                x += kappa * (target - x) * h + nu * root_h * (p.rho * z_s + rho_c * z_i) + jump
+                vix = math.exp(x)
+            spx_out[k], vix_out[k] = spx, vix
+        return spx_out, vix_out
+
+    # -- derived series
+    def _index_level(self, vix: np.ndarray, days: float) -> np.ndarray:
+        p = self.params
+        level = (p.vix_long_run + (vix - p.vix_long_run) * math.exp(-p.term_speed * (days - 30.0) / 365.0)
+                 + p.index_slope * (math.sqrt(days / 30.0) - 1.0))
+        return np.maximum(level, 0.5 * vix)
+
+    def _futures(self, vix: np.ndarray, d: date, expiries: tuple[date, ...]) -> np.ndarray:
+        p = self.params
+        T = np.array([(e - d).days for e in expiries], dtype=float) / 365.0
+        lt = p.vix_long_run
+        return lt + (vix[:, None] - lt) * np.exp(-p.term_speed * T) + p.contango * (1.0 - np.exp(-4.0 * T))
+
+    def _listed_vx(self, d: date) -> tuple[date, ...]:
+        """Expiries of the monthly VIX futures listed on d, nearest first (a contract leaves
+        the list on its expiry day, as in the history file)."""
+        out: list[date] = []
+        y, m = d.year, d.month
+        while len(out) < MAX_VX and _vix_expiry_known(self._calendar, y, m):
+            expiry = self._calendar.vix_monthly_expiry(y, m)
+            if expiry > d:
+                out.append(expiry)
+            y, m = _next_month(y, m)
+        if len(out) < 2:
+            raise ValueError(f"the trading calendar (to {self._calendar.last}) is too short for VIX futures on {d}")
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------- choosing a source
+
+
+class NotCoveredError(DataError):
+    """The history files are fine but do not span the dates asked for."""
+
+
+def _history_market(data_dir: Path | None, calendar: TradingCalendar, start: date, end: date | None,
+                    seed: int, step_minutes: int) -> HistoryMarket:
+    if data_dir is None:
+        raise DataError("no data directory given for the history market")
+    history = load_history(Path(data_dir), start, end)
+    last = end if end is not None else start
+    if not history.covers(start, last, calendar.sessions_between(start, last)):
+        span = history.complete_span()
+        near = f"complete data near those dates: {span[0]}..{span[1]}" if span else "no complete data near those dates"
+        raise NotCoveredError(f"history in {data_dir} does not cover {start}..{last} ({near})")
+    model = HistoryMarket(history, calendar, seed, step_minutes)
+    model.reason = f"history covers {start}..{end}" if end else f"history from {start} (data to {model.last_session})"
+    return model
+
+
+def build_market(source: str, data_dir: Path | None, calendar: TradingCalendar, start: date,
+                 end: date | None, seed: int, step_minutes: int = 5) -> MarketModel:
+    """The market for a run: "history" (DataError when the files are missing or do not cover
+    start..end), "synthetic", or "auto" (history when `data_dir` holds the files and they cover
+    the dates, synthetic otherwise). `model.reason` says which and why, in one line.
+
+    With end None, history must cover `start`; the replay then runs to the end of the data.
+    A malformed file is an error even under "auto": a broken download should be fixed, not
+    silently replaced by a model.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"market source must be one of {', '.join(SOURCES)}, not {source!r}")
+    if source == "history":
+        return _history_market(data_dir, calendar, start, end, seed, step_minutes)
+    if source == "auto":
+        if not has_required_files(data_dir):
+            return _synthetic(calendar, seed, start, step_minutes,
+                              f"no data files in {data_dir}" if data_dir is not None else "no data directory given")
+        try:
+            return _history_market(data_dir, calendar, start, end, seed, step_minutes)
+        except NotCoveredError as exc:
+            return _synthetic(calendar, seed, start, step_minutes, str(exc))
+    return _synthetic(calendar, seed, start, step_minutes, "synthetic model requested")
+
+
+def _synthetic(calendar: TradingCalendar, seed: int, start: date, step_minutes: int, reason: str) -> SyntheticMarket:
+    model = SyntheticMarket(calendar, seed, start, step_minutes=step_minutes)
+    model.reason = reason
+    return model

@@ -1,0 +1,226 @@
+"""The simulated market: history replay bridged through OHLC, the synthetic model, the source choice."""
+
+import math
+import os
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.calendar import UTC, TradingCalendar, ny_time
+from bot.data import DataError, load_history
+from bot.sim.market import HistoryMarket, MarketState, SyntheticMarket, build_market
+
+DATA_DIR = Path(os.environ.get("SPX_BOT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+real_data = pytest.mark.skipif(not (DATA_DIR / "spx_daily.csv").is_file(),
+                               reason=f"history files not found in {DATA_DIR} (set SPX_BOT_DATA)")
+
+# Thanksgiving week 2022: a holiday (11-24) and an early close (11-25, 13:00 ET).
+SESSIONS = [date(2022, 11, 21), date(2022, 11, 22), date(2022, 11, 23), date(2022, 11, 25), date(2022, 11, 28)]
+
+
+@pytest.fixture(scope="module")
+def calendar():
+    return TradingCalendar(start=date(2020, 1, 2), end=date(2032, 12, 31))
+
+
+def _daily_rows(seed: int) -> dict[date, dict]:
+    """Plausible made-up daily data for SESSIONS (opens strictly inside the range)."""
+    rng = np.random.default_rng(seed)
+    rows, spx, vix = {}, 4000.0, 22.0
+    for d in SESSIONS:
+        s = spx * np.exp(rng.normal(0, 0.01, 4))
+        v = vix * np.exp(rng.normal(0, 0.05, 4))
+        s_lo, s_hi = s.min() - 5, s.max() + 5
+        v_lo, v_hi = v.min() - 0.3, v.max() + 0.3
+        rows[d] = {"spx": (s[0], s_hi, s_lo, s[3]), "vix": (v[0], v_hi, v_lo, v[3]),
+                   "vx": (v[3] + 0.5, v[3] + 1.1, v[3] + 1.6), "vix9d": v[3] - 1, "vix3m": v[3] + 2, "vvix": 95.0}
+        spx, vix = s[3], v[3]
+    return rows
+
+
+def _write_dataset(folder: Path, rows: dict[date, dict]) -> Path:
+    ohlc = lambda vals: ",".join(f"{x:.2f}" for x in vals)  # noqa: E731
+    lines = {"spx_daily.csv": ["date,open,high,low,close"], "vix_daily.csv": ["date,open,high,low,close"],
+             "vix_futures_term.csv": ["date,vx1,vx2,vx3,vx4,vx5,vx6,vx7,vx8,vx1_expiry,vx2_expiry,source"],
+             "vix9d_daily.csv": ["date,open,high,low,close"], "vix3m_daily.csv": ["date,open,high,low,close"],
+             "vvix_daily.csv": ["date,close"], "tbill_3m_daily.csv": ["date,rate_pct"]}
+    for d, r in rows.items():
+        lines["spx_daily.csv"].append(f"{d},{ohlc(r['spx'])}")
+        lines["vix_daily.csv"].append(f"{d},{ohlc(r['vix'])}")
+        lines["vix_futures_term.csv"].append(f"{d},{ohlc(r['vx'])},,,,,,2022-12-21,2023-01-18,test")
+        lines["vix9d_daily.csv"].append(f"{d},,,,{r['vix9d']:.2f}")
+        lines["vix3m_daily.csv"].append(f"{d},,,,{r['vix3m']:.2f}")
+        lines["vvix_daily.csv"].append(f"{d},{r['vvix']:.2f}")
+        lines["tbill_3m_daily.csv"].append(f"{d},4.00")
+    for name, text in lines.items():
+        (folder / name).write_text("\n".join(text) + "\n")
+    return folder
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return _write_dataset(tmp_path, _daily_rows(1))
+
+
+@pytest.fixture
+def history(dataset):
+    return load_history(dataset)
+
+
+def _session_path(market, calendar, d):
+    """All steps of session d: from just after the previous close to the close."""
+    open_, close = calendar.open_close(d)
+    return market.path(open_ - timedelta(seconds=1), close)
+
+
+# --------------------------------------------------------------------------- history replay
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_bridge_touches_ohlc_and_stays_in_range(history, calendar, seed):
+    market = HistoryMarket(history, calendar, seed)
+    for d in SESSIONS:
+        row = history.row(d)
+        spx, vix = _session_path(market, calendar, d)
+        minutes = (calendar.open_close(d)[1] - calendar.open_close(d)[0]).total_seconds() / 60
+        assert len(spx) == math.ceil(minutes / 5) + 1
+        for path, (o, h, l, c) in ((spx, row.spx), (vix, row.vix)):
+            assert (path[0], path.max(), path.min(), path[-1]) == (o, h, l, c)
+        assert abs(int(np.argmax(vix)) - int(np.argmin(spx))) <= 4  # VIX peaks when SPX bottoms
+        assert abs(int(np.argmin(vix)) - int(np.argmax(spx))) <= 4
+
+
+def test_close_state_is_the_file(history, calendar):
+    market = HistoryMarket(history, calendar, seed=5)
+    for d in SESSIONS:
+        row = history.row(d)
+        close_t = calendar.open_close(d)[1]
+        next_open = calendar.open_close(calendar.next_session(d))[0]
+        after = [close_t, close_t + timedelta(hours=3), next_open - timedelta(seconds=1)]
+        for t in after:
+            s = market.state_at(t)
+            assert (s.session, s.time, s.spx, s.vix) == (d, close_t, row.spx[3], row.vix[3])
+            assert (s.vix9d, s.vix3m, s.vvix) == (row.vix9d, row.vix3m, row.vvix)
+            assert [p for _, p in s.vx] == list(row.vx)
+            assert [e for e, _ in s.vx] == [date(2022, 12, 21), date(2023, 1, 18), date(2023, 2, 15)]
+            assert s.rate == pytest.approx(-math.log(1 - 0.04 * 91 / 360) * 365 / 91)
+    holiday = market.state_at(ny_time(date(2022, 11, 24), "12:00"))
+    assert holiday.session == date(2022, 11, 23) and holiday.spx == history.row(date(2022, 11, 23)).spx[3]
+    assert market.settlement(date(2022, 11, 25)) == history.row(date(2022, 11, 25)).spx[3]
+    with pytest.raises(ValueError):
+        market.settlement(date(2022, 11, 24))
+
+
+def test_intraday_steps_hold_between_looks(history, calendar):
+    market = HistoryMarket(history, calendar, seed=5)
+    d = SESSIONS[1]
+    open_ = calendar.open_close(d)[0]
+    at_open = market.state_at(open_)
+    assert at_open.spx == history.row(d).spx[0] and at_open.time == open_
+    assert market.state_at(open_ + timedelta(minutes=4, seconds=59)) is at_open  # same step, same object
+    assert market.state_at(open_ + timedelta(minutes=5)).time == open_ + timedelta(minutes=5)
+    spx, _ = market.path(open_ + timedelta(minutes=2), open_ + timedelta(minutes=15))
+    expected = [market.state_at(open_ + timedelta(minutes=m)).spx for m in (5, 10, 15)]
+    assert list(spx) == expected
+    assert market.path(open_ + timedelta(minutes=1), open_ + timedelta(minutes=4))[0].size == 0
+    assert market.path(open_, open_)[0].size == 0
+    with pytest.raises(ValueError):
+        market.state_at(datetime(2022, 11, 22, 15, 0))  # naive
+
+
+def test_vx_moves_with_vix_during_the_day(history, calendar):
+    market = HistoryMarket(history, calendar, seed=2)
+    d = SESSIONS[2]
+    row = history.row(d)
+    noon = market.state_at(ny_time(d, "12:00"))
+    ratio = noon.vix / row.vix[3]
+    moves = [price / settle for (_, price), settle in zip(noon.vx, row.vx)]
+    assert all(m != 1.0 for m in moves)
+    assert abs(math.log(moves[0])) <= abs(math.log(ratio)) and abs(math.log(moves[2])) < abs(math.log(moves[0]))
+
+
+def test_history_deterministic_for_seed_regardless_of_order(history, calendar):
+    times = [ny_time(d, hm) for d in SESSIONS for hm in ("09:30", "10:17", "12:00", "15:55")]
+    forward = HistoryMarket(history, calendar, seed=9)
+    backward = HistoryMarket(history, calendar, seed=9)
+    a = [forward.state_at(t) for t in times]
+    b = [backward.state_at(t) for t in reversed(times)][::-1]
+    assert a == b
+    other = HistoryMarket(history, calendar, seed=10)
+    assert [s.spx for s in a] != [other.state_at(t).spx for t in times]
+
+
+def test_history_bounds(history, calendar):
+    market = HistoryMarket(history, calendar, seed=1)
+    assert (market.first_session, market.last_session) == (SESSIONS[0], SESSIONS[-1])
+    before = market.state_at(ny_time(date(2022, 11, 1), "12:00"))
+    assert before.session == SESSIONS[0] and before.spx == history.row(SESSIONS[0]).spx[0]
+    after = market.state_at(ny_time(date(2022, 12, 25), "12:00"))
+    assert after.session == SESSIONS[-1] and after.spx == history.row(SESSIONS[-1]).spx[3]
+
+
+# --------------------------------------------------------------------------- synthetic model
+
+
+def test_synthetic_path_is_sane(calendar):
+    market = SyntheticMarket(calendar, seed=3, start=date(2031, 1, 5))
+    assert market.first_session == date(2031, 1, 6) and market.last_session is None
+    spx, vix = market.path(ny_time(date(2031, 1, 5), "09:00"), ny_time(date(2031, 6, 30), "16:00"))
+    assert len(spx) > 100 * 79
+    assert np.all(vix > 0) and np.all(np.isfinite(spx)) and np.all(spx > 0)
+    corr = np.corrcoef(np.diff(np.log(spx)), np.diff(np.log(vix)))[0, 1]
+    assert -0.9 < corr < -0.5
+    assert 8 < np.median(vix) < 35
+    state = market.state_at(ny_time(date(2031, 3, 3), "11:00"))
+    expiries = [e for e, _ in state.vx]
+    assert len(expiries) >= 2 and expiries == sorted(expiries) and expiries[0] > state.session
+    assert all(p > 0 for _, p in state.vx) and state.vix9d > 0 and state.vix3m > 0 and state.vvix > 0
+    assert market.settlement(date(2031, 3, 3)) == market.state_at(ny_time(date(2031, 3, 3), "16:00")).spx
+
+
+def test_synthetic_deterministic_and_sequential(calendar):
+    late, early = ny_time(date(2031, 4, 1), "14:00"), ny_time(date(2031, 2, 2), "10:00")
+    a = SyntheticMarket(calendar, seed=11, start=date(2031, 1, 5))
+    b = SyntheticMarket(calendar, seed=11, start=date(2031, 1, 5))
+    b.CACHED_SESSIONS = 2  # force intraday paths to be rebuilt from stored closes
+    first_a = (a.state_at(early), a.state_at(late))
+    first_b = (b.state_at(late), b.state_at(early))[::-1]
+    assert first_a == first_b
+    assert SyntheticMarket(calendar, seed=12, start=date(2031, 1, 5)).state_at(late) != first_a[1]
+    opening = a.state_at(ny_time(date(2031, 1, 6), "09:30"))
+    assert (opening.spx, opening.vix) == (5000.0, 16.0)
+
+
+def test_state_is_a_frozen_value(calendar):
+    state = SyntheticMarket(calendar, seed=1, start=date(2031, 1, 5)).state_at(datetime(2031, 1, 6, 15, tzinfo=UTC))
+    assert isinstance(state, MarketState)
+    with pytest.raises(AttributeError):
+        state.spx = 1.0  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- choosing the source
+
+
+def test_build_market_sources(dataset, calendar, tmp_path):
+    model = build_market("history", dataset, calendar, SESSIONS[0], SESSIONS[-1], seed=1)
+    assert model.source == "history" and model.reason == f"history covers {SESSIONS[0]}..{SESSIONS[-1]}"
+    with pytest.raises(DataError, match="does not cover"):
+        build_market("history", dataset, calendar, SESSIONS[0], date(2022, 12, 5), seed=1)
+    with pytest.raises(DataError, match="file not found"):
+        build_market("history", tmp_path / "nowhere", calendar, SESSIONS[0], None, seed=1)
+    empty = build_market("auto", tmp_path / "nowhere", calendar, SESSIONS[0], None, seed=1)
+    assert empty.source == "synthetic" and empty.reason == f"no data files in {tmp_path / 'nowhere'}"
+    assert build_market("synthetic", dataset, calendar, SESSIONS[0], None, seed=1).source == "synthetic"
+    with pytest.raises(ValueError):
+        build_market("live", dataset, calendar, SESSIONS[0], None, seed=1)
+
+
+@real_data
+def test_auto_picks_history_when_covered(calendar):
+    model = build_market("auto", DATA_DIR, calendar, date(2022, 3, 1), date(2022, 3, 8), seed=1)
+    assert model.source == "history" and model.reason == "history covers 2022-03-01..2022-03-08"
+    assert model.state_at(ny_time(date(2022, 3, 7), "16:00")).vix == 36.45
+    later = build_market("auto", DATA_DIR, calendar, date(2031, 1, 5), None, seed=1)
+    assert later.source == "synthetic" and "does not cover 2031-01-05" in later.reason

@@ -1,0 +1,191 @@
+"""Option pricing: parity, greeks against finite differences, expiry limits, quotes, vol models."""
+
+import math
+import warnings
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.pricing import (
+    ATM_TO_VIX,
+    black76_greeks,
+    black76_price,
+    bs_greeks,
+    bs_price,
+    norm_cdf,
+    quote_spread,
+    quote_spread_decimal,
+    spx_atm_vol,
+    spx_smile,
+    vix_call_skew,
+    vix_option_vol,
+)
+
+spots = st.floats(500.0, 8000.0)
+moneyness = st.floats(0.6, 1.4)
+maturities = st.floats(1e-4, 2.0)
+vols = st.floats(0.03, 2.0)
+rates = st.floats(-0.01, 0.08)
+
+
+def test_norm_cdf_matches_erfc():
+    x = np.linspace(-37.0, 37.0, 20001)
+    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x])
+    assert np.max(np.abs(norm_cdf(x) - exact)) < 1e-15
+    lower = x < 0
+    assert np.max(np.abs(norm_cdf(x[lower]) - exact[lower]) / exact[lower]) < 1e-7
+
+
+@settings(max_examples=200, deadline=None)
+@given(S=spots, m=moneyness, T=maturities, sigma=vols, r=rates, q=st.floats(0.0, 0.04))
+def test_put_call_parity(S, m, T, sigma, r, q):
+    K = S * m
+    call, put = bs_price(S, K, T, sigma, r, q, True), bs_price(S, K, T, sigma, r, q, False)
+    assert call - put == pytest.approx(S * math.exp(-q * T) - K * math.exp(-r * T), abs=1e-9 * S)
+
+
+@settings(max_examples=100, deadline=None)
+@given(F=st.floats(8.0, 90.0), m=moneyness, T=maturities, sigma=vols, r=rates)
+def test_black76_parity(F, m, T, sigma, r):
+    K = F * m
+    diff = black76_price(F, K, T, sigma, r, True) - black76_price(F, K, T, sigma, r, False)
+    assert diff == pytest.approx(math.exp(-r * T) * (F - K), abs=1e-9 * F)
+
+
+def central_difference(f, x, h):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("is_call", [True, False])
+@pytest.mark.parametrize("K", [4500.0, 4950.0, 5000.0, 5100.0])
+@pytest.mark.parametrize("T", [2 / 365, 30 / 365, 1.0])
+def test_bs_greeks_match_finite_differences(is_call, K, T):
+    S, sigma, r, q = 5000.0, 0.18, 0.04, 0.013
+    g = bs_greeks(S, K, T, sigma, r, q, is_call)
+    by_spot = lambda s: bs_price(s, K, T, sigma, r, q, is_call)  # noqa: E731
+    by_vol = lambda v: bs_price(S, K, T, v, r, q, is_call)  # noqa: E731
+    by_time = lambda t: bs_price(S, K, t, sigma, r, q, is_call)  # noqa: E731
+    h = 0.05
+    assert g["delta"] == pytest.approx(central_difference(by_spot, S, h), abs=1e-6)
+    gamma_fd = (by_spot(S + h) - 2 * by_spot(S) + by_spot(S - h)) / h**2
+    assert g["gamma"] == pytest.approx(gamma_fd, rel=1e-3, abs=1e-7)
+    assert g["vega"] == pytest.approx(central_difference(by_vol, sigma, 1e-4) / 100, rel=1e-5, abs=1e-8)
+    assert g["theta"] == pytest.approx(-central_difference(by_time, T, 1e-7) / 365, rel=1e-4, abs=1e-6)
+
+
+def test_black76_greeks_match_finite_differences():
+    F, K, T, sigma, r = 20.0, 25.0, 40 / 365, 1.1, 0.04
+    g = black76_greeks(F, K, T, sigma, r, True)
+    by_future = lambda f: black76_price(f, K, T, sigma, r, True)  # noqa: E731
+    by_time = lambda t: black76_price(F, K, t, sigma, r, True)  # noqa: E731
+    assert g["delta"] == pytest.approx(central_difference(by_future, F, 1e-3), rel=1e-6)
+    assert g["theta"] == pytest.approx(-central_difference(by_time, T, 1e-6) / 365, rel=1e-4)
+
+
+def test_expiry_limits_without_warnings():
+    S = 5000.0
+    K = np.array([4900.0, 5000.0, 5100.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for T in (0.0, -1.0, 1e-14, 1e-12):
+            call = bs_price(S, K, T, 0.2, 0.05, 0.01, True)
+            put = bs_price(S, K, T, 0.2, 0.05, 0.01, False)
+            assert np.allclose(call, [100.0, 0.0, 0.0], atol=0.01)
+            assert np.allclose(put, [0.0, 0.0, 100.0], atol=0.01)
+            g_call = bs_greeks(S, K, T, 0.2, 0.05, 0.01, True)
+            g_put = bs_greeks(S, K, T, 0.2, 0.05, 0.01, False)
+            for g in (g_call, g_put):
+                assert all(np.all(np.isfinite(v)) for v in g.values())
+            assert g_call["delta"][0] == pytest.approx(1.0) and g_call["delta"][2] == pytest.approx(0.0)
+            assert g_put["delta"][0] == pytest.approx(0.0) and g_put["delta"][2] == pytest.approx(-1.0)
+        expired = bs_greeks(S, K, 0.0, 0.2, 0.05, 0.01, True)
+        assert list(expired["delta"]) == [1.0, 0.0, 0.0]
+        assert not np.any(expired["gamma"]) and not np.any(expired["vega"]) and not np.any(expired["theta"])
+        assert bs_price(S, 5000.0, 1.0, 0.0, 0.0, 0.0, True) == 0.0
+
+
+def test_broadcasting_and_scalars():
+    prices = bs_price(5000.0, np.array([[4900.0], [5100.0]]), np.array([0.1, 0.2, 0.3]), 0.2, 0.04, 0.0, [True, False, True])
+    assert prices.shape == (2, 3)
+    assert isinstance(bs_price(5000.0, 5000.0, 0.1, 0.2, 0.04, 0.0, True), float)
+    both = bs_price(5000.0, 5000.0, 0.1, 0.2, 0.04, 0.0, [True, False])
+    assert both.shape == (2,) and both[0] > both[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(mid=st.floats(0.0, 400.0))
+def test_quote_spread_on_tick_grid_and_around_mid(mid):
+    bid, ask = (float(x) for x in quote_spread(mid))
+    for price in (bid, ask):
+        tick = 0.05 if price < 3 else 0.10
+        assert abs(price / tick - round(price / tick)) < 1e-6
+    assert 0.0 <= bid <= mid <= ask or mid < 0.05
+    assert ask - bid >= 0.05 - 1e-9
+    assert ask - bid <= 2.00 + 0.25
+    assert (Decimal(f"{bid:.2f}"), Decimal(f"{ask:.2f}")) == quote_spread_decimal(mid)
+
+
+def test_quote_spread_examples():
+    bid, ask = quote_spread(np.array([0.0, 0.03, 1.00, 2.95, 10.0, 100.0]))
+    assert list(bid) == [0.0, 0.0, 0.95, 2.85, 9.8, 99.0]
+    assert list(ask) == [0.05, 0.05, 1.05, 3.10, 10.2, 101.0]
+
+
+def test_atm_vol_from_term_structure():
+    vix, v9, v3m = 20.0, 24.0, 22.0
+    r = ATM_TO_VIX
+    assert spx_atm_vol(30 / 365, vix, v9, v3m) == pytest.approx(0.20 * r)
+    assert spx_atm_vol(9 / 365, vix, v9, v3m) == pytest.approx(0.24 * r)
+    assert spx_atm_vol(1 / 365, vix, v9, v3m) == pytest.approx(0.24 * r)  # flat before VIX9D
+    assert spx_atm_vol(2.0, vix, v9, v3m) == pytest.approx(0.22 * r)  # flat after VIX3M
+    mid = spx_atm_vol(60 / 365, vix, v9, v3m) / r
+    expected_var = (0.20**2 * 30 + (0.22**2 * 91 - 0.20**2 * 30) * (60 - 30) / (91 - 30)) / 60
+    assert mid == pytest.approx(math.sqrt(expected_var))
+    assert spx_atm_vol(5 / 365, vix, None, float("nan")) == pytest.approx(0.20 * r)  # missing ignored
+    assert spx_atm_vol(np.array([1, 30, 200]) / 365, vix).shape == (3,)
+
+
+def _strike_for_delta(S, atm, T, target, is_call):
+    K = np.linspace(S * 0.6, S * 1.4, 400001)
+    delta = bs_greeks(S, K, T, spx_smile(atm, S, K, T), 0.04, 0.013, is_call)["delta"]
+    return K[np.argmin(np.abs(delta - target))]
+
+
+@pytest.mark.parametrize("atm", [0.10, 0.18, 0.35])
+def test_smile_skew_at_16_delta(atm):
+    S, T = 5000.0, 1 / 365
+    k_put = _strike_for_delta(S, atm, T, -0.16, False)
+    k_call = _strike_for_delta(S, atm, T, 0.16, True)
+    assert 1.2 <= spx_smile(atm, S, k_put, T) / atm <= 1.4
+    assert 0.9 <= spx_smile(atm, S, k_call, T) / atm <= 1.0
+    assert spx_smile(atm, S, S, T) == pytest.approx(atm)
+
+
+def test_smile_bounded_for_extreme_strikes():
+    iv = spx_smile(0.15, 5000.0, np.array([1.0, 2500.0, 10000.0]), 1e-9)
+    assert np.all(np.isfinite(iv)) and np.all(iv <= 0.15 * 3.0 + 1e-12) and np.all(iv >= 0.15 * 0.75 - 1e-12)
+
+
+def test_vix_option_vol_falls_with_maturity_and_call_skew_rises():
+    vols = vix_option_vol(100.0, np.array([7, 30, 60, 120]) / 365)
+    assert vols[1] == pytest.approx(1.0)
+    assert np.all(np.diff(vols) < 0)
+    skewed = vix_call_skew(1.0, 20.0, np.array([15.0, 20.0, 25.0, 40.0]))
+    assert skewed[1] == pytest.approx(1.0) and np.all(np.diff(skewed) > 0)
+
+
+@pytest.mark.parametrize("hours", [1, 6.4, 24, 72, 24 * 30, 24 * 60])
+@pytest.mark.parametrize("vix", [12.0, 20.0, 31.0, 80.0])
+def test_smile_prices_have_no_strike_arbitrage(hours, vix):
+    """A farther OTM option is never dearer than a nearer one (a condor can't be closed for a
+    credit), even for 0-1 DTE where a steep smile in standardized moneyness would break it."""
+    S, T = 4320.0, hours / 8760
+    K = np.arange(3000.0, 5600.0, 5.0)
+    iv = spx_smile(spx_atm_vol(T, vix), S, K, T)
+    puts = bs_price(S, K, T, iv, 0.02, 0.013, False)
+    calls = bs_price(S, K, T, iv, 0.02, 0.013, True)
+    assert np.all(np.diff(puts) >= -1e-9)
+    assert np.all(np.diff(calls) <= 1e-9)
