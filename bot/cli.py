@@ -1,0 +1,341 @@
+"""spx-bot command line: run | status | kill | resume | check-config | logs.
+
+User errors (bad config, missing data, another instance running) print one line naming the
+cause and exit 2; no tracebacks for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import uuid
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_FATAL = 3
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit 2."""
+
+
+def parse_duration(text: str) -> timedelta:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 5d, 2w")
+    n, unit = float(m.group(1)), m.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+
+
+def parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad date {text!r}: use YYYY-MM-DD") from None
+
+
+def _load(path: str, **overrides):
+    from bot.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(path)
+        return cfg.with_overrides(**{k: v for k, v in overrides.items() if v is not None}) if overrides else cfg
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def _data_dir(cfg, cli_value: str | None) -> Path:
+    return Path(cli_value or os.environ.get("SPX_BOT_DATA") or cfg.market.data_dir)
+
+
+# --- run -----------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    cfg = _load(args.config, **{"sim.speed": args.speed, "sim.start": args.start})
+    if cfg.broker.kind == "ib":
+        raise UserError(
+            f"{args.config}: broker.kind = \"ib\": IB adapter not available in this version; "
+            "run the simulator with config/sim.toml"
+        )
+    return asyncio.run(_run_sim(cfg, args))
+
+
+async def _run_sim(cfg, args) -> int:
+    from bot.broker.base import FatalBrokerError
+    from bot.broker.sim import SimBroker
+    from bot.calendar import TradingCalendar, ny_time
+    from bot.clock import SimClock, wall_now
+    from bot.control import ControlServer, ControlUnavailable, request
+    from bot.data import DataError
+    from bot.engine import Engine
+    from bot.log import get_logger, setup_logging
+    from bot.sim.exchange import ExchangeSettings, SimExchange
+    from bot.sim.market import build_market
+    from bot.store import Store
+
+    socket_path = cfg.bot.control_socket
+    try:
+        await request(socket_path, {"cmd": "status"}, timeout=1.0)
+        raise UserError(f"another spx-bot is already running (control socket {socket_path} answers)")
+    except ControlUnavailable:
+        pass
+
+    cal = TradingCalendar()
+    s = cfg.sim
+    exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
+                                                       s.fill_fraction), s.state_path)
+    if s.start is not None:
+        start = ny_time(s.start, "09:00")
+    else:  # just before the next open, so that `make run` shows trading at once
+        start = cal.open_close(cal.next_session(wall_now().date(), include=True))[0] - timedelta(minutes=5)
+        if wall_now() > start and cal.is_open(wall_now()):
+            start = wall_now()
+    resumed = exchange.sim_time is not None and exchange.sim_time > start
+    if resumed:
+        start = exchange.sim_time
+    until = start + args.duration if args.duration else None
+    data_dir = _data_dir(cfg, args.data)
+    end = (until + timedelta(days=60)).date() if until else None
+    try:
+        market = build_market(cfg.market.source, data_dir, cal, start.date(), end, s.seed, s.step_minutes)
+    except DataError as e:
+        raise UserError(str(e)) from None
+    exchange.market = market
+
+    clock = SimClock(start, s.speed)
+    run_id = uuid.uuid4().hex[:12]
+    setup_logging(cfg.bot.log_path, cfg.bot.log_level, cfg.bot.console_log, clock=clock, bind={"run_id": run_id})
+    log = get_logger("bot")
+    store = Store(cfg.bot.store_path)
+    broker = SimBroker(exchange, clock)
+    engine = Engine(cfg, clock, cal, broker, store, log, until=until)
+    server = ControlServer(engine, socket_path)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, engine.stop)
+    halted, why = store.halted()
+    log.info(
+        "bot.started", config=str(args.config), broker=broker.name, market=market.source,
+        market_reason=getattr(market, "reason", ""), data_dir=str(data_dir), speed=str(s.speed),
+        start=start.isoformat(), until=until.isoformat() if until else None, resumed=resumed,
+        halted=halted, halt_reason=why, pid=os.getpid(), wall_started=wall_now().isoformat(),
+    )
+    code, reason = 0, "stopped"
+    try:
+        await engine.start()
+        reason = await engine.run()
+    except FatalBrokerError as e:
+        log.error("bot.fatal", error=str(e))
+        code, reason = EXIT_FATAL, str(e)
+    finally:
+        await engine.shutdown()
+        await server.close()
+        log.info("bot.stopped", reason=reason, sim_time=clock.now().isoformat())
+        store.close()
+        exchange.close()
+    return code
+
+
+# --- control commands ---------------------------------------------------------------------
+def _ask(cfg, payload: dict):
+    """The daemon's answer, or None when it is not running / does not answer."""
+    from bot.control import ControlUnavailable, request_sync
+
+    try:
+        response = request_sync(cfg.bot.control_socket, payload, timeout=3.0)
+    except ControlUnavailable:
+        return None
+    if not response.get("ok"):
+        raise UserError(f"daemon refused {payload['cmd']}: {response.get('error')}")
+    return response["result"]
+
+
+def cmd_status(args) -> int:
+    cfg = _load(args.config)
+    result = _ask(cfg, {"cmd": "status"})
+    if result is None:
+        result = _offline_status(cfg)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_status(result)
+    return 0
+
+
+def _offline_status(cfg) -> dict:
+    from bot.store import Store
+
+    if not Path(cfg.bot.store_path).exists():
+        return {"daemon": "not running", "halted": False, "open_condors": [], "positions": {}}
+    with Store(cfg.bot.store_path) as store:
+        halted, reason = store.halted()
+        return {
+            "daemon": "not running",
+            "halted": halted,
+            "halt_reason": reason,
+            "store_positions": store.positions(),
+            "open_condors": [
+                {"condor_id": c.condor_id, "expiry": str(c.expiry), "quantity": c.quantity, "credit": str(c.credit),
+                 "strikes": [str(c.put_long), str(c.put_short), str(c.call_short), str(c.call_long)]}
+                for c in store.open_condors()
+            ],
+            "pnl": {"realized": str(store.realized_pnl()), "unrealized": None},
+            "working_orders": [r.intent.order_ref for r in store.live_intents()],
+        }
+
+
+def _print_status(s: dict) -> None:
+    print(f"daemon:   {s.get('daemon', 'running')}   time: {s.get('time', '-')}")
+    print(f"halted:   {s.get('halted')}" + (f" ({s.get('halt_reason')})" if s.get("halted") else ""))
+    if "account" in s:
+        a = s["account"]
+        print(f"account:  {a['id']} paper={a['paper']} net_liq={a['net_liquidation']} cash={a['cash']}")
+    pnl = s.get("pnl", {})
+    print(f"pnl:      realized={pnl.get('realized')} unrealized={pnl.get('unrealized')}")
+    print(f"condors:  {len(s.get('open_condors', []))} open")
+    for c in s.get("open_condors", []):
+        print(f"  {c['condor_id']}  exp {c['expiry']}  x{c['quantity']}  {'/'.join(c['strikes'])}  credit {c['credit']}"
+              f"  upnl {c.get('unrealized_pnl')}")
+    positions = s.get("positions", s.get("store_positions", {}))
+    print(f"positions: {len(positions)}")
+    for k, q in positions.items():
+        print(f"  {k:28s} {q:+d}")
+    if s.get("working_orders"):
+        print(f"working:  {', '.join(s['working_orders'])}")
+
+
+def cmd_kill(args) -> int:
+    cfg = _load(args.config)
+    result = _ask(cfg, {"cmd": "kill", "flatten": args.flatten, "reason": args.reason})
+    if result is None:
+        if args.flatten:
+            print("spx-bot kill: daemon not answering; halting and cancelling (no --flatten without the daemon)",
+                  file=sys.stderr)
+        result = _offline_kill(cfg, args.reason)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _offline_kill(cfg, reason: str) -> dict:
+    """The daemon is not running or does not answer: store the halt ourselves, then cancel at
+    the broker with our own connection."""
+    from bot.clock import wall_now
+    from bot.log import get_logger, setup_logging
+    from bot.sim.exchange import ExchangeSettings, SimExchange
+    from bot.store import Store
+
+    setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "kill-command"})
+    log = get_logger("kill")
+    reason = reason or "operator (daemon not answering)"
+    with Store(cfg.bot.store_path) as store:
+        store.set_halted(True, reason, wall_now())
+        live = [r.intent.order_ref for r in store.live_intents()]
+    cancelled: list[str] = []
+    if cfg.broker.kind == "sim" and Path(cfg.sim.state_path).exists():
+        s = cfg.sim
+        exchange = SimExchange(None, None, ExchangeSettings(s.account, s.starting_cash), s.state_path)
+        try:
+            cancelled = exchange.cancel_all(exchange.sim_time or wall_now())
+            remaining = [o.order_ref for o in exchange.open_orders()]
+        finally:
+            exchange.close()
+    else:
+        remaining = live
+    log.warning("killswitch.engaged", reason=reason, cancelled=cancelled, remaining=remaining, daemon=False)
+    return {"halted": True, "reason": reason, "daemon": "not answering", "cancelled": cancelled, "remaining": remaining}
+
+
+def cmd_resume(args) -> int:
+    cfg = _load(args.config)
+    result = _ask(cfg, {"cmd": "resume"})
+    if result is None:
+        from bot.clock import wall_now
+        from bot.log import get_logger, setup_logging
+        from bot.store import Store
+
+        setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "resume-command"})
+        with Store(cfg.bot.store_path) as store:
+            store.set_halted(False, "", wall_now())
+        get_logger("kill").warning("killswitch.released", daemon=False)
+        result = {"halted": False, "daemon": "not running"}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    from bot.config import check_config
+
+    code, line = check_config(args.path)
+    print(line, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def cmd_logs(args) -> int:
+    from bot.logview import show_logs
+
+    path = args.path
+    if path is None:
+        path = _load(args.config).bot.log_path
+    return show_logs(path, follow=args.follow, event_glob=args.event)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spx-bot", description="SPX iron condors with a layered VIX hedge (IB paper)")
+    sub = p.add_subparsers(dest="command", required=True)
+    default_cfg = "config/sim.toml"
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("--config", default=default_cfg)
+    r.add_argument("--speed", help="simulated seconds per real second, or 'max'")
+    r.add_argument("--start", type=parse_date, help="simulated start date YYYY-MM-DD")
+    r.add_argument("--for", dest="duration", type=parse_duration, help="simulated duration of entries, e.g. 5d")
+    r.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="show the book of the running daemon (or the stored one)")
+    s.add_argument("--config", default=default_cfg)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    k = sub.add_parser("kill", help="kill switch: halt, cancel working orders")
+    k.add_argument("--config", default=default_cfg)
+    k.add_argument("--flatten", action="store_true", help="also close every position")
+    k.add_argument("--reason", default="")
+    k.set_defaults(func=cmd_kill)
+
+    u = sub.add_parser("resume", help="release the kill switch")
+    u.add_argument("--config", default=default_cfg)
+    u.set_defaults(func=cmd_resume)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path")
+    c.set_defaults(func=cmd_check_config)
+
+    g = sub.add_parser("logs", help="print the JSON log readably")
+    g.add_argument("--config", default=default_cfg)
+    g.add_argument("--path")
+    g.add_argument("-f", "--follow", action="store_true")
+    g.add_argument("--event", help="only events matching this glob, e.g. 'condor.*'")
+    g.set_defaults(func=cmd_logs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"spx-bot: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""The daemon loop: snapshot -> decide (pure strategy) -> execute -> record.
+
+One task runs the schedule on the injected clock; the control channel (status / kill /
+resume) is served concurrently and talks to the same `Engine` object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from bot.broker.base import Broker, BrokerError, FatalBrokerError
+from bot.calendar import NY, TradingCalendar
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain import (
+    BadQuote,
+    ChainRow,
+    ComboOrder,
+    Condor,
+    Fill,
+    Intent,
+    IntentStatus,
+    MarketSnapshot,
+    OptionSpec,
+    OrderStatus,
+    Right,
+)
+from bot.execution import FLATTEN, Executor, Outcome
+from bot.reconcile import position_differences, reconcile_intents
+from bot.risk import check_paper_account
+from bot.schedule import CronJob, IntervalJob, SessionJob
+from bot.store import Store
+from strategies import iron_condor as ic
+
+OPEN, CLOSE = "condor.open", "condor.close"
+
+
+class Engine:
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Clock,
+        calendar: TradingCalendar,
+        broker: Broker,
+        store: Store,
+        log,
+        until: datetime | None = None,
+    ):
+        self.cfg = cfg
+        self.clock = clock
+        self.cal = calendar
+        self.broker = broker
+        self.store = store
+        self.log = log
+        self.until = until
+        self.executor = Executor(broker, store, clock, cfg.execution, log)
+        c = cfg.condor
+        hh, mm = (int(x) for x in c.entry_time.split(":"))
+        self.entry_job = CronJob(
+            "condor.entry", hh, mm, c.entry_days, first_of_week=c.preset == "monthly",
+            before_close=timedelta(minutes=30),
+        )
+        self.jobs = [
+            self.entry_job,
+            IntervalJob("condor.monitor", cfg.schedule.monitor_interval_s),
+            SessionJob("session.close", "close", timedelta(minutes=1)),
+        ]
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._busy: set[str] = set()  # condor ids with an order in flight
+        self.account = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, refuse a live account, reconcile. Raises FatalBrokerError to stop."""
+        self.account = await self.broker.connect()
+        check_paper_account(self.account, self.cfg.bot.allow_live)
+        self.log.info("broker.connected", broker=self.broker.name, account=self.account.account,
+                      paper=self.account.is_paper, net_liquidation=str(self.account.net_liquidation))
+        await self.reconcile()
+
+    async def reconcile(self) -> None:
+        report = await reconcile_intents(self.store, self.broker, self.executor, self.clock, self.log)
+        for rec, outcome in report.finished:
+            self._apply(rec.intent, outcome)
+        self._repair_effects()
+        await self.book_settlements()
+        diff = await position_differences(self.store, self.broker)
+        if diff:
+            self.log.error("reconcile.mismatch", differences={k: {"store": s, "broker": b} for k, (s, b) in diff.items()})
+        self.log.info(
+            "reconcile.done", adopted=[r.intent.order_ref for r, _ in report.adopted],
+            finished=[r.intent.order_ref for r, _ in report.finished], abandoned=report.abandoned,
+            positions=len(self.store.positions()), mismatches=len(diff),
+        )
+        for rec, state in report.adopted:  # continue the walk of orders found working
+            self._busy.add(rec.intent.group)
+            self._spawn(self._continue(rec.intent, state))
+
+    async def _continue(self, intent: Intent, state) -> None:
+        try:
+            self._apply(intent, await self.executor.walk(intent, state, start_step=1))
+        finally:
+            self._busy.discard(intent.group)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Idempotent: stop background tasks, cancel working orders if configured, disconnect."""
+        self._stop.set()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self.broker.connected:
+            if self.cfg.bot.shutdown_cancel_orders:
+                for rec in self.store.live_intents():
+                    try:
+                        await self.executor.cancel(rec.intent, "shutdown")
+                    except BrokerError as e:
+                        self.log.warning("order.cancel_failed", order_ref=rec.intent.order_ref, reason=str(e))
+            await self.broker.disconnect()
+            self.log.info("broker.disconnected", reason="shutdown")
+
+    async def run(self) -> str:
+        """Run the schedule until stopped, or until `until` has passed and the book is flat.
+        Returns why it ended."""
+        await self._catch_up_entry()
+        winding_down = False
+        while not self._stop.is_set():
+            now = self.clock.now()
+            if self.until is not None and now >= self.until:
+                if not winding_down:
+                    winding_down = True
+                    self.log.info("bot.winding_down", open_condors=len(self.store.open_condors()))
+                if not self.store.open_condors() and not self.store.live_intents() and not self._tasks:
+                    return "duration reached, book flat"
+                if now >= self._wind_down_limit():
+                    return "duration reached, wind-down limit"
+            due = [(job.next_fire(self.cal, now), job) for job in self.jobs]
+            due = [(t, job) for t, job in due if t is not None]
+            if not due:
+                return "no more sessions in the calendar"
+            t_next = min(t for t, _ in due)
+            if not await self._sleep_until(t_next):
+                break
+            for t, job in sorted(due, key=lambda x: (x[0], self.jobs.index(x[1]))):
+                if t == t_next and not self._stop.is_set():
+                    await self._run_job(job, t, entries_allowed=not winding_down)
+        return "stopped"
+
+    def _wind_down_limit(self) -> datetime:
+        expiries = [c.expiry for c in self.store.open_condors()]
+        last = max(expiries, default=self.until.date())
+        return max(self.until, self.cal.open_close(self.cal.next_session(last, include=True))[1] + timedelta(minutes=5))
+
+    async def _sleep_until(self, t: datetime) -> bool:
+        """Sleep on the clock until t; False when stopped first."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(t))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+        return sleeper in done and not self._stop.is_set()
+
+    async def _run_job(self, job, t: datetime, entries_allowed: bool) -> None:
+        try:
+            if job is self.entry_job:
+                self.log.info("schedule.fired", job=job.name, at=t.isoformat())
+                if entries_allowed:
+                    await self.on_entry()
+            elif job.name == "condor.monitor":
+                await self.on_monitor()
+            elif job.name == "session.close":
+                await self.on_session_close()
+        except FatalBrokerError as e:
+            self.store.set_halted(True, f"fatal broker error: {e}", self.clock.now())
+            self.log.error("bot.fatal", job=job.name, error=str(e))
+        except (BrokerError, BadQuote) as e:
+            self.log.warning("job.failed", job=job.name, error=str(e), error_type=type(e).__name__)
+
+    async def _catch_up_entry(self) -> None:
+        """After a (re)start during a session: run today's entry if its time has passed and no
+        entry was attempted today (a crash must not silently skip a day)."""
+        now = self.clock.now()
+        today = now.astimezone(NY).date()
+        if not self.cal.is_open(now) or (self.until is not None and now >= self.until):
+            return
+        fire = self.entry_job.next_fire(self.cal, datetime.combine(today, time(0), NY))
+        if fire is None or fire.astimezone(NY).date() != today or fire > now:
+            return
+        if any(r.intent.created_at and r.intent.created_at.astimezone(NY).date() == today
+               for r in self.store.intents(purpose=OPEN)):
+            return
+        self.log.info("schedule.fired", job=self.entry_job.name, at=now.isoformat(), catch_up=True)
+        await self.on_entry()
+
+    # --- jobs ------------------------------------------------------------------------------
+    async def _book(self) -> ic.Book:
+        account = await self.broker.account()
+        return ic.Book(tuple(self.store.open_condors()), account.net_liquidation, frozenset(self._busy))
+
+    async def on_entry(self) -> None:
+        now = self.clock.now()
+        halted, reason = self.store.halted()
+        if halted:
+            self.log.info("condor.skipped", reason=f"halted: {reason}")
+            return
+        if any(r.intent.purpose == OPEN for r in self.store.live_intents()):
+            self.log.info("condor.skipped", reason="an entry order is still working")
+            return
+        cfg = self.cfg.condor
+        expiries = await self.broker.expiries("SPX", "SPXW")
+        expiry = ic.entry_expiry(expiries, now.astimezone(NY).date(), cfg)
+        if expiry is None:
+            self.log.info("condor.skipped", reason="no expiry in the DTE window")
+            return
+        snapshot = await self._chain_snapshot(expiry, now)
+        decision = ic.decide_entry(snapshot, await self._book(), cfg, now)
+        if isinstance(decision, ic.Skip):
+            self.log.info("condor.skipped", reason=decision.reason, spx=snapshot.spx, vix=snapshot.vix)
+            return
+        ref = self.store.next_order_ref("ic", now.astimezone(NY).date())
+        intent = Intent(ref, OPEN, ref, decision.order, reason="scheduled entry", created_at=now)
+        self._busy.add(ref)
+        try:
+            self._apply(intent, await self.executor.execute(intent))
+        finally:
+            self._busy.discard(ref)
+
+    async def _chain_snapshot(self, expiry: date, now: datetime) -> MarketSnapshot:
+        spx = await self.broker.spot("SPX")
+        vix = await self.broker.spot("VIX")
+        years = max((self.cal.spxw_expiry_time(expiry) - now).total_seconds() / (365 * 86400), 1 / 365)
+        half = spx * max(0.03, 4.0 * vix / 100 * math.sqrt(years)) + 2 * self.cfg.condor.wing_width
+        strikes = [k for k in await self.broker.strikes("SPX", "SPXW", expiry) if abs(float(k) - spx) <= half]
+        options = [OptionSpec("SPX", expiry, k, r, "SPXW") for k in strikes for r in (Right.PUT, Right.CALL)]
+        quotes = await self.broker.quotes(options)
+        rows = tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
+        return MarketSnapshot(now, spx, vix, chain=rows)
+
+    async def on_monitor(self) -> None:
+        now = self.clock.now()
+        if not self.cal.is_open(now):
+            return
+        condors = [c for c in self.store.open_condors() if c.condor_id not in self._busy]
+        if not condors or self.store.halted()[0]:
+            return
+        options = [leg.option for c in condors for leg in c.legs()]
+        quotes = await self.broker.quotes(options)
+        snapshot = MarketSnapshot(now, await self.broker.spot("SPX"), await self.broker.spot("VIX"), quotes=quotes)
+        for proposal in ic.decide_exits(snapshot, await self._book(), self.cfg.condor, now):
+            await self.close_condor(proposal.condor_id, proposal.order, proposal.reason)
+
+    async def close_condor(self, condor_id: str, order, reason: str, purpose: str = CLOSE) -> Outcome:
+        now = self.clock.now()
+        ref = self.store.next_order_ref("icx", now.astimezone(NY).date())
+        intent = Intent(ref, purpose, condor_id, order, reason=reason, created_at=now)
+        self._busy.add(condor_id)
+        try:
+            outcome = await self.executor.execute(intent)
+            self._apply(intent, outcome)
+            return outcome
+        finally:
+            self._busy.discard(condor_id)
+
+    async def on_session_close(self) -> None:
+        await self.book_settlements()
+        account = await self.broker.account()
+        self.log.info(
+            "account.summary", net_liquidation=str(account.net_liquidation), cash=str(account.cash),
+            open_condors=len(self.store.open_condors()), realized_pnl=str(self.store.realized_pnl()),
+        )
+
+    # --- effects of finished orders (idempotent: reconcile may apply them again) -----------------
+    def _apply(self, intent: Intent, outcome: Outcome) -> None:
+        if outcome.status is not IntentStatus.FILLED or outcome.state is None:
+            return
+        state = outcome.state
+        now = self.clock.now()
+        if intent.purpose == OPEN:
+            condor = _condor_from_intent(intent, state.filled, -(state.avg_price or 0), intent.created_at or now)
+            if self.store.add_condor(condor, intent.order_ref):
+                self.log.info(
+                    "condor.opened", condor_id=condor.condor_id, order_ref=intent.order_ref, expiry=str(condor.expiry),
+                    put_long=str(condor.put_long), put_short=str(condor.put_short), call_short=str(condor.call_short),
+                    call_long=str(condor.call_long), quantity=condor.quantity, credit=str(condor.credit),
+                    max_loss=str(condor.max_loss),
+                )
+        elif intent.purpose in (CLOSE, FLATTEN):
+            self._close_record(intent.group, now, intent.reason or intent.purpose, state.avg_price or Decimal(0))
+
+    def _close_record(self, condor_id: str, when: datetime, reason: str, close_price: Decimal) -> None:
+        condor = next((c for c in self.store.open_condors() if c.condor_id == condor_id), None)
+        if condor is None:
+            return
+        refs = [r.intent.order_ref for r in self.store.intents(group=condor_id)]
+        fills = [f for ref in refs for f in self.store.fills(ref)]
+        commissions = sum((f.commission for f in fills), Decimal(0))
+        pnl = (condor.credit - close_price) * 100 * condor.quantity - commissions
+        self.store.close_condor(condor_id, when, reason, close_price, pnl)
+        self.log.info(
+            "condor.closed", condor_id=condor_id, reason=reason, expiry=str(condor.expiry),
+            close_price=str(close_price), credit=str(condor.credit), quantity=condor.quantity, pnl=str(pnl),
+        )
+
+    def _repair_effects(self) -> None:
+        """A crash between booking a fill and recording its condor leaves a FILLED intent with
+        no effect; apply it now (effects are idempotent)."""
+        open_ids = {c.condor_id for c in self.store.open_condors()}
+        for rec in self.store.intents(purpose=OPEN):
+            if rec.status is IntentStatus.FILLED and not self.store.has_condor(rec.intent.order_ref):
+                fills = self.store.fills(rec.intent.order_ref)
+                price = _net_price(fills, rec.intent.order.quantity)
+                state = _filled_state(rec, price)
+                self._apply(rec.intent, Outcome(rec.intent.order_ref, IntentStatus.FILLED, state))
+        for purpose in (CLOSE, FLATTEN):
+            for rec in self.store.intents(purpose=purpose):
+                if rec.status is IntentStatus.FILLED and rec.intent.group in open_ids:
+                    price = _net_price(self.store.fills(rec.intent.order_ref), rec.intent.order.quantity)
+                    self._apply(rec.intent, Outcome(rec.intent.order_ref, IntentStatus.FILLED, _filled_state(rec, price)))
+
+    async def book_settlements(self) -> None:
+        """Book cash settlement of expired legs as fills (positions stay the sum of fills),
+        then close the condors that expired."""
+        now = self.clock.now()
+        for key, qty in self.store.positions().items():
+            option = OptionSpec.from_key(key)
+            if self.cal.is_session(option.expiry) and self.cal.spxw_expiry_time(option.expiry) > now:
+                continue
+            price = await self.broker.settlement_price(option)
+            if price is None:
+                continue
+            self.store.add_fill(Fill(f"settle:{key}", "", option, -qty, price, now))
+        for c in self.store.open_condors():
+            if self.cal.spxw_expiry_time(c.expiry) <= now:
+                closing = c.legs(opening=False)
+                fills = {f.option.key: f.price for f in self.store.fills("") if f.exec_id.startswith("settle:")}
+                if all(leg.option.key in fills for leg in closing):
+                    debit = sum((leg.signed_ratio * fills[leg.option.key] for leg in closing), Decimal(0))
+                    self._close_record(c.condor_id, self.cal.spxw_expiry_time(c.expiry), "settlement", debit)
+
+    # --- control surface (CLI, socket) ---------------------------------------------------------
+    async def status(self) -> dict:
+        halted, reason = self.store.halted()
+        out: dict = {"time": self.clock.now().isoformat(), "halted": halted, "halt_reason": reason}
+        try:
+            account = await self.broker.account()
+            out["account"] = {"id": account.account, "paper": account.is_paper, "cash": str(account.cash),
+                              "net_liquidation": str(account.net_liquidation),
+                              "margin": str(account.maintenance_margin)}
+            positions = await self.broker.positions()
+            out["positions"] = {p.option.key: p.quantity for p in positions}
+            condors = self.store.open_condors()
+            quotes = await self.broker.quotes([leg.option for c in condors for leg in c.legs()])
+        except BrokerError as e:
+            out["broker_error"] = str(e)
+            condors, quotes = self.store.open_condors(), {}
+        out["store_positions"] = self.store.positions()
+        rows, unrealized = [], Decimal(0)
+        for c in condors:
+            debit = ic.debit_to_close(c, quotes)
+            pnl = None if debit is None else (c.credit - debit) * 100 * c.quantity
+            unrealized += pnl or 0
+            rows.append({"condor_id": c.condor_id, "expiry": str(c.expiry), "quantity": c.quantity,
+                         "strikes": [str(c.put_long), str(c.put_short), str(c.call_short), str(c.call_long)],
+                         "credit": str(c.credit), "unrealized_pnl": None if pnl is None else str(pnl)})
+        out["open_condors"] = rows
+        out["pnl"] = {"realized": str(self.store.realized_pnl()), "unrealized": str(unrealized)}
+        out["working_orders"] = [r.intent.order_ref for r in self.store.live_intents()]
+        return out
+
+    async def kill(self, flatten: bool = False, reason: str = "") -> dict:
+        """FAILURES.md kill switch: store HALTED, cancel our orders then global cancel, confirm,
+        log. `flatten` then closes every open condor."""
+        now = self.clock.now()
+        reason = reason or "operator"
+        self.store.set_halted(True, reason, now)
+        cancelled, errors = [], []
+        for rec in self.store.live_intents():
+            try:
+                state = await self.broker.cancel(rec.intent.order_ref)
+                cancelled.append(rec.intent.order_ref)
+                if state.status is OrderStatus.FILLED:
+                    errors.append(f"{rec.intent.order_ref} filled before the cancel")
+            except BrokerError as e:
+                errors.append(f"{rec.intent.order_ref}: {e}")
+        try:
+            await self.broker.cancel_all()
+            remaining = [o.order_ref for o in await self.broker.open_orders()]
+        except BrokerError as e:
+            remaining, errors = ["unknown"], [*errors, f"global cancel: {e}"]
+        self.log.warning("killswitch.engaged", reason=reason, cancelled=cancelled, remaining=remaining,
+                         errors=errors, flatten=flatten)
+        result = {"halted": True, "reason": reason, "cancelled": cancelled, "remaining": remaining, "errors": errors}
+        if flatten:
+            result["flattened"] = await self.flatten()
+        return result
+
+    async def flatten(self) -> list[str]:
+        closed = []
+        for c in self.store.open_condors():
+            self._busy.add(c.condor_id)
+        for c in self.store.open_condors():
+            outcome = await self.close_condor(c.condor_id, ComboOrder(c.legs(opening=False), c.quantity),
+                                              "kill --flatten", purpose=FLATTEN)
+            if outcome.status is IntentStatus.FILLED:
+                closed.append(c.condor_id)
+        return closed
+
+    async def resume(self) -> dict:
+        self.store.set_halted(False, "", self.clock.now())
+        self.log.warning("killswitch.released")
+        return {"halted": False}
+
+
+def _condor_from_intent(intent: Intent, quantity: int, credit: Decimal, opened_at: datetime) -> Condor:
+    by = {(leg.option.right, leg.action.value): leg.option for leg in intent.order.legs}
+    sp, lp = by[(Right.PUT, "SELL")], by[(Right.PUT, "BUY")]
+    sc, lc = by[(Right.CALL, "SELL")], by[(Right.CALL, "BUY")]
+    return Condor(intent.order_ref, sp.expiry, sp.strike, lp.strike, sc.strike, lc.strike, quantity, credit,
+                  opened_at, sp.trading_class)
+
+
+def _net_price(fills: list[Fill], quantity: int) -> Decimal:
+    """Net debit per unit of a combo from its leg executions."""
+    return sum((f.price * f.quantity for f in fills), Decimal(0)) / max(1, quantity)
+
+
+def _filled_state(rec, price: Decimal):
+    from bot.domain import OrderState
+
+    q = rec.intent.order.quantity
+    return OrderState(rec.intent.order_ref, rec.broker_id or "", OrderStatus.FILLED, rec.limit or price, q, 0, price)

@@ -1,0 +1,175 @@
+"""Order lifecycle: persist the intent, send, walk the limit from mid toward natural, cancel.
+
+`Executor.send` is THE place orders leave the bot: it refuses anything while the store says
+HALTED (the kill switch), except the kill switch's own flatten orders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from bot.broker.base import Broker, OrderRejected, TransientBrokerError
+from bot.clock import Clock
+from bot.domain import BadQuote, ComboOrder, Intent, IntentStatus, OrderState, OrderStatus, ceil_tick, floor_tick
+from bot.store import Store
+
+if TYPE_CHECKING:
+    from bot.config import ExecutionConfig
+
+FLATTEN = "flatten"
+
+
+class Halted(Exception):
+    """An order was refused because the kill switch is engaged."""
+
+
+@dataclass(frozen=True)
+class Pricing:
+    mid: Decimal
+    natural: Decimal
+
+
+@dataclass(frozen=True)
+class Outcome:
+    order_ref: str
+    status: IntentStatus
+    state: OrderState | None
+    note: str = ""
+
+
+class Executor:
+    def __init__(self, broker: Broker, store: Store, clock: Clock, cfg: ExecutionConfig, log):
+        self.broker = broker
+        self.store = store
+        self.clock = clock
+        self.cfg = cfg
+        self.log = log
+        self.tick = Decimal(str(cfg.tick))
+
+    async def price(self, order: ComboOrder) -> Pricing:
+        """Mid and natural net debit per unit from fresh quotes; BadQuote when a leg has none."""
+        quotes = await self.broker.quotes([leg.option for leg in order.legs])
+        mid = nat = Decimal(0)
+        for leg in order.legs:
+            q = quotes.get(leg.option.key)
+            if q is None or q.ask <= 0:
+                raise BadQuote(f"no usable quote for {leg.option.key}")
+            mid += leg.signed_ratio * q.mid
+            nat += leg.signed_ratio * (q.ask if leg.signed_ratio > 0 else q.bid)
+        return Pricing(mid, nat)
+
+    def step_price(self, p: Pricing, step: int, order: ComboOrder) -> Decimal:
+        """Limit for walk step `step` (0 = mid): on the combo grid, never past natural nor past
+        the strategy's worst acceptable price."""
+        steps = max(1, self.cfg.max_steps)
+        target = p.mid + (p.natural - p.mid) * Decimal(min(step, steps)) / Decimal(steps)
+        limit = floor_tick(target, self.tick) if step == 0 else ceil_tick(target, self.tick)
+        limit = min(limit, ceil_tick(p.natural, self.tick))
+        if order.limit_floor is not None:
+            limit = min(limit, order.limit_floor)
+        return limit
+
+    def _check_halt(self, intent: Intent) -> None:
+        halted, reason = self.store.halted()
+        if halted and intent.purpose != FLATTEN:
+            raise Halted(reason)
+
+    async def _send(self, intent: Intent, limit: Decimal, modify: bool) -> OrderState:
+        """The single exit point for orders."""
+        self._check_halt(intent)
+        if modify:
+            return await self.broker.modify(intent.order_ref, limit)
+        state = await self.broker.place_combo(intent.order_ref, intent.order.legs, intent.order.quantity, limit)
+        self.store.mark_sent(intent.order_ref, self.clock.now())
+        return state
+
+    async def execute(self, intent: Intent) -> Outcome:
+        """Persist, send at mid, walk toward natural every `step_s`, cancel after the last step
+        and `final_wait_s`. Returns the final outcome (fills already stored)."""
+        try:
+            pricing = await self.price(intent.order)
+        except BadQuote as e:
+            self.log.warning("order.blocked", order_ref=intent.order_ref, purpose=intent.purpose, reason=str(e))
+            return Outcome(intent.order_ref, IntentStatus.CANCELLED, None, str(e))
+        self._check_halt(intent)
+        self.store.add_intent(intent)
+        limit = self.step_price(pricing, 0, intent.order)
+        try:
+            state = await self._send(intent, limit, modify=False)
+        except OrderRejected as e:
+            return self._rejected(intent, e)
+        except Halted as e:
+            self.store.set_intent_status(intent.order_ref, IntentStatus.CANCELLED, self.clock.now(), note=f"halted: {e}")
+            return Outcome(intent.order_ref, IntentStatus.CANCELLED, None, "halted")
+        self.log.info(
+            "order.submitted", order_ref=intent.order_ref, purpose=intent.purpose, group=intent.group,
+            quantity=intent.order.quantity, limit=str(limit), mid=str(pricing.mid), natural=str(pricing.natural),
+        )
+        return await self.walk(intent, state, start_step=1)
+
+    async def walk(self, intent: Intent, state: OrderState, start_step: int) -> Outcome:
+        """Continue walking a live order (also used to adopt an order found after a crash)."""
+        step = start_step
+        while True:
+            if state.status is OrderStatus.FILLED or state.status.done:
+                return await self.finish(intent, state)
+            await self.clock.sleep(self.cfg.step_s)
+            fresh = await self.broker.order(intent.order_ref)
+            if fresh is not None:
+                state = fresh
+            if state.status.done:
+                continue
+            if step > self.cfg.max_steps:
+                await self.clock.sleep(max(0.0, self.cfg.final_wait_s - self.cfg.step_s))
+                return await self.cancel(intent, "walk timed out")
+            try:
+                pricing = await self.price(intent.order)
+                limit = self.step_price(pricing, step, intent.order)
+                if limit != state.limit:
+                    state = await self._send(intent, limit, modify=True)
+                    self.store.update_order(intent.order_ref, limit, state.filled, state.broker_id)
+                    self.log.debug("order.modified", order_ref=intent.order_ref, limit=str(limit), step=step)
+            except BadQuote as e:
+                self.log.warning("order.blocked", order_ref=intent.order_ref, reason=str(e))
+            except Halted:
+                return await self.cancel(intent, "kill switch")
+            except OrderRejected as e:
+                self.log.warning("order.modify_rejected", order_ref=intent.order_ref, reason=e.reason, code=e.code)
+            step += 1
+
+    async def cancel(self, intent: Intent, why: str) -> Outcome:
+        try:
+            state = await self.broker.cancel(intent.order_ref)
+        except OrderRejected as e:  # 10147: not found; reconcile decides
+            state = await self.broker.order(intent.order_ref)
+            if state is None:
+                raise TransientBrokerError(f"cancel of {intent.order_ref}: {e.reason}") from e
+        if state.status is OrderStatus.FILLED:  # lost the race to a fill (10148): book it
+            return await self.finish(intent, state)
+        return await self.finish(intent, state, why)
+
+    async def finish(self, intent: Intent, state: OrderState, why: str = "") -> Outcome:
+        """Book the fills of a finished order and record its final status."""
+        now = self.clock.now()
+        for fill in await self.broker.fills([intent.order_ref]):
+            self.store.add_fill(fill)
+        if state.status is OrderStatus.FILLED:
+            self.store.set_intent_status(intent.order_ref, IntentStatus.FILLED, now, limit=state.limit, filled=state.filled)
+            self.log.info(
+                "order.filled", order_ref=intent.order_ref, purpose=intent.purpose, group=intent.group,
+                quantity=state.filled, price=str(state.avg_price),
+            )
+            return Outcome(intent.order_ref, IntentStatus.FILLED, state)
+        if state.status is OrderStatus.REJECTED:
+            return self._rejected(intent, OrderRejected(intent.order_ref, state.reason or why))
+        note = why or state.reason or "cancelled"
+        self.store.set_intent_status(intent.order_ref, IntentStatus.CANCELLED, now, note=note, filled=state.filled)
+        self.log.info("order.cancelled", order_ref=intent.order_ref, purpose=intent.purpose, reason=note, filled=state.filled)
+        return Outcome(intent.order_ref, IntentStatus.CANCELLED, state, note)
+
+    def _rejected(self, intent: Intent, e: OrderRejected) -> Outcome:
+        self.store.set_intent_status(intent.order_ref, IntentStatus.REJECTED, self.clock.now(), note=e.reason)
+        self.log.error("order.rejected", order_ref=intent.order_ref, purpose=intent.purpose, reason=e.reason, code=e.code)
+        return Outcome(intent.order_ref, IntentStatus.REJECTED, None, e.reason)

@@ -1,0 +1,444 @@
+"""The simulated exchange and paper account: quotes, combo order matching, positions, cash,
+max-loss margin and SPXW cash settlement.
+
+State lives in its own SQLite file (separate from the bot's store), as an IB account lives at
+IB: a restarted bot finds its positions and working orders there. Every operation reads and
+writes that file inside one transaction, so a second process (the `spx-bot kill` command
+acting on its own while the daemon hangs) sees and changes the same account safely.
+
+It is a model, not history: option prices come from `bot.pricing` on the market model's
+SPX/VIX path (see DESIGN.md "The simulated market").
+
+Fill model: a combo limit (net debit per unit, negative = credit) fills in full when it is at
+least `fill_fraction` of the way from the combo's mid toward its natural price; it fills at its
+limit, or at the natural price when the limit is beyond it. Each leg gets an execution at
+mid + f x (its natural side - mid), the same fraction f for all legs, so the leg prices add up
+to the combo price exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from bot import pricing
+from bot.calendar import TradingCalendar
+from bot.domain import (
+    TICK,
+    AccountSummary,
+    Action,
+    Fill,
+    Greeks,
+    Leg,
+    OptionSpec,
+    OrderState,
+    OrderStatus,
+    Position,
+    Quote,
+    Right,
+)
+from bot.sim.market import MarketModel
+
+UTC = timezone.utc
+YEAR_S = 365.0 * 24 * 3600
+DIVIDEND_YIELD = 0.013
+REJECT_TICK = 110
+REJECT_ORDER = 201
+NO_SECURITY = 200
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (key TEXT PRIMARY KEY, qty INTEGER NOT NULL, avg_cost TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    order_ref TEXT PRIMARY KEY, order_id INTEGER NOT NULL, legs TEXT NOT NULL, quantity INTEGER NOT NULL,
+    lmt TEXT NOT NULL, status TEXT NOT NULL, filled INTEGER NOT NULL DEFAULT 0, avg_price TEXT,
+    reason TEXT NOT NULL DEFAULT '', created TEXT NOT NULL, updated TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+CREATE TABLE IF NOT EXISTS executions (
+    exec_id TEXT PRIMARY KEY, order_ref TEXT NOT NULL, key TEXT NOT NULL, qty INTEGER NOT NULL,
+    price TEXT NOT NULL, time TEXT NOT NULL, commission TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS executions_ref ON executions(order_ref);
+CREATE TABLE IF NOT EXISTS settlements (
+    key TEXT PRIMARY KEY, qty INTEGER NOT NULL, price TEXT NOT NULL, time TEXT NOT NULL);
+"""
+
+
+class ExchangeReject(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    account: str = "DU0000001"
+    starting_cash: float = 1_000_000.0
+    commission_per_contract: float = 0.65
+    fill_fraction: float = 0.25
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(str(round(x, 2)))
+
+
+class SimExchange:
+    """One simulated paper account over one market model."""
+
+    def __init__(self, market: MarketModel, calendar: TradingCalendar, settings: ExchangeSettings, state_path: str | Path):
+        self.market = market
+        self.calendar = calendar
+        self.settings = settings
+        path = Path(state_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        with self._tx():
+            self._meta_default("cash", repr(settings.starting_cash))
+            self._meta_default("next_order_id", "1")
+            self._meta_default("next_exec_id", "1")
+            self._meta_default("account", settings.account)
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _tx(self):
+        db = self.db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, et, ev, tb):
+                db.execute("COMMIT" if et is None else "ROLLBACK")
+                return False
+
+        return _Tx()
+
+    def _meta_default(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def _counter(self, key: str) -> int:
+        n = int(self._meta(key) or "1")
+        self._set_meta(key, str(n + 1))
+        return n
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass
+
+    @property
+    def account_id(self) -> str:
+        return self._meta("account") or self.settings.account
+
+    @property
+    def sim_time(self) -> datetime | None:
+        """The last simulated time this account reached (a restarted run resumes from it)."""
+        v = self._meta("sim_time")
+        return datetime.fromisoformat(v) if v else None
+
+    # --- pricing ---------------------------------------------------------------------------
+    def _years_to_expiry(self, opt: OptionSpec, t: datetime) -> float:
+        if not self.calendar.is_session(opt.expiry):
+            return -1.0
+        return (self.calendar.spxw_expiry_time(opt.expiry) - t).total_seconds() / YEAR_S
+
+    def price_options(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
+        """Model quotes (bid/ask/greeks) for SPX options at time t; expired ones are absent."""
+        state = self.market.state_at(t)
+        live = [o for o in options if o.symbol == "SPX" and self._years_to_expiry(o, t) > 0]
+        if not live:
+            return {}
+        S = state.spx
+        K = np.array([float(o.strike) for o in live])
+        T = np.array([self._years_to_expiry(o, t) for o in live])
+        is_call = np.array([o.right is Right.CALL for o in live])
+        atm = pricing.spx_atm_vol(T, state.vix, state.vix9d, state.vix3m)
+        iv = pricing.spx_smile(atm, S, K, T)
+        mid = pricing.bs_price(S, K, T, iv, state.rate, DIVIDEND_YIELD, is_call)
+        g = pricing.bs_greeks(S, K, T, iv, state.rate, DIVIDEND_YIELD, is_call)
+        bid, ask = pricing.quote_spread(mid)
+        out = {}
+        for i, o in enumerate(live):
+            greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(iv[i]))
+            out[o.key] = Quote(_dec(bid[i]), _dec(ask[i]), greeks, S)
+        return out
+
+    def strikes(self, expiry: date, t: datetime) -> list[Decimal]:
+        """Listed SPXW strikes: every 5 points within +/-20% of spot (a model of the listing)."""
+        s = self.market.state_at(t).spx
+        lo, hi = int(s * 0.8 // 5 * 5), int(s * 1.2 // 5 * 5)
+        return [Decimal(k) for k in range(lo, hi + 5, 5)]
+
+    def expiries(self, t: datetime, horizon_days: int = 70) -> list[date]:
+        """SPXW lists an expiry every session (daily expiries)."""
+        today = t.astimezone(UTC).date()
+        days = self.calendar.sessions_between(today - timedelta(days=1), today + timedelta(days=horizon_days))
+        return [d for d in days if self.calendar.spxw_expiry_time(d) > t]
+
+    def _combo_prices(self, legs: list[Leg], quotes: dict[str, Quote]) -> tuple[float, float, list[tuple[float, float]]]:
+        """(mid, natural, per-leg (mid, natural side)) per unit, as net debit."""
+        mid = nat = 0.0
+        per_leg = []
+        for leg in legs:
+            q = quotes.get(leg.option.key)
+            if q is None:
+                raise ExchangeReject(NO_SECURITY, f"no quote for {leg.option.key}")
+            m = float(q.mid)
+            side = float(q.ask) if leg.action is Action.BUY else float(q.bid)
+            mid += leg.signed_ratio * m
+            nat += leg.signed_ratio * side
+            per_leg.append((m, side))
+        return mid, nat, per_leg
+
+    # --- time --------------------------------------------------------------------------------
+    def advance_to(self, t: datetime) -> None:
+        """Settle what expired and try to fill working orders at time t."""
+        with self._tx():
+            last = self.sim_time
+            if last is not None and t < last:
+                t = last
+            self._settle_expired(t)
+            for ref, in self.db.execute("SELECT order_ref FROM orders WHERE status='working'").fetchall():
+                self._try_fill(ref, t)
+            self._set_meta("sim_time", t.isoformat())
+
+    def _settle_expired(self, t: datetime) -> None:
+        rows = self.db.execute("SELECT key, qty, avg_cost FROM positions").fetchall()
+        for key, qty, _ in rows:
+            opt = OptionSpec.from_key(key)
+            if opt.symbol != "SPX":
+                continue
+            if not self.calendar.is_session(opt.expiry) or self.calendar.spxw_expiry_time(opt.expiry) <= t:
+                value = self.market.settlement(opt.expiry) if self.calendar.is_session(opt.expiry) else 0.0
+                intrinsic = _dec(opt.intrinsic(value))
+                cash = Decimal(self._meta("cash")) + intrinsic * opt.multiplier * qty
+                self._set_meta("cash", str(cash))
+                when = self.calendar.spxw_expiry_time(opt.expiry) if self.calendar.is_session(opt.expiry) else t
+                self.db.execute(
+                    "INSERT OR REPLACE INTO settlements(key, qty, price, time) VALUES (?,?,?,?)",
+                    (key, qty, str(intrinsic), when.isoformat()),
+                )
+                self.db.execute("DELETE FROM positions WHERE key=?", (key,))
+
+    def settlement(self, key: str) -> tuple[int, Decimal, datetime] | None:
+        """(quantity settled, settlement price per share, time) of an expired position."""
+        row = self.db.execute("SELECT qty, price, time FROM settlements WHERE key=?", (key,)).fetchone()
+        return (row[0], Decimal(row[1]), datetime.fromisoformat(row[2])) if row else None
+
+    # --- orders ------------------------------------------------------------------------------
+    def place_combo(self, order_ref: str, legs: list[Leg], quantity: int, limit: Decimal, t: datetime) -> OrderState:
+        if quantity <= 0:
+            raise ExchangeReject(REJECT_ORDER, "quantity must be positive")
+        if limit % TICK != 0:
+            raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {TICK} combo grid")
+        if not self.calendar.is_open(t):
+            raise ExchangeReject(REJECT_ORDER, "market closed")
+        with self._tx():
+            self._set_meta("sim_time", max(t, self.sim_time or t).isoformat())
+            quotes = self.price_options([leg.option for leg in legs], t)
+            self._combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
+            self._check_margin(legs, quantity, limit, quotes)
+            oid = self._counter("next_order_id")
+            legs_json = json.dumps([[leg.option.key, leg.action.value, leg.ratio] for leg in legs])
+            self.db.execute(
+                "INSERT INTO orders(order_ref, order_id, legs, quantity, lmt, status, created, updated)"
+                " VALUES (?,?,?,?,?, 'working', ?, ?)",
+                (order_ref, oid, legs_json, quantity, str(limit), t.isoformat(), t.isoformat()),
+            )
+            self._try_fill(order_ref, t, quotes)
+        return self.order(order_ref)
+
+    def modify(self, order_ref: str, limit: Decimal, t: datetime) -> OrderState:
+        if limit % TICK != 0:
+            raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {TICK} combo grid")
+        with self._tx():
+            row = self.db.execute("SELECT status FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
+            if row is None:
+                raise ExchangeReject(10147, f"order {order_ref} not found")
+            if row[0] == "working":
+                self.db.execute("UPDATE orders SET lmt=?, updated=? WHERE order_ref=?", (str(limit), t.isoformat(), order_ref))
+                self._try_fill(order_ref, t)
+        return self.order(order_ref)
+
+    def cancel(self, order_ref: str, t: datetime) -> OrderState:
+        """Cancel a working order. Cancelling a filled order is refused (IB 10148): the state
+        returned says FILLED, and the caller books the fill."""
+        with self._tx():
+            row = self.db.execute("SELECT status FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
+            if row is None:
+                raise ExchangeReject(10147, f"order {order_ref} not found")
+            if row[0] == "working":
+                self.db.execute(
+                    "UPDATE orders SET status='cancelled', updated=? WHERE order_ref=?", (t.isoformat(), order_ref)
+                )
+        return self.order(order_ref)
+
+    def cancel_all(self, t: datetime) -> list[str]:
+        with self._tx():
+            refs = [r for r, in self.db.execute("SELECT order_ref FROM orders WHERE status='working'")]
+            self.db.execute("UPDATE orders SET status='cancelled', updated=? WHERE status='working'", (t.isoformat(),))
+        return refs
+
+    def _legs(self, legs_json: str) -> list[Leg]:
+        return [Leg(OptionSpec.from_key(k), Action(a), r) for k, a, r in json.loads(legs_json)]
+
+    def _check_margin(self, legs: list[Leg], quantity: int, limit: Decimal, quotes: dict[str, Quote]) -> None:
+        """Max-loss margin: the worst payoff at expiry of the account's positions after this
+        order must be covered by cash (defined-risk spreads only need their max loss)."""
+        book = {k: q for k, q in self.db.execute("SELECT key, qty FROM positions")}
+        for leg in legs:
+            book[leg.option.key] = book.get(leg.option.key, 0) + leg.signed_ratio * quantity
+        worst = _worst_expiry_payoff(book)
+        cash = float(self._meta("cash")) - float(limit) * 100 * quantity
+        if cash + worst < 0:
+            raise ExchangeReject(REJECT_ORDER, f"insufficient funds: max loss {-worst:,.0f} exceeds cash {cash:,.0f}")
+
+    def _try_fill(self, order_ref: str, t: datetime, quotes: dict[str, Quote] | None = None) -> None:
+        row = self.db.execute(
+            "SELECT legs, quantity, lmt FROM orders WHERE order_ref=? AND status='working'", (order_ref,)
+        ).fetchone()
+        if row is None or not self.calendar.is_open(t):
+            return
+        legs = self._legs(row[0])
+        quantity, limit = row[1], Decimal(row[2])
+        if quotes is None:
+            quotes = self.price_options([leg.option for leg in legs], t)
+        try:
+            mid, nat, per_leg = self._combo_prices(legs, quotes)
+        except ExchangeReject:
+            self.db.execute(
+                "UPDATE orders SET status='cancelled', reason='contract expired', updated=? WHERE order_ref=?",
+                (t.isoformat(), order_ref),
+            )
+            return
+        span = nat - mid
+        f = 1.0 if abs(span) < 1e-9 else (float(limit) - mid) / span
+        if f < self.settings.fill_fraction - 1e-9:
+            return
+        f = min(f, 1.0)
+        combo_price = Decimal(0)
+        commission_each = Decimal(str(self.settings.commission_per_contract))
+        cash = Decimal(self._meta("cash"))
+        for leg, (m, side) in zip(legs, per_leg):
+            px = _dec(max(0.0, m + f * (side - m)))
+            qty = leg.signed_ratio * quantity
+            commission = commission_each * abs(qty)
+            combo_price += leg.signed_ratio * px
+            exec_id = f"{self._counter('next_exec_id'):08d}.01"
+            self.db.execute(
+                "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
+                (exec_id, order_ref, leg.option.key, qty, str(px), t.isoformat(), str(commission)),
+            )
+            self._book_position(leg.option.key, qty, px)
+            cash -= px * leg.option.multiplier * qty + commission
+        self._set_meta("cash", str(cash))
+        self.db.execute(
+            "UPDATE orders SET status='filled', filled=quantity, avg_price=?, updated=? WHERE order_ref=?",
+            (str(combo_price), t.isoformat(), order_ref),
+        )
+
+    def _book_position(self, key: str, qty: int, price: Decimal) -> None:
+        row = self.db.execute("SELECT qty, avg_cost FROM positions WHERE key=?", (key,)).fetchone()
+        old, cost = (row[0], Decimal(row[1])) if row else (0, Decimal(0))
+        new = old + qty
+        if new == 0:
+            self.db.execute("DELETE FROM positions WHERE key=?", (key,))
+            return
+        if old == 0 or (old > 0) != (new > 0):
+            cost = price
+        elif abs(new) > abs(old):
+            cost = (cost * abs(old) + price * abs(qty)) / abs(new)
+        self.db.execute("INSERT OR REPLACE INTO positions(key, qty, avg_cost) VALUES (?,?,?)", (key, new, str(cost)))
+
+    # --- queries ------------------------------------------------------------------------------
+    def order(self, order_ref: str) -> OrderState | None:
+        row = self.db.execute(
+            "SELECT order_id, status, lmt, quantity, filled, avg_price, reason FROM orders WHERE order_ref=?",
+            (order_ref,),
+        ).fetchone()
+        if row is None:
+            return None
+        oid, status, lmt, qty, filled, avg, reason = row
+        return OrderState(
+            order_ref, str(oid), OrderStatus(status), Decimal(lmt), filled, qty - filled,
+            Decimal(avg) if avg is not None else None, reason,
+        )
+
+    def open_orders(self) -> list[OrderState]:
+        refs = [r for r, in self.db.execute("SELECT order_ref FROM orders WHERE status='working' ORDER BY order_id")]
+        return [self.order(r) for r in refs]
+
+    def fills(self, order_refs: list[str] | None = None) -> list[Fill]:
+        if order_refs is None:
+            rows = self.db.execute("SELECT exec_id, order_ref, key, qty, price, time, commission FROM executions ORDER BY exec_id")
+        else:
+            refs = list(order_refs)
+            if not refs:
+                return []
+            marks = ",".join("?" * len(refs))
+            rows = self.db.execute(
+                f"SELECT exec_id, order_ref, key, qty, price, time, commission FROM executions"
+                f" WHERE order_ref IN ({marks}) ORDER BY exec_id",
+                refs,
+            )
+        return [
+            Fill(e, r, OptionSpec.from_key(k), q, Decimal(p), datetime.fromisoformat(tm), Decimal(c))
+            for e, r, k, q, p, tm, c in rows
+        ]
+
+    def positions(self) -> list[Position]:
+        return [
+            Position(OptionSpec.from_key(k), q, Decimal(c))
+            for k, q, c in self.db.execute("SELECT key, qty, avg_cost FROM positions ORDER BY key")
+        ]
+
+    def account(self, t: datetime) -> AccountSummary:
+        cash = Decimal(self._meta("cash"))
+        positions = self.positions()
+        quotes = self.price_options([p.option for p in positions], t)
+        value = Decimal(0)
+        for p in positions:
+            q = quotes.get(p.option.key)
+            mark = q.mid if q else Decimal(0)
+            value += mark * p.option.multiplier * p.quantity
+        worst = _worst_expiry_payoff({p.option.key: p.quantity for p in positions})
+        acct = self.account_id
+        return AccountSummary(acct, acct.startswith("D"), cash, cash + value, _dec(max(0.0, -worst)))
+
+
+def _worst_expiry_payoff(book: dict[str, int]) -> float:
+    """Worst dollar payoff at expiry of option positions, per expiry, summed: the payoff of a
+    portfolio of calls and puts is piecewise linear in the underlying, so its minimum is at a
+    strike or at the ends (0 and a far-away price, where a naked short call is unbounded)."""
+    by_expiry: dict[str, list[tuple[OptionSpec, int]]] = {}
+    for key, qty in book.items():
+        if qty:
+            opt = OptionSpec.from_key(key)
+            by_expiry.setdefault(f"{opt.trading_class}{opt.expiry}", []).append((opt, qty))
+    total = 0.0
+    for legs in by_expiry.values():
+        strikes = sorted({float(o.strike) for o, _ in legs})
+        points = [0.0, *strikes, strikes[-1] * 10 + 1e6]
+        worst = math.inf
+        for s in points:
+            payoff = sum(o.intrinsic(s) * o.multiplier * q for o, q in legs)
+            worst = min(worst, payoff)
+        total += min(0.0, worst)
+    return total

@@ -1,0 +1,64 @@
+"""Shared fixtures: a config with its state in tmp, the real data folder when present."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bot.calendar import TradingCalendar
+from bot.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path | None:
+    """The history files: $SPX_BOT_DATA, or ../shared/data beside the checkout."""
+    for candidate in (os.environ.get("SPX_BOT_DATA"), ROOT.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "spx_daily.csv").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def calendar() -> TradingCalendar:
+    return TradingCalendar()
+
+
+@pytest.fixture
+def short_tmp():
+    """A short directory (unix socket paths are limited to ~107 bytes)."""
+    d = tempfile.mkdtemp(prefix="spx", dir="/tmp")
+    yield Path(d)
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_config(tmp: Path, **overrides):
+    """config/sim.toml with every state file under tmp, plus dotted overrides."""
+    cfg = load_config(ROOT / "config" / "sim.toml")
+    base = {
+        "bot.store_path": str(tmp / "bot.sqlite"),
+        "bot.log_path": str(tmp / "bot.jsonl"),
+        "bot.control_socket": str(tmp / "ctl.sock"),
+        "bot.console_log": False,
+        "sim.state_path": str(tmp / "sim.sqlite"),
+    }
+    base.update(overrides)
+    return cfg.with_overrides(**base)
+
+
+@pytest.fixture
+def make_cfg(short_tmp):
+    return lambda **o: make_config(short_tmp, **o)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    d = data_dir()
+    if d is None:
+        pytest.skip("history files not found: set SPX_BOT_DATA or place ../shared/data beside the checkout")
+    return d
