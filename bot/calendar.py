@@ -54,11 +54,13 @@ class TradingCalendar:
         if include and d in self._index:
             return d
         i = self._index.get(d)
-        if i is not None:
+        if i is not None and i + 1 < len(self._sessions):
             return self._sessions[i + 1]
         import bisect
 
         j = bisect.bisect_right(self._sessions, d)
+        if j >= len(self._sessions):
+            raise ValueError(f"{d} is past the end of the trading calendar ({self.last})")
         return self._sessions[j]
 
     def previous_session(self, d: date) -> date:

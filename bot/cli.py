@@ -85,8 +85,9 @@ async def _run_sim(cfg, args) -> int:
     except ControlUnavailable:
         pass
 
-    cal = TradingCalendar()
     s = cfg.sim
+    horizon = max(s.start or date.min, wall_now().date()) + (args.duration or timedelta(0)) + timedelta(days=400)
+    cal = TradingCalendar(end=max(horizon, date(wall_now().year + 2, 12, 31)))
     exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
                                                        s.fill_fraction), s.state_path)
     if s.start is not None:
@@ -100,7 +101,7 @@ async def _run_sim(cfg, args) -> int:
         start = exchange.sim_time
     until = start + args.duration if args.duration else None
     data_dir = _data_dir(cfg, args.data)
-    end = (until + timedelta(days=60)).date() if until else None
+    end = until.date() if until else None
     try:
         market = build_market(cfg.market.source, data_dir, cal, start.date(), end, s.seed, s.step_minutes)
     except DataError as e:

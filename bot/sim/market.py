@@ -528,8 +528,9 @@ def _history_market(data_dir: Path | None, calendar: TradingCalendar, start: dat
     if data_dir is None:
         raise DataError("no data directory given for the history market")
     history = load_history(Path(data_dir), start, end)
-    last = end if end is not None else start
-    if not history.covers(start, last, calendar.sessions_between(start, last)):
+    sessions = calendar.sessions_between(start, end if end is not None else start)
+    last = sessions[-1] if sessions else start  # a window may end on a weekend or holiday
+    if not history.covers(start, last, sessions):
         span = history.complete_span()
         near = f"complete data near those dates: {span[0]}..{span[1]}" if span else "no complete data near those dates"
         raise NotCoveredError(f"history in {data_dir} does not cover {start}..{last} ({near})")
