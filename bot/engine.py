@@ -66,6 +66,7 @@ class Engine:
         self.jobs = [
             self.entry_job,
             IntervalJob("condor.monitor", cfg.schedule.monitor_interval_s),
+            SessionJob("session.open", "open"),
             SessionJob("session.close", "close", timedelta(minutes=1)),
         ]
         self._stop = asyncio.Event()
@@ -180,6 +181,10 @@ class Engine:
                     await self.on_entry()
             elif job.name == "condor.monitor":
                 await self.on_monitor()
+            elif job.name == "session.open":
+                _, close = self.cal.open_close(t.astimezone(NY).date())
+                self.log.info("session.opened", spx=await self.broker.spot("SPX"), vix=await self.broker.spot("VIX"),
+                              close=close.isoformat(), open_condors=len(self.store.open_condors()))
             elif job.name == "session.close":
                 await self.on_session_close()
         except FatalBrokerError as e:

@@ -284,3 +284,31 @@ async def _entry_intent(rig) -> Intent:
     proposal = ic.decide_entry(snapshot, await rig.engine._book(), rig.cfg.condor, now)
     ref = rig.store.next_order_ref("ic", now.date())
     return Intent(ref, OPEN, ref, proposal.order, created_at=now)
+
+
+async def test_expiry_is_cash_settled_and_booked_as_fills(make_cfg, calendar, synthetic):
+    """FAILURES.md 22: a condor held to expiry is settled in cash at the SPX close; the store
+    books it as fills (positions stay the sum of fills) and no phantom position remains."""
+    cfg = make_cfg(**CALM)
+    rig = Rig(cfg, calendar, synthetic, ny_time(START, "15:30"), speed=None)
+    await rig.engine.start()
+    with capture_logs() as logs:
+        entry = asyncio.create_task(rig.engine.on_entry())
+        while not entry.done():
+            await rig.clock.advance(15)
+        [condor] = rig.store.open_condors()
+        expiry_close = calendar.open_close(condor.expiry)[1]
+        await rig.clock.advance_to(expiry_close + timedelta(minutes=1))  # no monitor ran: held to expiry
+        await rig.engine.on_session_close()
+    [closed] = events(logs, "condor.closed")
+    assert closed["reason"] == "settlement"
+    assert rig.store.positions() == {} and rig.exchange.positions() == []
+    settle = synthetic.settlement(condor.expiry)
+    debit = sum(leg.signed_ratio * Decimal(str(round(leg.option.intrinsic(settle), 2)))
+                for leg in condor.legs(opening=False))
+    fees = sum(f.commission for f in rig.store.fills())
+    assert Decimal(closed["pnl"]) == (condor.credit - debit) * 100 * condor.quantity - fees
+    account = await rig.broker.account()
+    assert account.cash == Decimal("1000000") + Decimal(closed["pnl"])
+    await rig.engine.shutdown()
+    rig.close()
