@@ -250,7 +250,6 @@ class ExecutionConfig(Section):
     tick: Decimal = Field(Decimal("0.05"), gt=0, le=5, multiple_of=TICK)  # combos: 0.05 grid
     max_steps: int = Field(10, ge=0, le=100)
     final_wait_s: float = Field(60.0, ge=0, le=3600)  # at the last price, before cancelling
-    ack_timeout_s: float = Field(10.0, ge=0.5, le=120)
 
 
 class Config(Section):

@@ -68,7 +68,7 @@ class Executor:
         limit = floor_tick(target, self.tick) if step == 0 else ceil_tick(target, self.tick)
         limit = min(limit, ceil_tick(p.natural, self.tick))
         if order.limit_floor is not None:
-            limit = min(limit, order.limit_floor)
+            limit = min(limit, floor_tick(order.limit_floor, self.tick))
         return limit
 
     def _check_halt(self, intent: Intent) -> None:
@@ -93,7 +93,6 @@ class Executor:
         except BadQuote as e:
             self.log.warning("order.blocked", order_ref=intent.order_ref, purpose=intent.purpose, reason=str(e))
             return Outcome(intent.order_ref, IntentStatus.CANCELLED, None, str(e))
-        self._check_halt(intent)
         self.store.add_intent(intent)
         limit = self.step_price(pricing, 0, intent.order)
         try:

@@ -52,6 +52,7 @@ DIVIDEND_YIELD = 0.013
 REJECT_TICK = 110
 REJECT_ORDER = 201
 NO_SECURITY = 200
+DUPLICATE_ORDER = 103
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -255,6 +256,8 @@ class SimExchange:
             quotes = self.price_options([leg.option for leg in legs], t)
             self._combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
             self._check_margin(legs, quantity, limit, quotes)
+            if self.db.execute("SELECT 1 FROM orders WHERE order_ref=?", (order_ref,)).fetchone():
+                raise ExchangeReject(DUPLICATE_ORDER, f"an order with orderRef {order_ref} exists")
             oid = self._counter("next_order_id")
             legs_json = json.dumps([[leg.option.key, leg.action.value, leg.ratio] for leg in legs])
             self.db.execute(
@@ -333,14 +336,17 @@ class SimExchange:
         if f < self.settings.fill_fraction - 1e-9:
             return
         f = min(f, 1.0)
-        combo_price = Decimal(0)
+        combo_price = limit if f < 1.0 else _dec(nat)
+        prices = [_dec(max(0.0, m + f * (side - m))) for m, side in per_leg]
+        # cent rounding of each leg must not move the combo off its price: the last leg
+        # takes the difference, so the legs add up to exactly the combo price
+        rest = sum((leg.signed_ratio * px for leg, px in zip(legs[:-1], prices[:-1])), Decimal(0))
+        prices[-1] = (combo_price - rest) / legs[-1].signed_ratio
         commission_each = Decimal(str(self.settings.commission_per_contract))
         cash = Decimal(self._meta("cash"))
-        for leg, (m, side) in zip(legs, per_leg):
-            px = _dec(max(0.0, m + f * (side - m)))
+        for leg, px in zip(legs, prices):
             qty = leg.signed_ratio * quantity
             commission = commission_each * abs(qty)
-            combo_price += leg.signed_ratio * px
             exec_id = f"{self._counter('next_exec_id'):08d}.01"
             self.db.execute(
                 "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
