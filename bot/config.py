@@ -252,6 +252,124 @@ class ExecutionConfig(Section):
     final_wait_s: float = Field(60.0, ge=0, le=3600)  # at the last price, before cancelling
 
 
+LayerName = Literal["front", "mid", "back"]
+
+
+class LayerConfig(Section):
+    """One hedge layer (ALVH.md §2): contracts per `hedge.per_notional` of condor notional,
+    the DTE window of its monthly VIX expiry, the call delta. A layer whose expiry falls below
+    `dte_min` is rolled into the window."""
+
+    count: float = Field(ge=0, le=100)
+    dte_min: int = Field(ge=1, le=365)
+    dte_max: int | None = Field(None, ge=1, le=365)  # None: the nearest expiry with DTE >= dte_min
+    delta: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> LayerConfig:
+        if self.dte_max is not None and self.dte_max < self.dte_min:
+            raise RuleViolation("dte_max", f"must be >= dte_min ({self.dte_min})")
+        return self
+
+
+class TierConfig(Section):
+    """A VIX tier [lower, upper) and its multiplier on the 4/4/2 counts (ALVH.md §3).
+    0 is a real bound."""
+
+    lower: float = Field(ge=0, le=1000)
+    upper: float = Field(gt=0, le=1000)
+    multiplier: float = Field(ge=0, le=10)
+
+
+class WriteConfig(Section):
+    """The temporal theta press (ALVH.md §5): covered short calls against layers 2 and 3."""
+
+    enabled: bool = True
+    layers: tuple[LayerName, ...] = ("mid", "back")
+    ratio: float = Field(0.5, ge=0, le=1.0)  # short quantity <= covering layer quantity x ratio
+    dte_min: int = Field(7, ge=1, le=60)
+    dte_max: int = Field(21, ge=1, le=90)
+    delta: float = Field(0.20, gt=0, lt=1)
+    weekly: bool = True  # VIXW expiries allowed
+    buyback_profit: float = Field(0.8, gt=0, le=1)  # buy back once 80% of the sale price is earned
+    stop_vix: float = Field(25.0, ge=0, le=200)  # no writes, and buy back at once, at or above
+
+    @model_validator(mode="after")
+    def _window(self) -> WriteConfig:
+        if self.dte_max < self.dte_min:
+            raise RuleViolation("dte_max", f"must be >= dte_min ({self.dte_min})")
+        return self
+
+
+class MonetizeConfig(Section):
+    """Taking profit on spikes (ALVH.md §6)."""
+
+    vix: float = Field(40.0, ge=0, le=200)  # spot VIX at or above which layers are monetized
+    value_multiple: float = Field(3.0, ge=1, le=100)  # layer market value >= this x its cost
+    fraction: float = Field(0.5, gt=0, le=1)  # of the layer sold
+    rebuy_below: float = Field(30.0, ge=0, le=200)  # the tier target re-buys once VIX is under
+
+
+def _default_tiers() -> tuple[TierConfig, ...]:
+    bounds = [(0, 16, 0.5), (16, 20, 1.0), (20, 25, 1.25), (25, 30, 1.5), (30, 1000, 2.0)]
+    return tuple(TierConfig(lower=lo, upper=hi, multiplier=m) for lo, hi, m in bounds)
+
+
+class HedgeConfig(Section):
+    """The Adaptive Layered VIX Hedge (ALVH.md §2-6); every number is a key."""
+
+    enabled: bool = True
+    notional_basis: Literal["max_loss", "underlying"] = "max_loss"
+    per_notional: float = Field(100_000.0, gt=0)  # counts are per this much condor notional
+    notional_memory_days: int = Field(5, ge=0, le=60)  # a closed condor's notional is kept this long
+    sizing: Literal["count", "vega"] = "count"
+    vega_target: float = Field(0.5, gt=0, le=2)  # hedge vega / condor vega for sizing "vega"
+    min_per_layer: int = Field(1, ge=0, le=10)  # per active layer once notional > 0
+    front: LayerConfig = LayerConfig(count=4, dte_min=8, dte_max=None, delta=0.35)
+    mid: LayerConfig = LayerConfig(count=4, dte_min=30, dte_max=45, delta=0.30)
+    back: LayerConfig = LayerConfig(count=2, dte_min=60, dte_max=120, delta=0.25)
+    tiers: tuple[TierConfig, ...] = Field(default_factory=_default_tiers, min_length=1)
+    hysteresis: float = Field(1.0, ge=0, le=20)  # VIX points a tier is held below its bound
+    expansion_rsi: float = Field(65.0, ge=0, le=100)
+    expansion_bonus: float = Field(0.5, ge=0, le=10)
+    rebalance_rsi: float = Field(70.0, ge=0, le=100)  # RSI crossing above: rebalance now
+    activation_vix: float = Field(25.0, ge=0, le=200)
+    activation_multiplier: float = Field(2.0, ge=0, le=10)
+    rsi_period: int = Field(14, ge=2, le=100)
+    macd_fast: int = Field(12, ge=1, le=100)
+    macd_slow: int = Field(26, ge=2, le=200)
+    macd_signal: int = Field(9, ge=1, le=100)
+    rebalance_time: str = "10:00"  # scheduled evaluation, New York (also after each condor entry)
+    write: WriteConfig = WriteConfig()
+    monetize: MonetizeConfig = MonetizeConfig()
+
+    @field_validator("rebalance_time")
+    @classmethod
+    def _hh_mm_rebalance(cls, value: str) -> str:
+        try:
+            time.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time HH:MM") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HedgeConfig:
+        tiers = self.tiers
+        if tiers[0].lower != 0:
+            raise RuleViolation("tiers", "the first tier must start at 0")
+        for i, t in enumerate(tiers):
+            if t.upper <= t.lower:
+                raise RuleViolation("tiers", f"tier {i}: upper {t.upper} must be above lower {t.lower}")
+            if i and t.lower != tiers[i - 1].upper:
+                raise RuleViolation("tiers", f"tier {i}: lower {t.lower} must equal the previous upper")
+        if self.macd_fast >= self.macd_slow:
+            raise RuleViolation("macd_fast", f"must be below macd_slow ({self.macd_slow})")
+        return self
+
+    def layer(self, name: str) -> LayerConfig:
+        return {"front": self.front, "mid": self.mid, "back": self.back}[name]
+
+
 class Config(Section):
     """The whole file. Sections left out take their defaults."""
 
@@ -263,6 +381,7 @@ class Config(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     condor: CondorConfig = CondorConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    hedge: HedgeConfig = HedgeConfig()
 
     @field_validator("schema_version")
     @classmethod

@@ -81,7 +81,9 @@ def test_speed_is_normalized(tmp_path, given, expected):
     ("text", "expected"),
     [
         ("[condor]\nshrot_delta = 0.2\n", "condor.shrot_delta: unknown key"),
-        ("[hedge]\nfront = 4\n", "hedge: unknown key"),
+        ("[hedge]\nfront = 4\n", "hedge.front: Input should be a valid dictionary"),
+        ("[hedgehog]\nfront = 4\n", "hedgehog: unknown key"),
+        ("[hedge.write]\nratio = 1.5\n", "hedge.write.ratio: Input should be less than or equal to 1"),
         ('[broker]\nport = "abc"\n', "broker.port: Input should be a valid integer"),
         ("[bot]\nallow_live = [1]\n", "bot.allow_live: Input should be a valid boolean"),
         (
@@ -177,7 +179,7 @@ def test_overrides_keep_an_explicit_condor_setup(tmp_path):
         ({"sim.start": "yesterday"}, "command line: sim.start: Input should be a valid date"),
         ({"sim.sped": 2}, "command line: sim.sped: unknown key"),
         ({"sim.speed.x": 2}, "command line: sim.speed.x: unknown key"),
-        ({"hedge.front": 4}, "command line: hedge.front: unknown key"),
+        ({"hedgehog.front": 4}, "command line: hedgehog.front: unknown key"),
         ({"condor.preset": "monthly"}, "command line: condor.preset: set the preset in the config file"),
     ],
 )

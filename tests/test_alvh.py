@@ -1,0 +1,337 @@
+"""ALVH.md §2-6, rule by rule, on the pure decision code (no market model, no clock)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.config import load_config
+from bot.domain import Action, ChainRow, Greeks, Leg, OptionSpec, Quote, Right
+from bot.pricing import black76_greeks, black76_price
+from strategies import alvh
+from strategies.alvh import HedgeBook, HedgeMarket, HedgeState, Lot, Signals
+
+from conftest import ROOT
+
+CFG = load_config(ROOT / "config" / "sim.toml").hedge
+TODAY = date(2022, 3, 1)
+FRONT, MID, BACK = date(2022, 3, 15), date(2022, 4, 19), date(2022, 5, 18)  # DTE 14, 49, 78
+WEEKLY = date(2022, 3, 9)  # DTE 8 (write window 7-21)
+
+
+def call(expiry: date, strike: float, tc: str = "VIX") -> OptionSpec:
+    return OptionSpec("VIX", expiry, Decimal(str(strike)), Right.CALL, tc)
+
+
+def chain(expiry: date, future: float, tc: str = "VIX", vol: float = 1.0) -> tuple[ChainRow, ...]:
+    """Black-76 calls on the future, strikes 10..60."""
+    T = (expiry - TODAY).days / 365
+    rows = []
+    for k in range(10, 61):
+        price = float(black76_price(future, k, T, vol, 0.0, True))
+        g = black76_greeks(future, k, T, vol, 0.0, True)
+        bid, ask = max(0.0, round(price - 0.05, 2)), round(price + 0.05, 2)
+        q = Quote(Decimal(str(bid)), Decimal(str(ask)), Greeks(float(g["delta"]), 0.0, float(g["vega"]), 0.0, vol), future)
+        rows.append(ChainRow(call(expiry, k, tc), q))
+    return tuple(rows)
+
+
+def market(vix: float = 18.0, future: float | None = None, quotes=None, today=TODAY) -> HedgeMarket:
+    f = future or vix + 1
+    chains = {"front": chain(FRONT, f), "mid": chain(MID, f + 1), "back": chain(BACK, f + 2),
+              "write": chain(WEEKLY, f - 0.5, "VIXW")}
+    all_quotes = {r.option.key: r.quote for rows in chains.values() for r in rows}
+    all_quotes.update(quotes or {})
+    return HedgeMarket(today, vix, chains, all_quotes)
+
+
+def signals(vix=18.0, rsi=50.0, macd=0.0, signal=0.1) -> Signals:
+    return Signals(vix, rsi, macd, signal)
+
+
+def book(notional=100_000, lots=()) -> HedgeBook:
+    return HedgeBook(tuple(lots), Decimal(notional))
+
+
+def with_(cfg=CFG, **kw):
+    return cfg.model_copy(update=kw)
+
+
+# --- §2 counts ----------------------------------------------------------------------------------
+def test_4_4_2_per_100k_at_multiplier_1():
+    assert alvh.count_targets(Decimal(100_000), 1.0, CFG) == {"front": 4, "mid": 4, "back": 2}
+    assert alvh.count_targets(Decimal(250_000), 1.0, CFG) == {"front": 10, "mid": 10, "back": 5}
+
+
+def test_counts_round_and_never_fall_below_one_per_layer():
+    assert alvh.count_targets(Decimal(20_000), 0.5, CFG) == {"front": 1, "mid": 1, "back": 1}
+    assert alvh.count_targets(Decimal(0), 2.0, CFG) == {"front": 0, "mid": 0, "back": 0}
+    assert alvh.count_targets(Decimal(62_500), 1.0, CFG) == {"front": 3, "mid": 3, "back": 1}  # 2.5 -> 3, 1.25 -> 1
+
+
+def test_layer_windows_pick_expiries():
+    monthly = [date(2022, 2, 16), FRONT, MID, BACK, date(2022, 6, 15), date(2022, 7, 20)]
+    assert alvh.layer_expiry(monthly, TODAY, CFG.front) == FRONT  # nearest monthly with DTE >= 8
+    assert alvh.layer_expiry(monthly, date(2022, 3, 8), CFG.front) == MID  # 03-15 is DTE 7: next
+    assert alvh.layer_expiry(monthly, TODAY, CFG.mid) == MID  # 30-45, none: nearest above 30 (49)
+    assert alvh.layer_expiry(monthly, TODAY, CFG.back) == BACK  # 60-120
+    assert alvh.write_expiry([WEEKLY, *monthly], TODAY, CFG) == WEEKLY  # 7-21, weekly allowed
+
+
+def test_strike_by_delta_off_the_future():
+    rows = chain(MID, 20.0)
+    pick = alvh.by_delta(rows, 0.30)
+    assert abs(pick.quote.greeks.delta - 0.30) == min(abs(r.quote.greeks.delta - 0.30) for r in rows)
+    assert pick.option.strike > 20  # 30-delta call is out of the money
+
+
+def test_buys_each_layer_to_target_at_its_delta():
+    d = alvh.decide(signals(18.0), market(18.0), book(), HedgeState(), CFG, scheduled=True)
+    buys = {a.layer: a for a in d.actions if a.kind == alvh.BUY}
+    assert {k: a.quantity for k, a in buys.items()} == {"front": 4, "mid": 4, "back": 2}
+    assert buys["front"].legs[0].option.expiry == FRONT and buys["back"].legs[0].option.expiry == BACK
+
+
+def test_sells_excess_over_target():
+    lots = [Lot("front", call(FRONT, 22), 9, Decimal("1.00"))]
+    d = alvh.decide(signals(18.0), market(18.0), book(lots=lots), HedgeState(tier=1), CFG, scheduled=True)
+    sells = [a for a in d.actions if a.kind == alvh.SELL]
+    assert [(a.layer, a.quantity) for a in sells] == [("front", 5)]
+
+
+def test_roll_when_front_dte_reaches_7():
+    old = call(date(2022, 3, 8), 22)  # DTE 7
+    lots = [Lot("front", old, 4, Decimal("1.00"))]
+    d = alvh.decide(signals(18.0), market(18.0), book(lots=lots), HedgeState(tier=1), CFG, scheduled=True)
+    rolls = [a for a in d.actions if a.kind == alvh.ROLL]
+    assert len(rolls) == 1 and rolls[0].quantity == 4
+    assert rolls[0].legs[0] == Leg(old, Action.SELL) and rolls[0].legs[1].option.expiry == FRONT
+    assert not [a for a in d.actions if a.kind == alvh.BUY and a.layer == "front"]  # the roll kept it at 4
+
+
+# --- §3 tiers -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("vix, mult", [(0.0, 0.5), (15.99, 0.5), (16.0, 1.0), (19.99, 1.0), (20.0, 1.25),
+                                       (25.0, 1.5), (29.99, 1.5), (30.0, 2.0), (80.0, 2.0)])
+def test_tier_multiplier_bounds_are_lower_inclusive(vix, mult):
+    assert CFG.tiers[alvh.tier_of(vix, CFG)].multiplier == mult
+
+
+def test_a_zero_bound_is_a_real_bound():
+    tiers = [{"lower": 0, "upper": 10, "multiplier": 0.0}, {"lower": 10, "upper": 1000, "multiplier": 1.0}]
+    from bot.config import HedgeConfig
+
+    cfg = HedgeConfig(tiers=tiers)
+    assert alvh.tier_of(0.0, cfg) == 0 and cfg.tiers[0].multiplier == 0.0
+    assert alvh.count_targets(Decimal(100_000), 0.0, cfg) == {"front": 1, "mid": 1, "back": 1}
+
+
+def test_hysteresis_up_at_once_down_one_point_below():
+    t = alvh.tier_with_hysteresis
+    assert t(20.0, 1, CFG) == 2  # up at the bound
+    assert t(19.5, 2, CFG) == 2  # held within the band
+    assert t(19.01, 2, CFG) == 2
+    assert t(18.99, 2, CFG) == 1  # more than one point under: down
+
+
+@given(st.lists(st.floats(19.2, 20.8), min_size=2, max_size=40))
+def test_hysteresis_stops_churn_at_a_boundary(path):
+    """VIX wandering within a point of 20 changes the tier at most once."""
+    tier, changes = None, 0
+    for v in path:
+        new = alvh.tier_with_hysteresis(v, tier, CFG)
+        changes += tier is not None and new != tier
+        tier = new
+    assert changes <= 1
+
+
+@given(st.floats(0, 100), st.floats(0, 100), st.integers(0, 2_000_000))
+def test_targets_never_negative_and_monotone_in_tier(v1, v2, notional):
+    lo, hi = sorted((v1, v2))
+    t_lo = alvh.count_targets(Decimal(notional), CFG.tiers[alvh.tier_of(lo, CFG)].multiplier, CFG)
+    t_hi = alvh.count_targets(Decimal(notional), CFG.tiers[alvh.tier_of(hi, CFG)].multiplier, CFG)
+    assert all(n >= 0 for n in t_lo.values())
+    assert all(t_hi[k] >= t_lo[k] for k in alvh.LAYERS)
+
+
+# --- §4 signals -----------------------------------------------------------------------------------
+def test_expansion_bonus_when_rsi_above_65():
+    assert alvh.multiplier(1, signals(rsi=66), False, CFG) == 1.5
+    assert alvh.multiplier(1, signals(rsi=65), False, CFG) == 1.0
+
+
+def test_activation_is_a_state_with_minimum_multiplier():
+    s = signals(vix=26, macd=1.0, signal=0.5)
+    assert alvh.is_activated(s, CFG)
+    assert not alvh.is_activated(signals(vix=24, macd=1.0, signal=0.5), CFG)
+    assert not alvh.is_activated(signals(vix=30, macd=0.4, signal=0.5), CFG)
+    assert alvh.multiplier(alvh.tier_of(26, CFG), s, True, CFG) == 2.0  # 1.5 raised to 2.0
+
+
+def test_triggers_rebalance_on_rsi_cross_and_activation_change():
+    assert alvh.trigger(signals(rsi=72), HedgeState(rsi=68), CFG, False) == "rsi_cross"
+    assert alvh.trigger(signals(rsi=72), HedgeState(rsi=71), CFG, False) == "update"
+    on = signals(vix=26, macd=1, signal=0)
+    assert alvh.trigger(on, HedgeState(activated=False), CFG, False) == "activation_on"
+    assert alvh.trigger(signals(vix=24), HedgeState(activated=True), CFG, False) == "activation_off"
+    assert alvh.trigger(signals(), HedgeState(), CFG, True) == "schedule"
+
+
+def test_live_update_without_trigger_does_not_trade_toward_targets():
+    d = alvh.decide(signals(18.0), market(18.0), book(), HedgeState(tier=1, rsi=50), CFG, scheduled=False)
+    assert d.trigger == "update" and not d.rebalance and d.actions == ()
+
+
+# --- §5 writes ------------------------------------------------------------------------------------
+def _hedged_lots():
+    return [Lot("front", call(FRONT, 22), 4, Decimal("1.00")), Lot("mid", call(MID, 23), 4, Decimal("1.50")),
+            Lot("back", call(BACK, 24), 2, Decimal("2.00"))]
+
+
+def test_writes_covered_calls_against_mid_and_back_at_half_ratio():
+    # 200k at VIX 15 (multiplier 0.5): targets 4/4/2, as held
+    d = alvh.decide(signals(15.0), market(15.0), book(200_000, _hedged_lots()), HedgeState(tier=0), CFG, True)
+    assert not [a for a in d.actions if a.kind in (alvh.BUY, alvh.SELL)]
+    writes = {a.layer: a for a in d.actions if a.kind == alvh.WRITE}
+    assert {k: a.quantity for k, a in writes.items()} == {"mid": 2, "back": 1}
+    for a in writes.values():
+        short = a.legs[0].option
+        assert a.legs[0].action is Action.SELL and short.expiry == WEEKLY and short.trading_class == "VIXW"
+        own = next(lot for lot in _hedged_lots() if lot.layer == a.layer)
+        assert short.strike >= own.option.strike and short.expiry < own.option.expiry  # covered by its layer
+    assert not alvh.naked_shorts([(lot.option, lot.quantity) for lot in _hedged_lots()]
+                                 + [(a.legs[0].option, -a.quantity) for a in writes.values()])
+
+
+def test_write_ratio_above_one_is_refused():
+    from bot.config import ConfigError
+
+    with pytest.raises(ConfigError, match="hedge.write.ratio"):
+        load_config(ROOT / "config" / "sim.toml").with_overrides(**{"hedge.write": {"ratio": 1.5}})
+
+
+def test_no_writes_while_activated_or_vix_at_25():
+    lots = _hedged_lots()
+    active = alvh.decide(signals(26, macd=1, signal=0), market(26), book(lots=lots), HedgeState(tier=3), CFG, True)
+    assert not [a for a in active.actions if a.kind == alvh.WRITE]
+    high = alvh.decide(signals(25.5), market(25.5), book(lots=lots), HedgeState(tier=3), CFG, True)
+    assert not [a for a in high.actions if a.kind == alvh.WRITE]
+
+
+def _short_lot(sale="1.00"):
+    return Lot("mid", call(WEEKLY, 25, "VIXW"), -2, Decimal(sale))
+
+
+def test_buy_back_at_80_percent_profit():
+    short = _short_lot()
+    cheap = {short.option.key: Quote(Decimal("0.10"), Decimal("0.20"))}
+    d = alvh.decide(signals(15), market(15, quotes=cheap), book(lots=[*_hedged_lots(), short]), HedgeState(tier=0),
+                    CFG, scheduled=False)
+    assert [(a.kind, a.quantity) for a in d.actions] == [(alvh.BUY_BACK, 2)]
+    dear = {short.option.key: Quote(Decimal("0.20"), Decimal("0.30"))}
+    d = alvh.decide(signals(15), market(15, quotes=dear), book(lots=[*_hedged_lots(), short]), HedgeState(tier=0),
+                    CFG, scheduled=False)
+    assert d.actions == ()
+
+
+def test_buy_back_at_once_on_activation_or_vix_25():
+    lots = [*_hedged_lots(), _short_lot()]
+    d = alvh.decide(signals(26, macd=1, signal=0), market(26), book(lots=lots), HedgeState(tier=3), CFG, False)
+    assert d.actions[0].kind == alvh.BUY_BACK and d.actions[0].reason == "activation"
+    d = alvh.decide(signals(25.2), market(25.2), book(lots=lots), HedgeState(tier=3), CFG, False)
+    assert [a.kind for a in d.actions] == [alvh.BUY_BACK]
+
+
+def test_covering_long_is_not_rolled_before_its_short_is_closed():
+    old = call(date(2022, 3, 29), 23)  # mid layer at DTE 28 < 30: roll due, covering a weekly short
+    short = Lot("mid", call(WEEKLY, 25, "VIXW"), -2, Decimal("1.00"))
+    lots = [Lot("mid", old, 4, Decimal("1.50")), short]
+    d = alvh.decide(signals(15), market(15), book(lots=lots), HedgeState(tier=0), CFG, scheduled=True)
+    kinds = [a.kind for a in d.actions]
+    assert kinds.index(alvh.BUY_BACK) < kinds.index(alvh.ROLL)
+
+
+def test_excess_sale_keeps_the_calls_covering_shorts():
+    short = call(WEEKLY, 25, "VIXW")
+    lots = [Lot("mid", call(MID, 23), 8, Decimal("1.50")), Lot("mid", short, -3, Decimal("1.00"))]
+    still_dear = {short.key: Quote(Decimal("0.85"), Decimal("0.95"))}  # not yet 80% earned: stays
+    mid_only = with_(front=CFG.front.model_copy(update={"count": 0}), back=CFG.back.model_copy(update={"count": 0}))
+    d = alvh.decide(signals(15), market(15, quotes=still_dear), book(20_000, lots), HedgeState(tier=0), mid_only, True)
+    sold = sum(a.quantity for a in d.actions if a.kind == alvh.SELL and a.layer == "mid")
+    assert sold == 5  # 8 held, target 1, but 3 cover shorts
+
+
+# --- §6 monetization ------------------------------------------------------------------------------
+def test_monetize_half_a_layer_at_vix_40_and_3x():
+    lots = _hedged_lots()
+    rich = {lot.option.key: Quote(Decimal("9.90"), Decimal("10.10")) for lot in lots}
+    d = alvh.decide(signals(41, macd=1, signal=0), market(41, quotes=rich), book(lots=lots),
+                    HedgeState(tier=4, activated=True), CFG, False)
+    sold = {a.layer: a.quantity for a in d.actions if a.kind == alvh.MONETIZE}
+    assert sold == {"front": 2, "mid": 2, "back": 1}
+    assert d.state.monetized == {"front", "mid", "back"}
+    # no re-buy while VIX >= 30; the tier target re-buys once it is back under 30
+    after = [Lot(lot.layer, lot.option, lot.quantity - sold[lot.layer], lot.cost) for lot in lots]
+    d2 = alvh.decide(signals(35, macd=1, signal=0), market(35), book(lots=after), d.state, CFG, True)
+    assert not [a for a in d2.actions if a.kind == alvh.BUY]
+    d3 = alvh.decide(signals(28), market(28), book(lots=after), d2.state, CFG, True)
+    assert d3.state.monetized == frozenset() and [a for a in d3.actions if a.kind == alvh.BUY]
+
+
+def test_no_monetize_below_3x_cost():
+    lots = _hedged_lots()
+    meh = {lot.option.key: Quote(Decimal("2.00"), Decimal("2.10")) for lot in lots}
+    d = alvh.decide(signals(41, macd=1, signal=0), market(41, quotes=meh), book(lots=lots),
+                    HedgeState(tier=4, activated=True), CFG, False)
+    assert not [a for a in d.actions if a.kind == alvh.MONETIZE]
+
+
+# --- the invariant --------------------------------------------------------------------------------
+def test_naked_short_detection():
+    short = call(WEEKLY, 25, "VIXW")
+    assert alvh.naked_shorts([(short, -1)]) == [(short, 1)]
+    assert alvh.naked_shorts([(short, -1), (call(MID, 23), 1)]) == []
+    assert alvh.naked_shorts([(short, -1), (call(MID, 26), 1)]) == [(short, 1)]  # higher strike: no cover
+    assert alvh.naked_shorts([(short, -1), (call(date(2022, 3, 8), 20), 1)]) == [(short, 1)]  # expires first
+    assert alvh.naked_shorts([(short, -2), (call(MID, 23), 1)]) == [(short, 1)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(10, 90), st.floats(0, 100), st.floats(-3, 3), st.booleans(),
+                          st.integers(0, 400_000)), min_size=1, max_size=12))
+def test_no_naked_short_after_any_sequence_of_decisions(steps):
+    """Feed decisions a random path of VIX, RSI, MACD and notional; apply every action to the
+    book; no state ever holds a naked short call."""
+    lots: dict[OptionSpec, Lot] = {}
+    state = HedgeState()
+    day = TODAY
+    for vix, rsi, macd, scheduled, notional in steps:
+        m = market(vix)
+        d = alvh.decide(Signals(vix, rsi, macd, 0.0), m, book(notional, lots.values()), state, CFG, scheduled)
+        for a in d.actions:
+            for leg in a.legs:
+                old = lots.get(leg.option)
+                qty = (old.quantity if old else 0) + leg.signed_ratio * a.quantity
+                lots[leg.option] = Lot(old.layer if old else a.layer, leg.option, qty,
+                                       m.quotes[leg.option.key].mid if leg.option.key in m.quotes else Decimal(1))
+            assert not alvh.naked_shorts((lot.option, lot.quantity) for lot in lots.values())
+        lots = {k: v for k, v in lots.items() if v.quantity}
+        state = d.state
+        day += timedelta(days=1)
+    assert all(n >= 0 for n in d.targets.values())
+
+
+def test_vega_sizing_alternative():
+    cfg = with_(sizing="vega")
+    t = alvh.vega_targets(20_000.0, {"front": 0.35, "mid": 0.30, "back": 0.25}, 1.0, cfg)
+    # 0.5 x 20,000 = 10,000 $/pt split 4:4:2 -> 4,000 / 35 = 114, 4,000 / 30 = 133, 2,000 / 25 = 80
+    assert t == {"front": 114, "mid": 133, "back": 80}
+    assert alvh.vega_targets(0.0, {}, 1.0, cfg) == {"front": 0, "mid": 0, "back": 0}
+
+
+def test_halted_hedge_takes_no_action():
+    d = alvh.decide(signals(18), market(18), book(), HedgeState(halted=True), CFG, scheduled=True)
+    assert d.actions == () and d.targets["front"] == 4
