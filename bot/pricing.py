@@ -279,3 +279,28 @@ def vix_call_skew(vol, F, K, slope: float = 0.8, min_ratio: float = 0.7, max_rat
     moneyness = np.log(np.asarray(K, dtype=float) / np.asarray(F, dtype=float))
     ratio = np.clip(1.0 + slope * moneyness, min_ratio, max_ratio)
     return _scalarize(np.asarray(vol, dtype=float) * ratio)
+
+
+VIX_SPREAD_FRACTION = 0.05
+VIX_MIN_SPREAD = 0.05
+VIX_MAX_SPREAD = 0.50
+
+
+def vix_quote_spread(mid):
+    """Bid and ask (float arrays) around a model mid for a VIX option.
+
+    Full spread = clip(5% of mid, 0.05, 0.50) (VIX options are quoted wider than SPX relative
+    to their price, but their prices are small), split evenly and rounded outward to the
+    same tick grid as SPX (0.05 below $3, 0.10 at or above), so the quote is never narrower
+    than the model spread and every price fits the 0.05 combo grid; the bid is never
+    negative. Below a nickel of value the quote is 0.00 / 0.05. A model, not a fitted book.
+    """
+    mid = np.asarray(mid, dtype=float)
+    half = np.clip(VIX_SPREAD_FRACTION * mid, VIX_MIN_SPREAD, VIX_MAX_SPREAD) / 2.0
+    lo, hi = np.round(mid - half, _FUZZ_DECIMALS), np.round(mid + half, _FUZZ_DECIMALS)
+    bid = np.where(lo >= 3.0, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
+    ask = _ceil_to(hi, 0.05)
+    ask = np.where(ask >= 3.0, _ceil_to(hi, 0.10), ask)
+    bid = np.where(mid < 0.05, 0.0, np.maximum(bid, 0.0))
+    ask = np.where(mid < 0.05, 0.05, ask)
+    return bid, ask

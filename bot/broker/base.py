@@ -63,9 +63,27 @@ class Broker(Protocol):
         """Last index value ("SPX", "VIX"). Raises BadQuote (domain) when unusable."""
         ...
 
-    async def expiries(self, symbol: str, trading_class: str) -> list[date]: ...
+    async def expiries(self, symbol: str, trading_class: str) -> list[date]:
+        """Listed option expiries ahead, ascending. ("SPX", "SPXW"): the daily SPXW expiries;
+        ("VIX", "VIX"): the monthly VIX expiries; ("VIX", "VIXW"): the weekly ones."""
+        ...
 
-    async def strikes(self, symbol: str, trading_class: str, expiry: date) -> list[Decimal]: ...
+    async def strikes(self, symbol: str, trading_class: str, expiry: date) -> list[Decimal]:
+        """Listed strikes of one expiry, ascending (SPX or VIX, as for `expiries`)."""
+        ...
+
+    async def futures(self, symbol: str = "VIX") -> list[tuple[date, float]]:
+        """The futures curve now: (expiry, price) of the listed monthly futures, nearest
+        first. Only "VIX" (the VX futures, underlyings of the VIX options). Raises BadQuote
+        when a price is unusable."""
+        ...
+
+    async def daily_closes(self, symbol: str, sessions: int) -> list[tuple[date, float]]:
+        """(session date, close) of the last `sessions` COMPLETED sessions before now, oldest
+        first, for indexes such as "SPX" and "VIX": today is included only once its session
+        has closed. Fewer may come back where history is short. The indicators' warm-up (IB:
+        reqHistoricalData with daily bars)."""
+        ...
 
     async def quotes(self, options: Sequence[OptionSpec]) -> dict[str, Quote]:
         """Quotes with greeks by `OptionSpec.key`. Options with no usable quote are absent."""

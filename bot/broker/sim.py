@@ -55,10 +55,40 @@ class SimBroker:
         return value
 
     async def expiries(self, symbol: str, trading_class: str) -> list[date]:
-        return self.exchange.expiries(self._sync())
+        """SPXW: every session ahead. VIX: the monthlies for trading class "VIX", the weeklies
+        for "VIXW" (both when the class is anything else)."""
+        now = self._sync()
+        if _is_vix(symbol, trading_class):
+            listed = self.exchange.vix_expiries(now)
+            if trading_class in ("VIX", "VIXW"):
+                return [d for d, tc in listed if tc == trading_class]
+            return [d for d, _ in listed]
+        return self.exchange.expiries(now)
 
     async def strikes(self, symbol: str, trading_class: str, expiry: date) -> list[Decimal]:
-        return self.exchange.strikes(expiry, self._sync())
+        now = self._sync()
+        if _is_vix(symbol, trading_class):
+            return self.exchange.vix_strikes(expiry, now)
+        return self.exchange.strikes(expiry, now)
+
+    async def futures(self, symbol: str = "VIX") -> list[tuple[date, float]]:
+        """The monthly VIX futures curve now: (expiry, price), nearest first."""
+        now = self._sync()
+        if symbol not in ("VIX", "VX"):
+            raise BrokerError(f"no futures curve for {symbol}")
+        curve = self.exchange.futures(now)
+        bad = [p for _, p in curve if not math.isfinite(p) or p <= 0]
+        if bad:
+            raise BadQuote(f"VX future {bad[0]!r}")
+        return curve
+
+    async def daily_closes(self, symbol: str, sessions: int) -> list[tuple[date, float]]:
+        """(session, close) of the last `sessions` completed sessions before now, oldest first."""
+        now = self._sync()
+        try:
+            return self.exchange.daily_closes(symbol, sessions, now)
+        except ValueError as e:
+            raise BrokerError(str(e)) from None
 
     async def quotes(self, options: Sequence[OptionSpec]) -> dict[str, Quote]:
         return self.exchange.price_options(list(options), self._sync())
@@ -111,3 +141,7 @@ class SimBroker:
         self._sync()
         s = self.exchange.settlement(option.key)
         return s[1] if s else None
+
+
+def _is_vix(symbol: str, trading_class: str) -> bool:
+    return symbol == "VIX" or trading_class in ("VIX", "VIXW")

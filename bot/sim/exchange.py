@@ -9,6 +9,21 @@ acting on its own while the daemon hangs) sees and changes the same account safe
 It is a model, not history: option prices come from `bot.pricing` on the market model's
 SPX/VIX path (see DESIGN.md "The simulated market").
 
+VIX options (ALVH.md section 2): European, cash-settled, multiplier 100, trading class VIX
+(monthly, the calendar's expiry rule) or VIXW (weeklies on the other Wednesdays). Each expires
+at the special opening quotation (SOQ), the open (09:30 New York) of its expiry date, and last
+trades the session before. They are priced by Black-76 on the VIX future of the same expiry
+(a weekly's future is interpolated on the monthly curve), with the vol `vix_option_vol(VVIX, T)`
+and its call skew; quotes use `pricing.vix_quote_spread`. They settle in cash at intrinsic on
+the SOQ, taken as the market's VIX at that session's open.
+
+Margin: SPX options by the worst payoff at expiry per expiry (max loss of defined-risk
+spreads). VIX calls by the hedge's covering rule (ALVH.md section 5): a short VIX call is
+covered by a long VIX call that expires no earlier and has a strike no higher; covered pairs
+need no margin, an uncovered short VIX call is refused (201 "naked short call"). VIX puts by
+their worst payoff at expiry per expiry (a short put loses at most its strike). Long options
+need only their premium.
+
 Fill model: a combo limit (net debit per unit, negative = credit) fills in full when it is at
 least `fill_fraction` of the way from the combo's mid toward its natural price; it fills at its
 limit, or at the natural price when the limit is beyond it. Each leg gets an execution at
@@ -29,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from bot import pricing
-from bot.calendar import TradingCalendar
+from bot.calendar import NY, TradingCalendar
 from bot.domain import (
     TICK,
     AccountSummary,
@@ -48,6 +63,11 @@ from bot.sim.market import MarketModel
 
 UTC = timezone.utc
 YEAR_S = 365.0 * 24 * 3600
+VIX_MONTHLIES_LISTED = 9  # monthly VIX expiries listed ahead
+VIXW_WEEKS_LISTED = 6  # weeks ahead with a VIXW weekly
+# VIX strike grid: (from, to, step); listed within [max(5, F/2), min(150, max(3F, F/2 + 10))]
+VIX_STRIKE_STEPS = ((1, 20, "0.5"), (20, 50, "1"), (50, 80, "2.5"), (80, 150, "5"))
+VIX_STRIKE_MIN, VIX_STRIKE_MAX = 5.0, 150.0
 DIVIDEND_YIELD = 0.013
 REJECT_TICK = 110
 REJECT_ORDER = 201
@@ -161,11 +181,18 @@ class SimExchange:
         return (self.calendar.spxw_expiry_time(opt.expiry) - t).total_seconds() / YEAR_S
 
     def price_options(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
-        """Model quotes (bid/ask/greeks) for SPX options at time t; expired ones are absent."""
-        state = self.market.state_at(t)
+        """Model quotes (bid/ask/greeks) for SPX and VIX options at time t; expired (and never
+        listed) ones are absent."""
+        out = self._price_spx(options, t)
+        if any(o.symbol == "VIX" for o in options):
+            out.update(self._price_vix(options, t))
+        return out
+
+    def _price_spx(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
         live = [o for o in options if o.symbol == "SPX" and self._years_to_expiry(o, t) > 0]
         if not live:
             return {}
+        state = self.market.state_at(t)
         S = state.spx
         K = np.array([float(o.strike) for o in live])
         T = np.array([self._years_to_expiry(o, t) for o in live])
@@ -192,6 +219,113 @@ class SimExchange:
         today = t.astimezone(UTC).date()
         days = self.calendar.sessions_between(today - timedelta(days=1), today + timedelta(days=horizon_days))
         return [d for d in days if self.calendar.spxw_expiry_time(d) > t]
+
+    # --- VIX options and futures -----------------------------------------------------------
+    def vix_expiry_time(self, expiry: date) -> datetime:
+        """A VIX option expires at the SOQ: the open (09:30 New York) of its expiry date."""
+        return self.calendar.open_close(expiry)[0]
+
+    def vix_last_trade(self, expiry: date) -> date:
+        """The last trading day of a VIX option: the session before its expiry date."""
+        return self.calendar.previous_session(expiry)
+
+    def _monthly_vix(self, year: int, month: int) -> date | None:
+        """The monthly VIX expiry of a contract month, None past the calendar's range."""
+        ny, nm = (year + 1, 1) if month == 12 else (year, month + 1)
+        if date(ny, nm, 21) > self.calendar.last:
+            return None
+        return self.calendar.vix_monthly_expiry(year, month)
+
+    def _weekly_vix(self, wednesday: date) -> date | None:
+        """The VIXW expiry of a Wednesday's week: the Wednesday, or the session before it when
+        it is a holiday; None in a monthly-expiry week (the monthly is that week's expiry)."""
+        monthly = self._monthly_vix(wednesday.year, wednesday.month)
+        if monthly is None or (wednesday - timedelta(days=2)) <= monthly <= wednesday:
+            return None
+        cal = self.calendar
+        return wednesday if cal.is_session(wednesday) else cal.previous_session(wednesday)
+
+    def is_vix_listed(self, expiry: date, trading_class: str) -> bool:
+        """Whether (expiry, class) follows the VIX listing rules (monthly "VIX", weekly "VIXW")."""
+        if not self.calendar.is_session(expiry):
+            return False
+        if trading_class == "VIX":
+            return self._monthly_vix(expiry.year, expiry.month) == expiry
+        if trading_class == "VIXW":
+            wednesday = expiry + timedelta(days=(2 - expiry.weekday()) % 7)
+            return self._weekly_vix(wednesday) == expiry
+        return False
+
+    def vix_expiries(self, t: datetime) -> list[tuple[date, str]]:
+        """Listed VIX option expiries whose SOQ is after t, by date: the next
+        `VIX_MONTHLIES_LISTED` monthlies (class "VIX") and a weekly (class "VIXW") for every
+        week of the next `VIXW_WEEKS_LISTED` that has no monthly expiry."""
+        today = t.astimezone(NY).date()
+        out: list[tuple[date, str]] = []
+        y, m = today.year, today.month
+        while sum(1 for _, c in out if c == "VIX") < VIX_MONTHLIES_LISTED:
+            expiry = self._monthly_vix(y, m)
+            if expiry is None:
+                break
+            if self.vix_expiry_time(expiry) > t:
+                out.append((expiry, "VIX"))
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        wednesday = today + timedelta(days=2 - today.weekday())  # this week's (may be past)
+        while wednesday <= today + timedelta(days=7 * VIXW_WEEKS_LISTED):
+            expiry = self._weekly_vix(wednesday)
+            if expiry is not None and self.vix_expiry_time(expiry) > t:
+                out.append((expiry, "VIXW"))
+            wednesday += timedelta(days=7)
+        return sorted(out)
+
+    def futures(self, t: datetime) -> list[tuple[date, float]]:
+        """The monthly VIX futures curve at t: (expiry, price), nearest first."""
+        return list(self.market.state_at(t).vx)
+
+    def vix_future(self, expiry: date, t: datetime) -> float:
+        """The VIX future of an option expiry at t: the listed monthly future of that expiry;
+        otherwise (a weekly, or a month the curve does not show) linear in calendar days
+        between the bracketing points of the curve, spot VIX standing at today; flat beyond
+        the last listed future."""
+        state = self.market.state_at(t)
+        for e, price in state.vx:
+            if e == expiry:
+                return float(price)
+        today = t.astimezone(NY).date()
+        days = [0.0] + [float((e - today).days) for e, _ in state.vx if e > today]
+        prices = [state.vix] + [float(p) for e, p in state.vx if e > today]
+        return float(np.interp(float((expiry - today).days), days, prices))
+
+    def vix_strikes(self, expiry: date, t: datetime) -> list[Decimal]:
+        """Listed VIX strikes for an expiry: the grid (0.5 steps up to 20, 1 to 50, 2.5 to 80,
+        5 to 150) within [max(5, F/2), min(150, max(3F, F/2 + 10))] of the expiry's future F."""
+        f = self.vix_future(expiry, t)
+        lo = max(VIX_STRIKE_MIN, 0.5 * f)
+        hi = min(VIX_STRIKE_MAX, max(3.0 * f, lo + 10.0))
+        return [k for k in _VIX_STRIKE_GRID if lo <= float(k) <= hi]
+
+    def _vix_years_to_expiry(self, opt: OptionSpec, t: datetime) -> float:
+        if not self.is_vix_listed(opt.expiry, opt.trading_class):
+            return -1.0
+        return (self.vix_expiry_time(opt.expiry) - t).total_seconds() / YEAR_S
+
+    def _price_vix(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
+        live = [o for o in options if o.symbol == "VIX" and self._vix_years_to_expiry(o, t) > 0]
+        if not live:
+            return {}
+        state = self.market.state_at(t)
+        futures = {e: self.vix_future(e, t) for e in {o.expiry for o in live}}
+        F = np.array([futures[o.expiry] for o in live])
+        K = np.array([float(o.strike) for o in live])
+        T = np.array([self._vix_years_to_expiry(o, t) for o in live])
+        is_call = np.array([o.right is Right.CALL for o in live])
+        mid, g, vol = vix_option_model(F, K, T, state.vvix, state.rate, is_call)
+        bid, ask = pricing.vix_quote_spread(mid)
+        out = {}
+        for i, o in enumerate(live):
+            greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(vol[i]))
+            out[o.key] = Quote(_dec(bid[i]), _dec(ask[i]), greeks, float(F[i]))
+        return out
 
     def _combo_prices(self, legs: list[Leg], quotes: dict[str, Quote]) -> tuple[float, float, list[tuple[float, float]]]:
         """(mid, natural, per-leg (mid, natural side)) per unit, as net debit."""
@@ -224,6 +358,9 @@ class SimExchange:
         rows = self.db.execute("SELECT key, qty, avg_cost FROM positions").fetchall()
         for key, qty, _ in rows:
             opt = OptionSpec.from_key(key)
+            if opt.symbol == "VIX":
+                self._settle_vix(opt, qty, t)
+                continue
             if opt.symbol != "SPX":
                 continue
             if not self.calendar.is_session(opt.expiry) or self.calendar.spxw_expiry_time(opt.expiry) <= t:
@@ -237,6 +374,30 @@ class SimExchange:
                     (key, qty, str(intrinsic), when.isoformat()),
                 )
                 self.db.execute("DELETE FROM positions WHERE key=?", (key,))
+
+    def _settle_vix(self, opt: OptionSpec, qty: int, t: datetime) -> None:
+        """Cash settlement of a VIX option at its SOQ (the VIX at its expiry date's open); a
+        contract that was never listed settles worthless at once."""
+        listed = self.is_vix_listed(opt.expiry, opt.trading_class)
+        if listed and self.vix_expiry_time(opt.expiry) > t:
+            return
+        if listed:
+            when = self.vix_expiry_time(opt.expiry)
+            value = self.market.state_at(when).vix
+        else:
+            when, value = t, 0.0
+        intrinsic = _dec(opt.intrinsic(value)) if listed else Decimal("0.00")
+        cash = Decimal(self._meta("cash")) + intrinsic * opt.multiplier * qty
+        self._set_meta("cash", str(cash))
+        self.db.execute(
+            "INSERT OR REPLACE INTO settlements(key, qty, price, time) VALUES (?,?,?,?)",
+            (opt.key, qty, str(intrinsic), when.isoformat()),
+        )
+        self.db.execute("DELETE FROM positions WHERE key=?", (opt.key,))
+
+    def vix_soq(self, expiry: date) -> float:
+        """The special opening quotation of a VIX expiry: the market's VIX at that open."""
+        return self.market.state_at(self.vix_expiry_time(expiry)).vix
 
     def settlement(self, key: str) -> tuple[int, Decimal, datetime] | None:
         """(quantity settled, settlement price per share, time) of an expired position."""
@@ -308,7 +469,14 @@ class SimExchange:
         book = {k: q for k, q in self.db.execute("SELECT key, qty FROM positions")}
         for leg in legs:
             book[leg.option.key] = book.get(leg.option.key, 0) + leg.signed_ratio * quantity
-        worst = _worst_expiry_payoff(book)
+        naked = _uncovered_vix_calls(book)
+        if naked:
+            key, qty = naked[0]
+            raise ExchangeReject(
+                REJECT_ORDER,
+                f"naked short call: {qty} x {key} not covered by a long VIX call expiring no earlier with a strike no higher",
+            )
+        worst = _worst_payoff(book)
         cash = float(self._meta("cash")) - float(limit) * 100 * quantity
         if cash + worst < 0:
             raise ExchangeReject(REJECT_ORDER, f"insufficient funds: max loss {-worst:,.0f} exceeds cash {cash:,.0f}")
@@ -374,6 +542,23 @@ class SimExchange:
         self.db.execute("INSERT OR REPLACE INTO positions(key, qty, avg_cost) VALUES (?,?,?)", (key, new, str(cost)))
 
     # --- queries ------------------------------------------------------------------------------
+    def daily_closes(self, symbol: str, sessions: int, t: datetime) -> list[tuple[date, float]]:
+        """(session, close) of the last `sessions` sessions completed at t, oldest first, from
+        the market model (today only once it has closed). ValueError for an unknown symbol."""
+        closes = getattr(self.market, "daily_closes", None)
+        if closes is not None:
+            return closes(symbol, sessions, t)
+        attr = {"SPX": "spx", "VIX": "vix", "VIX9D": "vix9d", "VIX3M": "vix3m", "VVIX": "vvix"}.get(symbol)
+        if attr is None:
+            raise ValueError(f"no daily closes for {symbol!r}")
+        # a market without the method: the close states of the sessions it has
+        today = t.astimezone(NY).date()
+        days = self.calendar.sessions_between(today - timedelta(days=sessions * 2 + 10), today)
+        days = [d for d in days if self.calendar.open_close(d)[1] <= t]
+        first = getattr(self.market, "first_session", None)
+        days = [d for d in days if first is None or d >= first][-sessions:] if sessions > 0 else []
+        return [(d, float(getattr(self.market.state_at(self.calendar.open_close(d)[1]), attr))) for d in days]
+
     def order(self, order_ref: str) -> OrderState | None:
         row = self.db.execute(
             "SELECT order_id, status, lmt, quantity, filled, avg_price, reason FROM orders WHERE order_ref=?",
@@ -424,7 +609,7 @@ class SimExchange:
             q = quotes.get(p.option.key)
             mark = q.mid if q else Decimal(0)
             value += mark * p.option.multiplier * p.quantity
-        worst = _worst_expiry_payoff({p.option.key: p.quantity for p in positions})
+        worst = _worst_payoff({p.option.key: p.quantity for p in positions})
         acct = self.account_id
         return AccountSummary(acct, acct.startswith("D"), cash, cash + value, _dec(max(0.0, -worst)))
 
@@ -448,3 +633,82 @@ def _worst_expiry_payoff(book: dict[str, int]) -> float:
             worst = min(worst, payoff)
         total += min(0.0, worst)
     return total
+
+
+def _vix_strike_grid() -> tuple[Decimal, ...]:
+    out: list[Decimal] = []
+    for lo, hi, step in VIX_STRIKE_STEPS:
+        k, inc = Decimal(lo), Decimal(step)
+        while k < hi:
+            out.append(Decimal(int(k)) if k == k.to_integral_value() else k)
+            k += inc
+    out.append(Decimal(VIX_STRIKE_STEPS[-1][1]))
+    return tuple(out)
+
+
+_VIX_STRIKE_GRID = _vix_strike_grid()
+
+
+def vix_option_model(F, K, T, vvix, rate, is_call):
+    """(mid, greeks, vol) of VIX options: Black-76 on the VIX future F with the vol
+    `vix_call_skew(vix_option_vol(vvix, T), F, K)`. Greeks from `black76_greeks`: delta and
+    gamma with respect to the future, vega per vol point, theta per calendar day. Arrays
+    broadcast; T in years."""
+    F, K, T, is_call = (np.asarray(x) for x in (F, K, T, is_call))
+    vol = pricing.vix_call_skew(pricing.vix_option_vol(vvix, T), F, K)
+    mid = pricing.black76_price(F, K, T, vol, rate, is_call)
+    greeks = pricing.black76_greeks(F, K, T, vol, rate, is_call)
+    return np.atleast_1d(mid), {k: np.atleast_1d(v) for k, v in greeks.items()}, np.atleast_1d(vol)
+
+
+def _uncovered_vix_calls(book: dict[str, int]) -> list[tuple[str, int]]:
+    """Short VIX calls left uncovered by the hedge's rule (ALVH.md section 5): each short call
+    is matched, contract by contract, to a long VIX call with expiry >= its own and strike <=
+    its own. Greedy and optimal: shorts from the latest expiry down, so the longs eligible by
+    expiry only grow; each takes the eligible long with the highest strike that still fits.
+    Returns (key, uncovered quantity) of the shorts left over."""
+    shorts, longs = [], []
+    for key, qty in book.items():
+        if not qty:
+            continue
+        opt = OptionSpec.from_key(key)
+        if opt.symbol != "VIX" or opt.right is not Right.CALL:
+            continue
+        (longs if qty > 0 else shorts).append([opt, abs(qty)])
+    if not shorts:
+        return []
+    shorts.sort(key=lambda x: (-x[0].expiry.toordinal(), x[0].strike))
+    longs.sort(key=lambda x: x[0].expiry, reverse=True)
+    pool: list[list] = []  # longs eligible by expiry so far
+    next_long = 0
+    out = []
+    for short, need in shorts:
+        while next_long < len(longs) and longs[next_long][0].expiry >= short.expiry:
+            pool.append(longs[next_long])
+            next_long += 1
+        while need > 0:
+            fits = [lg for lg in pool if lg[1] > 0 and lg[0].strike <= short.strike]
+            if not fits:
+                break
+            best = max(fits, key=lambda lg: (lg[0].strike, -lg[0].expiry.toordinal()))
+            take = min(need, best[1])
+            best[1] -= take
+            need -= take
+        if need:
+            out.append((short.key, need))
+    return out
+
+
+def _worst_payoff(book: dict[str, int]) -> float:
+    """Worst dollar payoff at expiry of a whole book for margin: SPX options by
+    `_worst_expiry_payoff`; VIX puts by `_worst_expiry_payoff` too (bounded: the VIX cannot go
+    below 0); VIX calls need nothing when covered (the covering long, expiring no earlier with
+    a strike no higher, is worth at least the short's intrinsic when the short settles), and an
+    uncovered short VIX call counts as unbounded (10 x its strike + 1e6, as for SPX)."""
+    spx = {k: q for k, q in book.items() if q and not k.startswith("VIX")}
+    vix_puts = {k: q for k, q in book.items() if q and k.startswith("VIX") and k.endswith(" P")}
+    worst = _worst_expiry_payoff(spx) + _worst_expiry_payoff(vix_puts)
+    for key, qty in _uncovered_vix_calls(book):
+        opt = OptionSpec.from_key(key)
+        worst -= opt.intrinsic(float(opt.strike) * 10 + 1e6) * opt.multiplier * qty
+    return worst

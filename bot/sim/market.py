@@ -28,14 +28,16 @@ from typing import Protocol
 
 import numpy as np
 
-from bot.calendar import UTC, TradingCalendar
-from bot.data import DataError, History, has_required_files, load_history
+from bot.calendar import NY, UTC, TradingCalendar
+from bot.data import WARMUP_DAYS, DataError, History, has_required_files, load_history
 
 SOURCES = ("history", "synthetic", "auto")
 MAX_VX = 8  # listed monthly VIX futures shown (VX1..VX8)
 FULL_SESSION_SECONDS = 390 * 60  # a regular 09:30-16:00 session
 TRADING_DAYS_PER_YEAR = 252.0
 SPX_VIX_RHO = -0.7  # correlation of SPX and VIX moves (both models)
+HISTORY_LOOKBACK_DAYS = 600  # calendar days of history loaded before a replay's start (~410 sessions)
+CLOSE_SYMBOLS = ("SPX", "VIX", "VIX9D", "VIX3M", "VVIX")  # what `daily_closes` answers for
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,36 @@ class _SteppedMarket:
         return np.concatenate(spx_parts), np.concatenate(vix_parts)
 
 
+    # -- daily closes (indicator warm-up)
+    def _last_completed_session(self, t: datetime) -> date | None:
+        """The last session whose close is at or before t (today once it has closed), bounded
+        by the market's last session; None before the calendar's first session."""
+        if t.utcoffset() is None:
+            raise ValueError(f"naive datetime {t}: the market needs timezone-aware UTC times")
+        cal = self._calendar
+        d = t.astimezone(NY).date()
+        if cal.is_session(d) and t >= cal.open_close(d)[1]:
+            last = d
+        elif d > cal.first:
+            last = cal.previous_session(d)
+        else:
+            return None
+        if self.last_session is not None and last > self.last_session:
+            last = self.last_session
+        return last
+
+    def _sessions_ending(self, last: date, n: int) -> list[date]:
+        """The last n calendar sessions up to and including `last` (fewer at the calendar's start)."""
+        cal = self._calendar
+        span = int(n * 1.6) + 10
+        while True:
+            lo = max(cal.first, last - timedelta(days=span))
+            days = cal.sessions_between(lo, last)
+            if len(days) >= n or lo == cal.first:
+                return days[-n:] if n > 0 else []
+            span *= 2
+
+
 # --------------------------------------------------------------------------- history replay
 
 
@@ -330,6 +362,35 @@ class HistoryMarket(_SteppedMarket):
     def settlement(self, d: date) -> float:
         self._check_session(d)
         return float(self._history.spx[self._history.index(d), 3])
+
+    def daily_closes(self, symbol: str, sessions: int, t: datetime) -> list[tuple[date, float]]:
+        """(session, close) of the last `sessions` sessions completed at t, oldest first: the
+        file's closes (the close state of each session), including the rows loaded before the
+        replay's first complete session (`HISTORY_LOOKBACK_DAYS`). Sessions with no known
+        value (before a series begins) are left out, so fewer may come back. A session counts
+        once it has closed: during a session, today is not in the list."""
+        column = self._close_column(symbol)
+        last = self._last_completed_session(t)
+        if last is None or sessions <= 0:
+            return []
+        h = self._history
+        hi = int(np.searchsorted(h.dates, np.datetime64(last), side="right"))
+        rows = np.flatnonzero(np.isfinite(column[:hi]))[-sessions:]
+        return [(h.dates[i].astype(object), float(column[i])) for i in rows]
+
+    def _close_column(self, symbol: str) -> np.ndarray:
+        h = self._history
+        if symbol == "SPX":
+            return h.spx[:, 3]
+        if symbol == "VIX":
+            return h.vix[:, 3]
+        if symbol == "VIX9D":
+            return h.vix9d
+        if symbol == "VIX3M":
+            return h.vix3m
+        if symbol == "VVIX":  # as the market state shows it: modelled from the VIX where unknown
+            return np.where(np.isfinite(h.vvix), h.vvix, vvix_from_vix(h.vix[:, 3]))
+        raise ValueError(f"no daily closes for {symbol!r} (known: {', '.join(CLOSE_SYMBOLS)})")
 
     def _generate(self, d: date) -> _DayPath:
         row = self._history.row(d)
@@ -424,11 +485,78 @@ class SyntheticMarket(_SteppedMarket):
         self._spx0, self._vix0 = float(spx0), float(vix0)
         self._closes: dict[date, tuple[float, float]] = {}
         self._frontier: date | None = None  # last session generated so far
+        self._past_closes: dict[date, tuple[float, float]] = {}  # burn-in before first_session
         self.reason = f"synthetic from {self.first_session} (seed {seed})"
 
     def settlement(self, d: date) -> float:
         self._check_session(d)
         return float(self._day(d).spx[-1])
+
+    def daily_closes(self, symbol: str, sessions: int, t: datetime) -> list[tuple[date, float]]:
+        """(session, close) of the last `sessions` sessions completed at t, oldest first.
+
+        From `first_session` on these are the close states of the generated sessions. Before
+        it they come from a burn-in (`_burn_in_close`) that runs the model's daily dynamics
+        backwards from (spx0, vix0), so the past ends exactly where the market opens and the
+        market's own path is unchanged. A session counts once it has closed."""
+        if symbol not in CLOSE_SYMBOLS:
+            raise ValueError(f"no daily closes for {symbol!r} (known: {', '.join(CLOSE_SYMBOLS)})")
+        last = self._last_completed_session(t)
+        if last is None or sessions <= 0:
+            return []
+        out = []
+        for d in self._sessions_ending(last, sessions):
+            if d >= self.first_session:
+                state = self._day(d).state(-1)
+                spx, vix = state.spx, state.vix
+                derived = {"VIX9D": state.vix9d, "VIX3M": state.vix3m, "VVIX": state.vvix}
+            else:
+                spx, vix = self._burn_in_close(d)
+                derived = None
+            if symbol == "SPX":
+                value = spx
+            elif symbol == "VIX":
+                value = vix
+            elif derived is not None:
+                value = derived[symbol]
+            elif symbol == "VVIX":
+                value = float(vvix_from_vix(vix))
+            else:
+                value = float(self._index_level(np.array([vix]), 9.0 if symbol == "VIX9D" else 91.0)[0])
+            out.append((d, float(value)))
+        return out
+
+    def _burn_in_close(self, d: date) -> tuple[float, float]:
+        """(SPX, VIX) close of a session before `first_session`, generated backwards one
+        session at a time from the first open (spx0, vix0), which is the previous close.
+
+        Daily steps of the model without jumps: log VIX is a stationary Ornstein-Uhlenbeck
+        process, whose time reversal has the same law, so stepping it backwards is a fair draw
+        of the past; SPX log returns use the same vol (realized_to_implied x VIX), drift and
+        correlation with the VIX shocks as the forward model. Each step's normals are seeded by
+        (seed, date), so a close does not depend on how far back anyone asked."""
+        past = self._past_closes
+        if not past:
+            past[self._calendar.previous_session(self.first_session)] = (self._spx0, self._vix0)
+        earliest = min(past)
+        p = self.params
+        kappa = math.log(2.0) / p.vix_half_life_days
+        target = math.log(p.vix_long_run)
+        nu = p.vol_of_vol / math.sqrt(TRADING_DAYS_PER_YEAR)
+        mu = p.drift / TRADING_DAYS_PER_YEAR
+        rho_c = math.sqrt(1.0 - p.rho**2)
+        while earliest > d:
+            before = self._calendar.previous_session(earliest)
+            spx, vix = past[earliest]
+            z_s, z_i = np.random.default_rng([self._seed, 0xB0B, earliest.toordinal()]).standard_normal(2)
+            x = math.log(vix)
+            x_before = x + kappa * (target - x) - nu * (p.rho * z_s + rho_c * z_i)
+            vix_before = min(max(math.exp(x_before), 5.0), 150.0)
+            sig = p.realized_to_implied * vix_before / 100.0 / math.sqrt(TRADING_DAYS_PER_YEAR)
+            spx_before = spx * math.exp(-((mu - 0.5 * sig * sig) + sig * z_s))
+            past[before] = (spx_before, vix_before)
+            earliest = before
+        return past[d]
 
     # -- generation
     def _generate(self, d: date) -> _DayPath:
@@ -523,11 +651,21 @@ class NotCoveredError(DataError):
     """The history files are fine but do not span the dates asked for."""
 
 
+def _load_with_lookback(data_dir: Path, start: date, end: date | None) -> History:
+    """History from `HISTORY_LOOKBACK_DAYS` before start (so that `daily_closes` can warm up
+    indicators over 300+ sessions); should that longer window hold a bad row the replay does
+    not need, the usual window (start - WARMUP_DAYS) is loaded instead."""
+    try:
+        return load_history(data_dir, start - timedelta(days=max(0, HISTORY_LOOKBACK_DAYS - WARMUP_DAYS)), end)
+    except DataError:
+        return load_history(data_dir, start, end)
+
+
 def _history_market(data_dir: Path | None, calendar: TradingCalendar, start: date, end: date | None,
                     seed: int, step_minutes: int) -> HistoryMarket:
     if data_dir is None:
         raise DataError("no data directory given for the history market")
-    history = load_history(Path(data_dir), start, end)
+    history = _load_with_lookback(Path(data_dir), start, end)
     sessions = calendar.sessions_between(start, end if end is not None else start)
     last = sessions[-1] if sessions else start  # a window may end on a weekend or holiday
     if not history.covers(start, last, sessions):
