@@ -182,7 +182,7 @@ class CondorConfig(Section):
     wing_delta: float | None = Field(None, ge=0.01, le=0.3)  # set: wings by delta, not width
     credit_floor: float = Field(0.15, ge=0, le=1)  # of the wider wing's width
     max_risk_fraction: float = Field(0.20, gt=0, le=1)  # max loss of open condors / net liq
-    max_quantity: int = Field(10, ge=1)
+    max_quantity: int = Field(200, ge=1)  # a safety cap; the risk fraction sizes the entry
     take_profit: float = Field(0.5, gt=0, le=1)  # fraction of the credit
     stop_loss_multiple: float = Field(2.0, gt=0)  # close when loss = this x credit
     entry_time: str  # "HH:MM" in schedule.timezone
@@ -290,6 +290,7 @@ class WriteConfig(Section):
     dte_min: int = Field(7, ge=1, le=60)
     dte_max: int = Field(21, ge=1, le=90)
     delta: float = Field(0.20, gt=0, lt=1)
+    min_credit: float = Field(0.10, ge=0, le=10)  # per share: a call bid below this is not worth writing
     weekly: bool = True  # VIXW expiries allowed
     buyback_profit: float = Field(0.8, gt=0, le=1)  # buy back once 80% of the sale price is earned
     stop_vix: float = Field(25.0, ge=0, le=200)  # no writes, and buy back at once, at or above
@@ -329,7 +330,8 @@ class HedgeConfig(Section):
     mid: LayerConfig = LayerConfig(count=4, dte_min=30, dte_max=45, delta=0.30)
     back: LayerConfig = LayerConfig(count=2, dte_min=60, dte_max=120, delta=0.25)
     tiers: tuple[TierConfig, ...] = Field(default_factory=_default_tiers, min_length=1)
-    hysteresis: float = Field(1.0, ge=0, le=20)  # VIX points a tier is held below its bound
+    hysteresis: float = Field(1.0, ge=0, le=20)  # VIX points a tier (and activation) is held below its bound
+    rebalance_band: float = Field(0.2, ge=0, le=1)  # no trade while |target - held| < this x target
     expansion_rsi: float = Field(65.0, ge=0, le=100)
     expansion_bonus: float = Field(0.5, ge=0, le=10)
     rebalance_rsi: float = Field(70.0, ge=0, le=100)  # RSI crossing above: rebalance now

@@ -258,24 +258,28 @@ def quote_spread_decimal(mid: float) -> tuple[Decimal, Decimal]:
 # --------------------------------------------------------------------------- VIX options
 
 
-def vix_option_vol(vvix, T_years, exponent: float = 0.3, min_factor: float = 0.5,
-                   max_factor: float = 2.0, floor: float = 0.20, cap: float = 3.0):
+def vix_option_vol(vvix, T_years, exponent: float = 0.5, min_factor: float = 0.4,
+                   max_factor: float = 2.0, floor: float = 0.20, cap: float = 2.5, atm_ratio: float = 0.8):
     """ATM volatility of VIX options (on the VX future) for maturity T, from VVIX.
 
-    VVIX is the 30-day implied vol of VIX options; shorter options carry more vol of vol and
-    longer ones less (the VIX mean-reverts), so the 30-day level is scaled by
-    (30 / days)^exponent, that factor clipped to [min_factor, max_factor], and the result to
-    [floor, cap]. A first-order model, not a fitted surface.
+    VVIX is the 30-day implied vol of VIX options, skew included (as VIX is for SPX), so the
+    30-day ATM level is `atm_ratio` x VVIX. Shorter options carry more vol of vol and longer
+    ones much less (the VIX mean-reverts: a 60-day VX future moves about half as much as a
+    30-day one), so that level is scaled by (30 / days)^exponent, the factor clipped to
+    [min_factor, max_factor], and the result to [floor, cap]. A first-order model, not a
+    fitted surface.
     """
     days = np.maximum(np.asarray(T_years, dtype=float) * DAYS_PER_YEAR, 1.0)
     factor = np.clip((30.0 / days) ** exponent, min_factor, max_factor)
-    return _scalarize(np.clip(np.asarray(vvix, dtype=float) / 100.0 * factor, floor, cap))
+    return _scalarize(np.clip(np.asarray(vvix, dtype=float) / 100.0 * atm_ratio * factor, floor, cap))
 
 
-def vix_call_skew(vol, F, K, slope: float = 0.8, min_ratio: float = 0.7, max_ratio: float = 2.5):
+def vix_call_skew(vol, F, K, slope: float = 0.5, min_ratio: float = 0.8, max_ratio: float = 1.6):
     """VIX option vol at strike K: upward ("call") skew, vol * (1 + slope * ln(K/F)), the factor
     clipped to [min_ratio, max_ratio]. VIX spikes are sudden and large, so OTM VIX calls are
-    dearer than ATM ones and low strikes cheaper: the opposite of the SPX skew."""
+    dearer than ATM ones and low strikes cheaper: the opposite of the SPX skew. The cap keeps
+    far strikes from getting so much vol that a farther call would cost more than a nearer
+    one (and keep a 0.30 delta at three times the future)."""
     moneyness = np.log(np.asarray(K, dtype=float) / np.asarray(F, dtype=float))
     ratio = np.clip(1.0 + slope * moneyness, min_ratio, max_ratio)
     return _scalarize(np.asarray(vol, dtype=float) * ratio)

@@ -231,9 +231,9 @@ def test_a_long_call_fills_and_moves_cash(exchange):
 
 def test_long_vix_calls_need_only_their_premium(open_exchange):
     call = vix(APRIL, 25)
-    ex = open_exchange(ExchangeSettings(starting_cash=100.0), "poor.sqlite")
+    ex = open_exchange(ExchangeSettings(starting_cash=30.0), "poor.sqlite")
     q = ex.price_options([call], T)[call.key]
-    assert q.ask * 100 > 100
+    assert q.ask * 100 > 30
     with pytest.raises(ExchangeReject) as err:
         ex.place_combo("too-dear", [Leg(call, Action.BUY)], 1, q.ask, T)
     assert err.value.code == 201 and "insufficient funds" in err.value.reason
@@ -268,11 +268,11 @@ def test_covered_calendar_is_accepted_and_the_same_short_alone_is_naked(open_exc
 
 def test_calendar_in_one_combo_and_an_earlier_long_does_not_cover(open_exchange):
     ex = open_exchange()
-    calendar_legs = [Leg(vix(WEEKLY2, 25), Action.SELL), Leg(vix(APRIL, 25), Action.BUY)]
+    calendar_legs = [Leg(vix(WEEKLY2, 40), Action.SELL), Leg(vix(APRIL, 40), Action.BUY)]
     nat = natural(ex, calendar_legs)
     assert nat > 0  # the later call costs more: a net debit
     assert ex.place_combo("cal", calendar_legs, 3, ceil_tick(nat), T).status is OrderStatus.FILLED
-    assert book(ex) == {vix(WEEKLY2, 25).key: -3, vix(APRIL, 25).key: 3}
+    assert book(ex) == {vix(WEEKLY2, 40).key: -3, vix(APRIL, 40).key: 3}
     # reverse calendar: the long expires before the short -> naked
     other = open_exchange(name="reverse.sqlite")
     reverse = [Leg(vix(APRIL, 25), Action.SELL), Leg(vix(WEEKLY2, 20), Action.BUY)]

@@ -184,7 +184,8 @@ def test_credit_floor_skips_a_thin_credit(cfg):
     [
         # risk per unit = (25 - 4.50) x 100 = 2050
         ("100000", (), {}, 9),  # 20% of 100k = 20000 -> floor(20000 / 2050) = 9
-        ("1000000", (), {}, 10),  # 200000 / 2050 = 97 -> capped by max_quantity 10
+        ("1000000", (), {"condor.max_quantity": 10}, 10),  # 200000 / 2050 = 97 -> capped by max_quantity 10
+        ("1000000", (), {}, 97),  # 200000 / 2050 = 97.5: the risk fraction sizes it
         ("1000000", (), {"condor.max_quantity": 4}, 4),
         ("100000", (), {"condor.max_risk_fraction": 0.5, "condor.max_quantity": 50}, 24),  # 50000 / 2050 = 24.4
         # an open condor of max loss (25 - 2) x 100 x 2 = 4600 leaves 15400 -> 7

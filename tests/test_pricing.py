@@ -171,7 +171,7 @@ def test_smile_bounded_for_extreme_strikes():
 
 def test_vix_option_vol_falls_with_maturity_and_call_skew_rises():
     vols = vix_option_vol(100.0, np.array([7, 30, 60, 120]) / 365)
-    assert vols[1] == pytest.approx(1.0)
+    assert vols[1] == pytest.approx(0.8)  # 30-day ATM = 0.8 x VVIX (VVIX includes the skew)
     assert np.all(np.diff(vols) < 0)
     skewed = vix_call_skew(1.0, 20.0, np.array([15.0, 20.0, 25.0, 40.0]))
     assert skewed[1] == pytest.approx(1.0) and np.all(np.diff(skewed) > 0)
@@ -189,3 +189,17 @@ def test_smile_prices_have_no_strike_arbitrage(hours, vix):
     calls = bs_price(S, K, T, iv, 0.02, 0.013, True)
     assert np.all(np.diff(puts) >= -1e-9)
     assert np.all(np.diff(calls) <= 1e-9)
+
+
+@pytest.mark.parametrize("vvix", [70.0, 100.0, 150.0, 210.0])
+@pytest.mark.parametrize("days", [3, 14, 45, 90, 150])
+def test_vix_calls_have_no_strike_arbitrage_and_sane_deltas(vvix, days):
+    from bot.pricing import black76_greeks
+
+    F, T = 30.0, days / 365
+    K = np.arange(10.0, 150.0, 0.5)
+    vol = vix_call_skew(vix_option_vol(vvix, T), F, K)
+    calls = black76_price(F, K, T, vol, 0.0, True)
+    assert np.all(np.diff(calls) <= 1e-9)
+    delta = black76_greeks(F, K, T, vol, 0.0, True)["delta"]
+    assert delta[K == 3 * F][0] < 0.3  # a 0.30-delta call is never at three times the future
