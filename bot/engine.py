@@ -29,6 +29,7 @@ from bot.domain import (
     Right,
 )
 from bot.execution import FLATTEN, Executor, Outcome
+from bot.hedging import HedgeManager
 from bot.reconcile import position_differences, reconcile_intents
 from bot.risk import check_paper_account
 from bot.schedule import CronJob, IntervalJob, SessionJob
@@ -69,6 +70,10 @@ class Engine:
             SessionJob("session.open", "open"),
             SessionJob("session.close", "close", timedelta(minutes=1)),
         ]
+        self.hedge = HedgeManager(cfg, clock, calendar, broker, store, self.executor, log) if cfg.hedge.enabled else None
+        if self.hedge is not None:
+            hh, mm = (int(x) for x in cfg.hedge.rebalance_time.split(":"))
+            self.jobs.append(CronJob("hedge.rebalance", hh, mm))
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[str] = set()  # condor ids with an order in flight
@@ -82,6 +87,9 @@ class Engine:
         self.log.info("broker.connected", broker=self.broker.name, account=self.account.account,
                       paper=self.account.is_paper, net_liquidation=str(self.account.net_liquidation))
         await self.reconcile()
+        if self.hedge is not None:
+            await self.hedge.warm_up()
+            await self.hedge.check_invariant()
 
     async def reconcile(self) -> None:
         report = await reconcile_intents(self.store, self.broker, self.executor, self.clock, self.log)
@@ -181,6 +189,11 @@ class Engine:
                     await self.on_entry()
             elif job.name == "condor.monitor":
                 await self.on_monitor()
+                if self.hedge is not None:
+                    await self.hedge.evaluate(scheduled=False)  # a live VIX update
+            elif job.name == "hedge.rebalance":
+                self.log.info("schedule.fired", job=job.name, at=t.isoformat())
+                await self._rebalance_hedge()
             elif job.name == "session.open":
                 _, close = self.cal.open_close(t.astimezone(NY).date())
                 self.log.info("session.opened", spx=await self.broker.spot("SPX"), vix=await self.broker.spot("VIX"),
@@ -238,9 +251,18 @@ class Engine:
         intent = Intent(ref, OPEN, ref, decision.order, reason="scheduled entry", created_at=now)
         self._busy.add(ref)
         try:
-            self._apply(intent, await self.executor.execute(intent))
+            outcome = await self.executor.execute(intent)
+            self._apply(intent, outcome)
         finally:
             self._busy.discard(ref)
+        if outcome.status is IntentStatus.FILLED:
+            await self._rebalance_hedge()  # ALVH.md §4: after each condor entry
+
+    async def _rebalance_hedge(self) -> None:
+        if self.hedge is None or self.store.halted()[0]:
+            return
+        await self.hedge.refresh_condor_vega()
+        await self.hedge.evaluate(scheduled=True)
 
     async def _chain_snapshot(self, expiry: date, now: datetime) -> MarketSnapshot:
         spx = await self.broker.spot("SPX")
@@ -280,6 +302,11 @@ class Engine:
 
     async def on_session_close(self) -> None:
         await self.book_settlements()
+        if self.hedge is not None:
+            now = self.clock.now()
+            self.hedge.commit_close(self.cal.previous_session(now.astimezone(NY).date() + timedelta(days=1)),
+                                    await self.broker.spot("VIX"))
+            self.log.info("hedge.summary", **await self.hedge.summary())
         account = await self.broker.account()
         self.log.info(
             "account.summary", net_liquidation=str(account.net_liquidation), cash=str(account.cash),
@@ -382,6 +409,11 @@ class Engine:
         out["open_condors"] = rows
         out["pnl"] = {"realized": str(self.store.realized_pnl()), "unrealized": str(unrealized)}
         out["working_orders"] = [r.intent.order_ref for r in self.store.live_intents()]
+        if self.hedge is not None:
+            try:
+                out["hedge"] = await self.hedge.summary()
+            except BrokerError as e:
+                out["hedge"] = {"error": str(e)}
         return out
 
     async def kill(self, flatten: bool = False, reason: str = "") -> dict:
@@ -424,6 +456,8 @@ class Engine:
 
     async def resume(self) -> dict:
         self.store.set_halted(False, "", self.clock.now())
+        if self.hedge is not None:
+            self.hedge.resume()
         self.log.warning("killswitch.released")
         return {"halted": False}
 

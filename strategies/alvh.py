@@ -38,6 +38,7 @@ class Signals:
     rsi: float | None
     macd: float | None
     signal: float | None
+    closed_active: bool = False  # activation on the last completed bar (daily close)
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,18 @@ def tier_with_hysteresis(vix: float, current: int | None, cfg: HedgeConfig) -> i
     return min(current, tier_of(vix + cfg.hysteresis, cfg))
 
 
-def is_activated(signals: Signals, cfg: HedgeConfig) -> bool:
-    """Activation is a state: MACD line above its signal line while VIX > activation_vix."""
+def is_activated(signals: Signals, cfg: HedgeConfig, was_active: bool = False) -> bool:
+    """Activation is a state: MACD line above its signal line while VIX > activation_vix.
+    It enters on the live (forming) bar, protection first, but leaves only once a completed
+    bar says so: live VIX ticking around 25 must not flip it on and off all day (nor write
+    calls in the morning to buy them back dearer in the afternoon). Within the day it also
+    holds until VIX is `hysteresis` points under the threshold."""
+    if was_active and signals.closed_active:
+        return True
     if signals.macd is None or signals.signal is None:
         return False
-    return signals.macd > signals.signal and signals.vix > cfg.activation_vix
+    threshold = cfg.activation_vix - (cfg.hysteresis if was_active else 0.0)
+    return signals.macd > signals.signal and signals.vix > threshold
 
 
 def multiplier(tier: int, signals: Signals, activated: bool, cfg: HedgeConfig) -> float:
@@ -235,7 +243,7 @@ def trigger(signals: Signals, state: HedgeState, cfg: HedgeConfig, scheduled: bo
     """Why this evaluation happens: activation entering / leaving and RSI crossing above
     `rebalance_rsi` rebalance at once; otherwise the schedule does, and a plain live update
     only buys back shorts and monetizes."""
-    activated = is_activated(signals, cfg)
+    activated = is_activated(signals, cfg, state.activated)
     if activated != state.activated:
         return "activation_on" if activated else "activation_off"
     if state.rsi is not None and signals.rsi is not None and state.rsi <= cfg.rebalance_rsi < signals.rsi:
@@ -247,7 +255,7 @@ def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeS
            scheduled: bool = False) -> Decision:
     """Evaluate the hedge. `scheduled`: the 10:00 check or the one after a condor entry."""
     tier = tier_with_hysteresis(signals.vix, state.tier, cfg)
-    activated = is_activated(signals, cfg)
+    activated = is_activated(signals, cfg, state.activated)
     why = trigger(signals, state, cfg, scheduled)
     rebalance = why != "update"
     mult = multiplier(tier, signals, activated, cfg)
@@ -269,7 +277,9 @@ def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeS
     if rebalance:
         planner.roll_layers()
         planner.to_targets({k: (planner.held(k) if k in monetized else v) for k, v in targets.items()})
-        if cfg.write.enabled and not activated and signals.vix < cfg.write.stop_vix:
+        # writes wait for the schedule: a trigger that has just turned activation off (or RSI
+        # up) is the worst moment to sell the hedge's upside
+        if why == "schedule" and cfg.write.enabled and not activated and signals.vix < cfg.write.stop_vix:
             planner.write_calls()
     new_state = replace(new_state, monetized=monetized)
     return Decision(targets, tier, mult, activated, rebalance, why, new_state, tuple(planner.actions))
@@ -300,14 +310,15 @@ class _Planner:
             return False
         self.positions = after
         self.actions.append(action)
-        by_option = {lot.option: i for i, lot in enumerate(self.lots)}
+        # lots are per (layer, option): two layers may write the same short call
+        by_option = {(lot.layer, lot.option): i for i, lot in enumerate(self.lots)}
         for leg in action.legs:
             delta = leg.signed_ratio * action.quantity
-            i = by_option.get(leg.option)
+            i = by_option.get((action.layer, leg.option))
             if i is None:
                 price = self._price(leg.option) or Decimal(0)
                 self.lots.append(Lot(action.layer, leg.option, delta, price))
-                by_option[leg.option] = len(self.lots) - 1
+                by_option[(action.layer, leg.option)] = len(self.lots) - 1
             else:
                 self.lots[i] = replace(self.lots[i], quantity=self.lots[i].quantity + delta)
         self.lots = [lot for lot in self.lots if lot.quantity]
@@ -395,7 +406,10 @@ class _Planner:
 
     def to_targets(self, targets: dict[str, int]) -> None:
         for layer in LAYERS:
-            diff = targets[layer] - self.held(layer)
+            held = self.held(layer)
+            diff = targets[layer] - held
+            if held and targets[layer] and abs(diff) < self.cfg.rebalance_band * targets[layer]:
+                continue  # a small drift of the notional is not worth two spreads
             if diff > 0:
                 new = self.choose(layer, self.cfg.layer(layer).delta)
                 if new is not None:
@@ -426,7 +440,10 @@ class _Planner:
             if not covering:
                 continue
             floor = min(lot.option.strike for lot in covering)
-            option = self.choose("write", w.delta, min_strike=floor)
+            row = by_delta(chain, w.delta, min_strike=floor)
+            if row is None or row.quote.bid < Decimal(str(w.min_credit)):
+                continue  # the covered strike earns too little to be worth the risk and the fees
+            option = row.option
             if option is not None:
                 self._emit(HedgeAction(WRITE, layer, (Leg(option, Action.SELL),), n,
                                        f"{w.ratio:.0%} of {layer} covered by calls expiring later"))

@@ -46,6 +46,7 @@ def make_config(tmp: Path, **overrides):
         "bot.control_socket": str(tmp / "ctl.sock"),
         "bot.console_log": False,
         "sim.state_path": str(tmp / "sim.sqlite"),
+        "hedge.enabled": False,  # condor tests; the hedge has its own
     }
     base.update(overrides)
     return cfg.with_overrides(**base)

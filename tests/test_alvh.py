@@ -103,6 +103,24 @@ def test_sells_excess_over_target():
     assert [(a.layer, a.quantity) for a in sells] == [("front", 5)]
 
 
+def test_small_drift_of_the_target_is_not_traded():
+    lots = [Lot("front", call(FRONT, 22), 9, Decimal("1")), Lot("mid", call(MID, 23), 8, Decimal("1")),
+            Lot("back", call(BACK, 24), 4, Decimal("1"))]
+    d = alvh.decide(signals(18.0), market(18.0), book(250_000, lots), HedgeState(tier=1), CFG, scheduled=True)
+    # targets 10/10/5: front 9 (10% off) stays, mid 8 (20% off) and back 4 (20% off) are topped up
+    assert d.targets == {"front": 10, "mid": 10, "back": 5}
+    assert {a.layer: a.quantity for a in d.actions if a.kind == alvh.BUY} == {"mid": 2, "back": 1}
+
+
+def test_two_layers_writing_the_same_call_keep_separate_lots():
+    short = call(WEEKLY, 25, "VIXW")
+    lots = [*_hedged_lots(), Lot("mid", short, -3, Decimal("1.00")), Lot("back", short, -1, Decimal("1.00"))]
+    d = alvh.decide(signals(26, macd=1, signal=0), market(26), book(lots=lots), HedgeState(tier=3), CFG, True)
+    backs = [(a.layer, a.quantity) for a in d.actions if a.kind == alvh.BUY_BACK]
+    assert backs == [("mid", 3), ("back", 1)]
+    assert not [a for a in d.actions if a.kind == alvh.ROLL]  # a bought-back short never turns long
+
+
 def test_roll_when_front_dte_reaches_7():
     old = call(date(2022, 3, 8), 22)  # DTE 7
     lots = [Lot("front", old, 4, Decimal("1.00"))]
@@ -171,12 +189,25 @@ def test_activation_is_a_state_with_minimum_multiplier():
     assert alvh.multiplier(alvh.tier_of(26, CFG), s, True, CFG) == 2.0  # 1.5 raised to 2.0
 
 
+def test_activation_holds_through_a_dip_within_the_hysteresis_band():
+    assert alvh.is_activated(signals(vix=24.5, macd=1, signal=0), CFG, was_active=True)
+    assert not alvh.is_activated(signals(vix=24.5, macd=1, signal=0), CFG, was_active=False)
+    assert not alvh.is_activated(signals(vix=23.9, macd=1, signal=0), CFG, was_active=True)
+
+
+def test_activation_leaves_only_on_a_completed_bar():
+    dip = Signals(22.0, 60.0, 1.0, 0.0, closed_active=True)  # intraday dip, yesterday's close active
+    assert alvh.is_activated(dip, CFG, was_active=True)
+    assert not alvh.is_activated(Signals(22.0, 60.0, 1.0, 0.0, closed_active=False), CFG, was_active=True)
+    assert not alvh.is_activated(dip, CFG, was_active=False)  # it never enters on yesterday's bar
+
+
 def test_triggers_rebalance_on_rsi_cross_and_activation_change():
     assert alvh.trigger(signals(rsi=72), HedgeState(rsi=68), CFG, False) == "rsi_cross"
     assert alvh.trigger(signals(rsi=72), HedgeState(rsi=71), CFG, False) == "update"
     on = signals(vix=26, macd=1, signal=0)
     assert alvh.trigger(on, HedgeState(activated=False), CFG, False) == "activation_on"
-    assert alvh.trigger(signals(vix=24), HedgeState(activated=True), CFG, False) == "activation_off"
+    assert alvh.trigger(signals(vix=23.5), HedgeState(activated=True), CFG, False) == "activation_off"
     assert alvh.trigger(signals(), HedgeState(), CFG, True) == "schedule"
 
 
@@ -188,12 +219,12 @@ def test_live_update_without_trigger_does_not_trade_toward_targets():
 # --- §5 writes ------------------------------------------------------------------------------------
 def _hedged_lots():
     return [Lot("front", call(FRONT, 22), 4, Decimal("1.00")), Lot("mid", call(MID, 23), 4, Decimal("1.50")),
-            Lot("back", call(BACK, 24), 2, Decimal("2.00"))]
+            Lot("back", call(BACK, 22), 2, Decimal("2.00"))]
 
 
 def test_writes_covered_calls_against_mid_and_back_at_half_ratio():
-    # 200k at VIX 15 (multiplier 0.5): targets 4/4/2, as held
-    d = alvh.decide(signals(15.0), market(15.0), book(200_000, _hedged_lots()), HedgeState(tier=0), CFG, True)
+    # 100k at VIX 19 (multiplier 1): targets 4/4/2, as held
+    d = alvh.decide(signals(19.0), market(19.0), book(100_000, _hedged_lots()), HedgeState(tier=1), CFG, True)
     assert not [a for a in d.actions if a.kind in (alvh.BUY, alvh.SELL)]
     writes = {a.layer: a for a in d.actions if a.kind == alvh.WRITE}
     assert {k: a.quantity for k, a in writes.items()} == {"mid": 2, "back": 1}
@@ -204,6 +235,20 @@ def test_writes_covered_calls_against_mid_and_back_at_half_ratio():
         assert short.strike >= own.option.strike and short.expiry < own.option.expiry  # covered by its layer
     assert not alvh.naked_shorts([(lot.option, lot.quantity) for lot in _hedged_lots()]
                                  + [(a.legs[0].option, -a.quantity) for a in writes.values()])
+
+
+def test_no_write_for_less_than_the_minimum_credit():
+    """At VIX 15 the weekly call at a covered strike (>= 23) bids under 0.10: not written."""
+    d = alvh.decide(signals(15.0), market(15.0), book(200_000, _hedged_lots()), HedgeState(tier=0), CFG, True)
+    assert not [a for a in d.actions if a.kind == alvh.WRITE]
+
+
+def test_writes_wait_for_the_schedule_after_activation_leaves():
+    off = alvh.decide(signals(20.0), market(20.0), book(100_000, _hedged_lots()), HedgeState(tier=1, activated=True),
+                      CFG, scheduled=False)
+    assert off.trigger == "activation_off" and not [a for a in off.actions if a.kind == alvh.WRITE]
+    on_schedule = alvh.decide(signals(20.0), market(20.0), book(100_000, _hedged_lots()), off.state, CFG, True)
+    assert [a for a in on_schedule.actions if a.kind == alvh.WRITE]
 
 
 def test_write_ratio_above_one_is_refused():

@@ -20,8 +20,11 @@ from conftest import ROOT
 BIN = [sys.executable, "-m", "bot.cli"]
 
 
-def write_config(tmp: Path, extra: str = "") -> Path:
+def write_config(tmp: Path, extra: str = "", hedge: bool = False) -> Path:
+    """A config with every state file under tmp; the hedge off unless asked for (these tests
+    are about the daemon and the condors; the hedge has its own)."""
     path = tmp / "cfg.toml"
+    hedge_section = "" if hedge else "[hedge]\nenabled = false\n"
     path.write_text(
         f"""
 [bot]
@@ -31,7 +34,7 @@ control_socket = "{tmp}/ctl.sock"
 console_log = false
 [sim]
 state_path = "{tmp}/sim.sqlite"
-{extra}
+{hedge_section}{extra}
 """
     )
     return path

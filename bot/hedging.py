@@ -1,0 +1,326 @@
+"""The hedge's thin execution layer: gather signals and chains, call the pure ALVH decision,
+execute its actions as intents, keep the books, and guard the no-naked-short invariant.
+
+Indicators run on VIX daily closes (warmed up from the broker's history at start), with the
+live VIX as the forming bar; the bar is committed at each session close.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from bot.broker.base import Broker, BrokerError
+from bot.calendar import NY, TradingCalendar
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain import BadQuote, ChainRow, ComboOrder, Condor, Fill, Intent, IntentStatus, OptionSpec, Right
+from bot.execution import Executor
+from bot.indicators import VixSignals
+from bot.store import Store
+from strategies import alvh
+
+STATE_KEY = "hedge_state"
+EVENT = {
+    alvh.BUY: "hedge.bought",
+    alvh.SELL: "hedge.sold",
+    alvh.ROLL: "hedge.rolled",
+    alvh.WRITE: "hedge.written",
+    alvh.BUY_BACK: "hedge.bought_back",
+    alvh.MONETIZE: "hedge.monetized",
+}
+WARMUP_SESSIONS = 300
+
+
+@dataclass
+class LayerBooks:
+    """Accounting of one layer (dollars)."""
+
+    premium_paid: Decimal = Decimal(0)  # long calls bought
+    premium_collected: Decimal = Decimal(0)  # short calls written
+    cash_flow: Decimal = Decimal(0)  # every hedge fill and settlement, commissions included
+    open_cost: Decimal = Decimal(0)  # cost basis of what is still held (shorts negative)
+    market_value: Decimal = Decimal(0)
+
+    @property
+    def unrealized(self) -> Decimal:
+        return self.market_value - self.open_cost
+
+    @property
+    def realized(self) -> Decimal:
+        return self.cash_flow + self.open_cost
+
+
+class HedgeManager:
+    def __init__(self, cfg: Config, clock: Clock, calendar: TradingCalendar, broker: Broker, store: Store,
+                 executor: Executor, log):
+        self.cfg = cfg
+        self.hcfg = cfg.hedge
+        self.clock = clock
+        self.cal = calendar
+        self.broker = broker
+        self.store = store
+        self.executor = executor
+        self.log = log
+        self.signals = VixSignals(self.hcfg.rsi_period, self.hcfg.macd_fast, self.hcfg.macd_slow, self.hcfg.macd_signal)
+        self.committed_through: date | None = None
+        self.busy = False
+        self._vega_cache = 0.0
+
+    # --- persisted state ------------------------------------------------------------------------
+    @property
+    def state(self) -> alvh.HedgeState:
+        raw = self.store.get_control(STATE_KEY)
+        if not raw:
+            return alvh.HedgeState()
+        d = json.loads(raw)
+        return alvh.HedgeState(d["tier"], d["activated"], d["rsi"], frozenset(d["monetized"]), d["halted"])
+
+    def _save(self, state: alvh.HedgeState) -> None:
+        d = asdict(state)
+        d["monetized"] = sorted(state.monetized)
+        self.store.set_control(STATE_KEY, json.dumps(d))
+
+    # --- indicators ---------------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        closes = await self.broker.daily_closes("VIX", WARMUP_SESSIONS)
+        self.signals.warm_up([c for _, c in closes])
+        self.committed_through = closes[-1][0] if closes else None
+        self.log.info("signal.warmed_up", bars=len(closes), through=str(self.committed_through),
+                      rsi=_round(self.signals.last.rsi), macd=_round(self.signals.last.macd))
+
+    def commit_close(self, session: date, vix_close: float) -> None:
+        if self.committed_through is None or session > self.committed_through:
+            self.signals.commit(vix_close)
+            self.committed_through = session
+
+    # --- the evaluation -------------------------------------------------------------------------------
+    async def evaluate(self, scheduled: bool) -> alvh.Decision | None:
+        if not self.hcfg.enabled or self.busy:
+            return None
+        now = self.clock.now()
+        if not self.cal.is_open(now):
+            return None
+        self.busy = True
+        try:
+            return await self._evaluate(scheduled, now)
+        finally:
+            self.busy = False
+
+    async def _evaluate(self, scheduled: bool, now: datetime) -> alvh.Decision:
+        vix = await self.broker.spot("VIX")
+        values = self.signals.peek(vix)
+        last = self.signals.last
+        closed = alvh.Signals(last.value, last.rsi, last.macd, last.signal) if last.value is not None else None
+        closed_active = closed is not None and alvh.is_activated(closed, self.hcfg)
+        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, closed_active)
+        state = self.state
+        why = alvh.trigger(signals, state, self.hcfg, scheduled)
+        today = now.astimezone(NY).date()
+        lots = self.lots()
+        market = await self._market(today, vix, lots, with_chains=why != "update")
+        book = alvh.HedgeBook(tuple(lots), self._condor_notional(), self._condor_vega())
+        decision = alvh.decide(signals, market, book, state, self.hcfg, scheduled)
+        tier = self.hcfg.tiers[decision.tier]
+        self.log.info(
+            "signal.evaluated", vix=round(vix, 2), rsi=_round(values.rsi), macd=_round(values.macd, 4),
+            signal_line=_round(values.signal, 4), tier=decision.tier, tier_bounds=[tier.lower, tier.upper],
+            multiplier=decision.multiplier, activation=decision.activated, trigger=decision.trigger,
+        )
+        self.store.add_signal(now, "vix", {"vix": vix, "rsi": values.rsi, "macd": values.macd,
+                                           "signal": values.signal, "tier": decision.tier,
+                                           "multiplier": decision.multiplier, "activated": decision.activated,
+                                           "trigger": decision.trigger})
+        if decision.activated != state.activated:
+            self.log.warning("hedge.activation", active=decision.activated, vix=round(vix, 2))
+        if decision.rebalance:
+            held = {layer: sum(lot.quantity for lot in lots if lot.layer == layer and lot.quantity > 0)
+                    for layer in alvh.LAYERS}
+            self.log.info("hedge.target", targets=decision.targets, held=held, multiplier=decision.multiplier,
+                          notional=str(book.condor_notional), trigger=decision.trigger)
+        self._save(decision.state)
+        for action in decision.actions:
+            if self.state.halted or self.store.halted()[0]:
+                break
+            await self._execute(action, now)
+        return decision
+
+    async def _market(self, today: date, vix: float, lots: list[alvh.Lot], with_chains: bool) -> alvh.HedgeMarket:
+        quotes = await self.broker.quotes([lot.option for lot in lots]) if lots else {}
+        chains: dict[str, tuple[ChainRow, ...]] = {}
+        if with_chains:
+            monthly = await self.broker.expiries("VIX", "VIX")
+            for layer in alvh.LAYERS:
+                expiry = alvh.layer_expiry(monthly, today, self.hcfg.layer(layer))
+                if expiry is not None:
+                    chains[layer] = await self._chain(expiry, "VIX")
+            weekly = await self.broker.expiries("VIX", "VIXW") if self.hcfg.write.weekly else []
+            candidates = [(d, "VIX") for d in monthly] + [(d, "VIXW") for d in weekly]
+            w = alvh.write_expiry([d for d, _ in candidates], today, self.hcfg)
+            if w is not None:
+                chains["write"] = await self._chain(w, dict(candidates)[w])
+        return alvh.HedgeMarket(today, vix, chains, quotes)
+
+    async def _chain(self, expiry: date, trading_class: str) -> tuple[ChainRow, ...]:
+        strikes = await self.broker.strikes("VIX", trading_class, expiry)
+        options = [OptionSpec("VIX", expiry, k, Right.CALL, trading_class) for k in strikes]
+        quotes = await self.broker.quotes(options)
+        return tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
+
+    async def _execute(self, action: alvh.HedgeAction, now: datetime) -> None:
+        ref = self.store.next_order_ref("vx", now.astimezone(NY).date())
+        intent = Intent(ref, f"hedge.{action.kind}", action.layer, ComboOrder(action.legs, action.quantity),
+                        reason=action.reason, created_at=now)
+        outcome = await self.executor.execute(intent)
+        if outcome.status is not IntentStatus.FILLED or outcome.state is None:
+            return
+        legs = [f"{'+' if leg.action.value == 'BUY' else '-'}{leg.option.key}" for leg in action.legs]
+        fields = dict(layer=action.layer, order_ref=ref, quantity=action.quantity, legs=legs,
+                      price=str(outcome.state.avg_price), reason=action.reason)
+        if action.kind == alvh.ROLL:
+            old, new = action.legs[0].option, action.legs[1].option
+            fields.update(old=old.key, new=new.key, dte_old=(old.expiry - now.date()).days, debit=fields["price"])
+        if action.kind == alvh.WRITE:
+            fields["premium"] = str(-(outcome.state.avg_price or 0) * 100 * action.quantity)
+        self.log.info(EVENT[action.kind], **fields)
+        await self.check_invariant()
+
+    async def check_invariant(self) -> bool:
+        """No naked short VIX call, at the broker. If ever violated: halt the hedge and alert."""
+        try:
+            positions = await self.broker.positions()
+        except BrokerError as e:
+            self.log.warning("hedge.invariant_unknown", error=str(e))
+            return True
+        naked = alvh.naked_shorts((p.option, p.quantity) for p in positions)
+        if naked:
+            self._save(replace(self.state, halted=True))
+            self.log.error("hedge.alert", problem="naked short VIX call", naked={o.key: q for o, q in naked},
+                           action="hedge halted until `spx-bot resume`")
+            return False
+        return True
+
+    def resume(self) -> None:
+        self._save(replace(self.state, halted=False))
+
+    # --- books ------------------------------------------------------------------------------------------
+    def _hedge_fills(self) -> list[tuple[str, Fill]]:
+        """(layer, fill) of every hedge execution and VIX settlement, in time order."""
+        layer_of_ref = {r.intent.order_ref: r.intent.group for r in self.store.intents()
+                        if r.intent.purpose.startswith("hedge.")}
+        layer_of_key: dict[str, str] = {}
+        out = []
+        for f in self.store.fills():
+            if f.order_ref in layer_of_ref:
+                layer = layer_of_ref[f.order_ref]
+                layer_of_key.setdefault(f.option.key, layer)
+                out.append((layer, f))
+            elif f.option.symbol == "VIX" and f.option.key in layer_of_key:  # cash settlement
+                out.append((layer_of_key[f.option.key], f))
+        return out
+
+    def lots(self) -> list[alvh.Lot]:
+        qty: dict[tuple[str, str], int] = {}
+        cost: dict[tuple[str, str], Decimal] = {}
+        for layer, f in self._hedge_fills():
+            k = (layer, f.option.key)
+            old = qty.get(k, 0)
+            new = old + f.quantity
+            if old == 0 or (old > 0) != (new > 0):
+                cost[k] = f.price
+            elif abs(new) > abs(old):
+                cost[k] = (cost[k] * abs(old) + f.price * abs(f.quantity)) / abs(new)
+            qty[k] = new
+        return [alvh.Lot(layer, OptionSpec.from_key(key), q, cost[(layer, key)])
+                for (layer, key), q in qty.items() if q]
+
+    async def books(self) -> dict[str, LayerBooks]:
+        out = {layer: LayerBooks() for layer in alvh.LAYERS}
+        for layer, f in self._hedge_fills():
+            amount = f.price * f.option.multiplier * f.quantity
+            b = out[layer]
+            b.cash_flow -= amount + f.commission
+            if f.quantity > 0 and not f.exec_id.startswith("settle:"):
+                b.premium_paid += amount
+            elif f.quantity < 0 and self._is_write(f.order_ref):
+                b.premium_collected -= amount
+        lots = self.lots()
+        quotes = await self.broker.quotes([lot.option for lot in lots]) if lots else {}
+        for lot in lots:
+            q = quotes.get(lot.option.key)
+            b = out[lot.layer]
+            b.open_cost += lot.cost * lot.option.multiplier * lot.quantity
+            b.market_value += (q.mid if q else Decimal(0)) * lot.option.multiplier * lot.quantity
+        return out
+
+    def _is_write(self, order_ref: str) -> bool:
+        rec = self.store.intent(order_ref)
+        return rec is not None and rec.intent.purpose == f"hedge.{alvh.WRITE}"
+
+    async def summary(self) -> dict:
+        books = await self.books()
+        account = await self.broker.account()
+        first = next((f.time for _, f in self._hedge_fills()), None)
+        years = max((self.clock.now() - first).total_seconds() / (365.25 * 86400), 1 / 365.25) if first else None
+        total = sum((b.cash_flow + b.market_value for b in books.values()), Decimal(0))
+        nl = account.net_liquidation
+        cost_pct = None if years is None or nl <= 0 else float(-total / nl) / years * 100
+        state = self.state
+        return {
+            "layers": {layer: {"premium_paid": str(b.premium_paid), "premium_collected": str(b.premium_collected),
+                               "realized_pnl": str(b.realized), "unrealized_pnl": str(b.unrealized),
+                               "held": sum(lot.quantity for lot in self.lots() if lot.layer == layer and lot.quantity > 0),
+                               "short": -sum(lot.quantity for lot in self.lots() if lot.layer == layer and lot.quantity < 0)}
+                       for layer, b in books.items()},
+            "total_pnl": str(total),
+            "annualized_cost_pct_nl": None if cost_pct is None else round(cost_pct, 3),
+            "tier": state.tier, "activated": state.activated, "halted": state.halted,
+            "monetized": sorted(state.monetized),
+        }
+
+    # --- inputs from the condor book --------------------------------------------------------------------
+    def _condor_notional(self) -> Decimal:
+        """Notional the hedge is sized on (ALVH.md §1-2: the condors' max loss, or the index
+        value they control). With no condor open, the most recent one opened within
+        `notional_memory_days` still counts: a 1DTE program closes and reopens every day and
+        must not sell its hedge each morning to buy it back each afternoon."""
+        condors = self.store.open_condors()
+        if not condors:
+            recent = self.store.condor_rows(limit=1)
+            horizon = self.clock.now() - timedelta(days=self.hcfg.notional_memory_days)
+            if not recent or recent[0]["opened_at"] < horizon:
+                return Decimal(0)
+            r = recent[0]
+            condors = [Condor(r["condor_id"], r["expiry"], r["put_short"], r["put_long"], r["call_short"],
+                              r["call_long"], r["quantity"], r["credit"], r["opened_at"])]
+        if self.hcfg.notional_basis == "max_loss":
+            return sum((c.max_loss for c in condors), Decimal(0))
+        return sum((c.put_short * 100 * c.quantity for c in condors), Decimal(0))
+
+    def _condor_vega(self) -> float:
+        """|$ per vol point| of the open condors, from the last quotes seen (vega sizing)."""
+        return self._vega_cache
+
+    async def refresh_condor_vega(self) -> None:
+        if self.hcfg.sizing != "vega":
+            return
+        condors = self.store.open_condors()
+        legs = [leg for c in condors for leg in c.legs()]
+        try:
+            quotes = await self.broker.quotes([leg.option for leg in legs])
+        except (BrokerError, BadQuote):
+            return
+        total = 0.0
+        for c in condors:
+            for leg in c.legs():
+                q = quotes.get(leg.option.key)
+                if q is not None and q.greeks is not None:
+                    total += leg.signed_ratio * q.greeks.vega * 100 * c.quantity
+        self._vega_cache = abs(total)
+
+
+def _round(x: float | None, nd: int = 2) -> float | None:
+    return None if x is None else round(x, nd)
+
