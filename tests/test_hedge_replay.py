@@ -1,0 +1,107 @@
+"""The hedge on real history, through the daemon as a user runs it (issue: ALVH must-show)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bot.domain import OptionSpec
+from strategies.alvh import naked_shorts
+
+from conftest import ROOT, data_dir
+
+pytestmark = pytest.mark.skipif(data_dir() is None, reason="history files not found (SPX_BOT_DATA or ../shared/data)")
+
+
+def replay(start: str, days: str, extra: str = "") -> list[dict]:
+    tmp = Path(tempfile.mkdtemp(prefix="hedge", dir="/tmp"))
+    cfg = tmp / "cfg.toml"
+    cfg.write_text(f"""
+[bot]
+log_path = "{tmp}/bot.jsonl"
+store_path = "{tmp}/bot.sqlite"
+control_socket = "{tmp}/ctl.sock"
+console_log = false
+[sim]
+state_path = "{tmp}/sim.sqlite"
+{extra}
+""")
+    r = subprocess.run([sys.executable, "-m", "bot.cli", "run", "--config", str(cfg), "--speed", "max",
+                        "--start", start, "--for", days, "--data", str(data_dir())],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in (tmp / "bot.jsonl").read_text().splitlines()]
+
+
+def named(events, name):
+    return [e for e in events if e["event"] == name]
+
+
+@pytest.fixture(scope="module")
+def crash_2020():
+    return replay("2020-02-03", "60d")
+
+
+def test_all_three_layers_bought(crash_2020):
+    assert {e["layer"] for e in named(crash_2020, "hedge.bought")} == {"front", "mid", "back"}
+
+
+def test_front_layer_rolled_at_dte_7(crash_2020):
+    rolls = [e for e in named(crash_2020, "hedge.rolled") if e["layer"] == "front"]
+    assert rolls and all(e["dte_old"] == 7 for e in rolls)
+    assert rolls[0]["timestamp"].startswith("2020-03-11")  # the March 18 expiry at DTE 7
+
+
+def test_activation_enters_late_february_and_blocks_writes(crash_2020):
+    changes = named(crash_2020, "hedge.activation")
+    first_on = next(e for e in changes if e["active"])
+    assert first_on["timestamp"].startswith("2020-02-24")
+    active, writes_while_active = False, []
+    for e in crash_2020:
+        if e["event"] == "hedge.activation":
+            active = e["active"]
+        elif e["event"] == "hedge.written" and active:
+            writes_while_active.append(e)
+    assert not writes_while_active
+    evaluated = named(crash_2020, "signal.evaluated")
+    assert all({"vix", "rsi", "macd", "signal_line", "tier", "multiplier", "activation"} <= e.keys() for e in evaluated)
+
+
+def test_shorts_open_at_activation_are_bought_back(crash_2020):
+    on = next(i for i, e in enumerate(crash_2020) if e["event"] == "hedge.activation" and e["active"])
+    written = {leg for e in named(crash_2020[:on], "hedge.written") for leg in e["legs"]}
+    assert written, "calls were written before activation"
+    backs = [e for e in crash_2020[on:on + 40] if e["event"] == "hedge.bought_back"]
+    assert {leg.replace("+", "-") for e in backs for leg in e["legs"]} >= written
+    assert all(e["reason"] == "activation" for e in backs)
+
+
+def test_monetized_as_vix_passes_40(crash_2020):
+    monetized = named(crash_2020, "hedge.monetized")
+    assert monetized and all(float(e["reason"].split()[1].rstrip(",")) >= 40 for e in monetized)
+    assert monetized[0]["timestamp"].startswith("2020-02-28")
+
+
+def test_never_a_naked_short_call(crash_2020):
+    assert not named(crash_2020, "hedge.alert")
+    positions: dict[OptionSpec, int] = {}
+    for e in crash_2020:
+        if e["event"].startswith("hedge.") and "legs" in e:
+            for leg in e["legs"]:
+                opt = OptionSpec.from_key(leg[1:])
+                positions[opt] = positions.get(opt, 0) + (1 if leg[0] == "+" else -1) * e["quantity"]
+            assert not naked_shorts(positions.items()), e
+
+
+def test_quiet_window_half_tier_and_premium_collected():
+    events = replay("2017-03-01", "40d", "[condor]\ncredit_floor = 0.05\n")
+    assert {e["multiplier"] for e in named(events, "signal.evaluated")} >= {0.5}
+    written = named(events, "hedge.written")
+    assert written and sum(float(e["premium"]) for e in written) > 0
+    summary = named(events, "hedge.summary")[-1]
+    assert sum(float(v["premium_collected"]) for v in summary["layers"].values()) > 0
