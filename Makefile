@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/hedge.py
 
 clean:
 	rm -rf $(VENV) state/*.sqlite* state/*.json state/*.sock

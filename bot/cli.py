@@ -209,6 +209,13 @@ def _print_status(s: dict) -> None:
         print(f"  {k:28s} {q:+d}")
     if s.get("working_orders"):
         print(f"working:  {', '.join(s['working_orders'])}")
+    hedge = s.get("hedge")
+    if hedge and "layers" in hedge:
+        print(f"hedge:    tier {hedge['tier']} activated={hedge['activated']} halted={hedge['halted']}"
+              f" total_pnl={hedge['total_pnl']} annualized_cost={hedge['annualized_cost_pct_nl']}% of NL")
+        for layer, b in hedge["layers"].items():
+            print(f"  {layer:5s} long {b['held']:3d} short {b['short']:3d}  paid {b['premium_paid']}"
+                  f"  collected {b['premium_collected']}  realized {b['realized_pnl']}  unrealized {b['unrealized_pnl']}")
 
 
 def cmd_kill(args) -> int:
