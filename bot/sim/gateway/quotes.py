@@ -1,0 +1,171 @@
+"""Market-data ticks for each instrument at one instant, from the exchange's model quotes.
+
+A `TickSet` is what one reqMktData line shows: prices (tickPrice type -> price, size) and
+option computations (type -> the 8 numbers of tickOptionComputation). Streaming sends only
+the entries that changed since the last push.
+
+Sizes are model constants (there is no order book): bid/ask size 10 for options and combos,
+0 for indexes (IB shows no bid/ask for an index). Option bid/ask/last computations use the
+model's volatility and greeks with the respective price.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from bot.domain import Action, OptionSpec, Quote
+
+from .listing import NY
+from .mapping import FUTURE_TICK, Bag, Future, Index, Instrument
+
+BID, ASK, LAST, HIGH, LOW, CLOSE, OPEN = 1, 2, 4, 6, 7, 9, 14
+BID_SIZE, ASK_SIZE, LAST_SIZE, VOLUME = 0, 3, 5, 8
+BID_GREEKS, ASK_GREEKS, LAST_GREEKS, MODEL_GREEKS = 10, 11, 12, 13
+QUOTE_SIZE = 10.0
+YEAR_S = 365.0 * 24 * 3600
+DELAY = timedelta(minutes=15)  # IB's delayed data lag
+# live tick type -> its delayed twin (reqMarketDataType 3/4)
+DELAYED = {BID: 66, ASK: 67, LAST: 68, HIGH: 72, LOW: 73, CLOSE: 75, OPEN: 76, BID_SIZE: 69, ASK_SIZE: 70,
+           LAST_SIZE: 71, VOLUME: 74, BID_GREEKS: 80, ASK_GREEKS: 81, LAST_GREEKS: 82, MODEL_GREEKS: 83}
+
+
+@dataclass
+class TickSet:
+    prices: dict[int, tuple[float, float]] = field(default_factory=dict)
+    computations: dict[int, tuple[float, ...]] = field(default_factory=dict)
+
+    def delayed(self) -> TickSet:
+        return TickSet({DELAYED[k]: v for k, v in self.prices.items()},
+                       {DELAYED[k]: v for k, v in self.computations.items()})
+
+    def changes_since(self, before: TickSet | None) -> TickSet:
+        if before is None:
+            return self
+        return TickSet({k: v for k, v in self.prices.items() if before.prices.get(k) != v},
+                       {k: v for k, v in self.computations.items() if before.computations.get(k) != v})
+
+    def empty(self) -> bool:
+        return not self.prices and not self.computations
+
+
+class QuoteSource:
+    """Ticks over the exchange (option quotes) and its market model (indexes, VX futures)."""
+
+    def __init__(self, exchange, calendar, dividend_yield: float = 0.013):
+        self.exchange = exchange
+        self.calendar = calendar
+        self.dividend_yield = dividend_yield
+        self._closes: dict[tuple[str, datetime], float | None] = {}
+
+    def option_quotes(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
+        return self.exchange.price_options(options, t) if options else {}
+
+    def ticks(self, inst: Instrument, t: datetime, quotes: dict[str, Quote] | None = None) -> TickSet | None:
+        """Ticks of one instrument at t; None when there is nothing to show (expired)."""
+        if isinstance(inst, Index):
+            return self._index(inst.symbol, t)
+        if isinstance(inst, Future):
+            return self._future(inst, t)
+        if quotes is None:
+            options = [leg.option for leg in inst.legs] if isinstance(inst, Bag) else [inst]
+            quotes = self.option_quotes(options, t)
+        if isinstance(inst, Bag):
+            return self._bag(inst, quotes)
+        return self._option(inst, quotes.get(inst.key), t)
+
+    # --- instruments ------------------------------------------------------------------------
+    def _previous_close_time(self, t: datetime) -> datetime | None:
+        cal = self.calendar
+        d = t.astimezone(NY).date()
+        try:
+            prev = cal.previous_session(d) if not (cal.is_session(d) and t >= cal.open_close(d)[1]) else d
+            return cal.open_close(prev)[1]
+        except (ValueError, IndexError):
+            return None
+
+    def _index(self, symbol: str, t: datetime) -> TickSet:
+        market = self.exchange.market
+        value = _index_value(market.state_at(t), symbol)
+        ticks = TickSet({LAST: (round(value, 2), 0.0)})
+        close_t = self._previous_close_time(t)
+        if close_t is not None:
+            ticks.prices[CLOSE] = (round(_index_value(market.state_at(close_t), symbol), 2), 0.0)
+        return ticks
+
+    def _future(self, fut: Future, t: datetime) -> TickSet | None:
+        curve = dict(self.exchange.market.state_at(t).vx)
+        price = curve.get(fut.expiry)
+        if price is None:
+            return None
+        bid = math.floor(price / float(FUTURE_TICK)) * float(FUTURE_TICK)
+        ticks = TickSet({BID: (round(bid, 2), QUOTE_SIZE), ASK: (round(bid + float(FUTURE_TICK), 2), QUOTE_SIZE),
+                         LAST: (round(price, 2), 1.0)})
+        close_t = self._previous_close_time(t)
+        if close_t is not None:
+            prev = dict(self.exchange.market.state_at(close_t).vx).get(fut.expiry)
+            if prev is not None:
+                ticks.prices[CLOSE] = (round(prev, 2), 0.0)
+        return ticks
+
+    def _option(self, opt: OptionSpec, q: Quote | None, t: datetime) -> TickSet | None:
+        if q is None:
+            return None
+        bid, ask = float(q.bid), float(q.ask)
+        last = round(float(q.mid), 2)
+        ticks = TickSet({BID: (bid, QUOTE_SIZE), ASK: (ask, QUOTE_SIZE), LAST: (last, 1.0)})
+        close = self._option_close(opt, t)
+        if close is not None:
+            ticks.prices[CLOSE] = (close, 0.0)
+        g = q.greeks
+        if g is not None:
+            und = float(q.underlying) if q.underlying is not None else -1.0
+            pv_div = self._pv_dividend(opt, und, t)
+            for tick_type, price in ((BID_GREEKS, bid), (ASK_GREEKS, ask), (LAST_GREEKS, last), (MODEL_GREEKS, last)):
+                ticks.computations[tick_type] = (
+                    round(g.iv, 6), round(g.delta, 6), price, pv_div, round(g.gamma, 8),
+                    round(g.vega, 6), round(g.theta, 6), und,
+                )
+        return ticks
+
+    def _option_close(self, opt: OptionSpec, t: datetime) -> float | None:
+        """The model mid at the previous close (cached: it changes once a day)."""
+        close_t = self._previous_close_time(t)
+        if close_t is None:
+            return None
+        key = (opt.key, close_t)
+        if key not in self._closes:
+            if len(self._closes) > 20_000:
+                self._closes.clear()
+            prev = self.option_quotes([opt], close_t).get(opt.key)
+            self._closes[key] = round(float(prev.mid), 2) if prev is not None else None
+        return self._closes[key]
+
+    def _pv_dividend(self, opt: OptionSpec, spot: float, t: datetime) -> float:
+        if spot <= 0 or not self.calendar.is_session(opt.expiry):
+            return -1.0
+        years = max(0.0, (self.calendar.spxw_expiry_time(opt.expiry) - t).total_seconds() / YEAR_S)
+        return round(spot * (1.0 - math.exp(-self.dividend_yield * years)), 4)
+
+    def _bag(self, bag: Bag, quotes: dict[str, Quote]) -> TickSet | None:
+        """A combo's bid is what selling it would fetch (sell the bought legs at their bid,
+        buy back the sold ones at their ask); its ask is the cost of buying it."""
+        bid = ask = Decimal(0)
+        for leg in bag.legs:
+            q = quotes.get(leg.option.key)
+            if q is None:
+                return None
+            if leg.action is Action.BUY:
+                bid += q.bid * leg.ratio
+                ask += q.ask * leg.ratio
+            else:
+                bid -= q.ask * leg.ratio
+                ask -= q.bid * leg.ratio
+        mid = (bid + ask) / 2
+        return TickSet({BID: (float(bid), QUOTE_SIZE), ASK: (float(ask), QUOTE_SIZE), LAST: (round(float(mid), 2), 1.0)})
+
+
+def _index_value(state, symbol: str) -> float:
+    return state.spx if symbol == "SPX" else state.vix
