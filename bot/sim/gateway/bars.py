@@ -119,8 +119,23 @@ def _sessions(market, calendar, start: datetime, end: datetime) -> list[date]:
     return [d for d in days if (first is None or d >= first) and (last is None or d <= last)]
 
 
+def _warm_up_bars(market, calendar, symbol: str, start: datetime, end: datetime) -> list[Bar]:
+    """Close-only bars for the sessions before the model's first session (the replay's
+    look-back rows, the synthetic model's burn-in), so a client warming indicators up with
+    reqHistoricalData gets a year of daily bars at the start of a simulated run."""
+    first = getattr(market, "first_session", None)
+    if first is None or not hasattr(market, "daily_closes"):
+        return []
+    days = [d for d in calendar.sessions_between(start.astimezone(NY).date(), end.astimezone(NY).date()) if d < first]
+    if not days:
+        return []
+    closes = dict(market.daily_closes(symbol, len(calendar.sessions_between(days[0], first)) + 1,
+                                      calendar.open_close(first)[0]))
+    return [Bar(d, closes[d], closes[d], closes[d], closes[d]) for d in days if d in closes]
+
+
 def daily_bars(market, calendar, symbol: str, start: datetime, end: datetime) -> list[Bar]:
-    out = []
+    out = _warm_up_bars(market, calendar, symbol, start, end)
     for d in _sessions(market, calendar, start, end):
         open_, close = calendar.open_close(d)
         if open_ > end:

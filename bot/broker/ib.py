@@ -1,0 +1,398 @@
+"""`IBBroker`: the Broker port over ib_async (IB Gateway / TWS, or the simulated gateway).
+
+Design (FAILURES.md "ib_async behaviours to design around"):
+- Everything the bot sends goes through one asyncio-throttle (45 messages/s by default).
+- ib_async forgets everything on a disconnect and never resubscribes; the adapter reconnects
+  with backoff and then calls the `on_resync` callbacks (the engine reconciles), as it does on
+  1101 / 1102. Between 1100 and the restore the broker is DEGRADED: no new order, modify or
+  cancel leaves (TransientBrokerError).
+- An error carrying an order id makes ib_async mark the order Cancelled locally; the adapter
+  never treats that alone as final for a cancel race (10148): `order()` reports what the
+  trade says, and reconcile books what executions prove.
+- Orders are found by orderRef, never by remembered order ids (they restart after a gateway
+  restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, timezone
+from decimal import Decimal
+
+from asyncio_throttle import Throttler
+from ib_async import IB, Contract, Future
+
+from bot.broker import ib_mapping as m
+from bot.broker.base import (
+    BrokerError,
+    FatalBrokerError,
+    OrderRejected,
+    TransientBrokerError,
+    UnknownState,
+)
+from bot.calendar import NY
+from bot.clock import Clock, SystemClock
+from bot.domain import AccountSummary, Action, BadQuote, Fill, Leg, OptionSpec, OrderState, OrderStatus, Position, Quote
+
+UTC = timezone.utc
+ACK_TIMEOUT = 10.0
+
+
+class IBBroker:
+    name = "ib"
+
+    def __init__(self, host: str, port: int, client_id: int, *, timeout: float = 10.0, account: str = "",
+                 market_data_type: int = 1, max_messages_per_s: float = 45.0, log=None,
+                 reconnect: bool = True, ib: IB | None = None, clock: Clock | None = None):
+        self.host, self.port, self.client_id = host, port, client_id
+        self.timeout = timeout
+        self.account_id = account
+        self.market_data_type = market_data_type
+        self.throttle = Throttler(rate_limit=max(1, int(max_messages_per_s)), period=1.0)
+        self.log = log
+        self.clock = clock or SystemClock()
+        self.ib = ib or IB()
+        self.reconnect = reconnect
+        self.degraded = False
+        self.data_blocked: str | None = None
+        self.on_resync: list[Callable] = []
+        self._conids: dict[str, int] = {}
+        self._contracts: dict[str, Contract] = {}
+        self._legs: dict[str, list[Leg]] = {}  # orderRef -> legs, to read states back
+        self._rejections: dict[int, tuple[int, str]] = {}  # orderId -> (code, message)
+        self._chains: dict[tuple[str, str], tuple[list[date], list[Decimal]]] = {}
+        self._closing = False
+        self._reconnect_task: asyncio.Task | None = None
+        self.server_version: int | None = None
+        self.ib.errorEvent += self._on_error
+        self.ib.disconnectedEvent += self._on_disconnected
+
+    # --- connection ----------------------------------------------------------------------------
+    async def connect(self) -> AccountSummary:
+        try:
+            await self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout,
+                                       account=self.account_id)
+        except (ConnectionRefusedError, OSError, asyncio.TimeoutError, TimeoutError) as e:
+            raise TransientBrokerError(f"cannot connect to {self.host}:{self.port} (client {self.client_id}): "
+                                       f"{e or type(e).__name__}") from None
+        if not self.ib.isConnected():
+            raise TransientBrokerError(f"connection to {self.host}:{self.port} refused (client id in use?)")
+        self.server_version = self.ib.client.serverVersion()
+        accounts = self.ib.managedAccounts()
+        if not self.account_id:
+            if not accounts:
+                raise FatalBrokerError("the gateway reports no managed account")
+            self.account_id = accounts[0]
+        elif self.account_id not in accounts:
+            raise FatalBrokerError(f"account {self.account_id} is not among {accounts}")
+        self.ib.reqMarketDataType(self.market_data_type)
+        self.degraded = False
+        self._chains.clear()
+        return await self.account()
+
+    async def disconnect(self) -> None:
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        if self.ib.isConnected():
+            self.ib.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        return self.ib.isConnected()
+
+    def _on_disconnected(self) -> None:
+        if self.log:
+            self.log.warning("broker.disconnected", broker=self.name, reason="connection lost")
+        if self.reconnect and not self._closing and self._reconnect_task is None:
+            self._reconnect_task = asyncio.ensure_future(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = 1.0
+        try:
+            while not self._closing:
+                await asyncio.sleep(delay)
+                try:
+                    await self.connect()
+                except BrokerError as e:
+                    if self.log:
+                        self.log.warning("broker.reconnect_failed", error=str(e), retry_in_s=min(delay * 2, 60))
+                    delay = min(delay * 2, 60.0)
+                    continue
+                if self.log:
+                    self.log.info("broker.connected", broker=self.name, account=self.account_id,
+                                  server_version=self.server_version, reconnected=True)
+                await self._resync("reconnected")
+                return
+        finally:
+            self._reconnect_task = None
+
+    async def _resync(self, why: str) -> None:
+        for callback in list(self.on_resync):
+            try:
+                await callback(why)
+            except Exception as e:  # a failed reconcile must not kill the reconnect loop
+                if self.log:
+                    self.log.error("broker.resync_failed", error=str(e), why=why)
+
+    def _on_error(self, req_id: int, code: int, message: str, contract) -> None:
+        kind = m.classify(code)
+        if kind == "lost":
+            self.degraded = True
+        elif kind in ("restored", "restored_data_lost"):
+            self.degraded = False
+            asyncio.ensure_future(self._resync(f"IB {code}"))
+        elif kind == "data_blocked":
+            self.data_blocked = f"IB {code}: {message}"
+        elif code in (2104, 2106, 2158):
+            self.data_blocked = None
+        if kind == "rejected" or code in (103, 110, 200, 201, 202):
+            self._rejections[req_id] = (code, message)
+        if self.log and kind not in ("info",):
+            self.log.warning("broker.error", code=code, kind=kind, req_id=req_id, message=message)
+
+    def _require_orders_allowed(self) -> None:
+        if not self.connected:
+            raise TransientBrokerError("not connected")
+        if self.degraded:
+            raise TransientBrokerError("IB link degraded (1100): no new orders until it is restored")
+
+    # --- contracts & market data ------------------------------------------------------------------
+    async def _qualify(self, options: Sequence[OptionSpec]) -> dict[str, Contract]:
+        missing = [o for o in options if o.key not in self._contracts]
+        if missing:
+            contracts = [m.option_contract(o) for o in missing]
+            async with self.throttle:
+                result = await self.ib.qualifyContractsAsync(*contracts)
+            for spec, qualified in zip(missing, result):
+                if isinstance(qualified, Contract) and qualified.conId:
+                    m.check_contract(spec, qualified)
+                    self._contracts[spec.key] = qualified
+                    self._conids[spec.key] = qualified.conId
+        return {o.key: self._contracts[o.key] for o in options if o.key in self._contracts}
+
+    async def spot(self, symbol: str) -> float:
+        if self.data_blocked:
+            raise BadQuote(f"market data blocked ({self.data_blocked})")
+        async with self.throttle:
+            [ticker] = await asyncio.wait_for(self.ib.reqTickersAsync(m.index_contract(symbol)), self.timeout)
+        return m.index_value(ticker)
+
+    async def _chain(self, symbol: str, trading_class: str) -> tuple[list[date], list[Decimal]]:
+        key = (symbol, trading_class)
+        if key not in self._chains:
+            async with self.throttle:
+                chains = await asyncio.wait_for(
+                    self.ib.reqSecDefOptParamsAsync(symbol, "", "IND", m.INDEX_CONIDS[symbol]), self.timeout)
+            for c in chains:
+                if c.tradingClass == trading_class:
+                    expiries = sorted({m.parse_expiry(e) for e in c.expirations})
+                    strikes = sorted({Decimal(str(k)) for k in c.strikes})
+                    self._chains[key] = (expiries, strikes)
+                    break
+            else:
+                raise BrokerError(f"no option chain {trading_class} for {symbol}")
+        return self._chains[key]
+
+    async def expiries(self, symbol: str, trading_class: str) -> list[date]:
+        return (await self._chain(symbol, trading_class))[0]
+
+    async def strikes(self, symbol: str, trading_class: str, expiry: date) -> list[Decimal]:
+        return (await self._chain(symbol, trading_class))[1]
+
+    async def quotes(self, options: Sequence[OptionSpec]) -> dict[str, Quote]:
+        if not options:
+            return {}
+        if self.data_blocked:
+            raise BadQuote(f"market data blocked ({self.data_blocked})")
+        contracts = await self._qualify(options)
+        keys = [o.key for o in options if o.key in contracts]
+        out: dict[str, Quote] = {}
+        for i in range(0, len(keys), 40):  # snapshots in batches under the pacing limit
+            batch = keys[i:i + 40]
+            for _ in batch:  # one message per snapshot request
+                await self.throttle.acquire()
+            tickers = await asyncio.wait_for(self.ib.reqTickersAsync(*(contracts[k] for k in batch)),
+                                             self.timeout + len(batch))
+            for k, t in zip(batch, tickers):
+                try:
+                    out[k] = m.quote_of(t)
+                except BadQuote:
+                    continue  # absent: never priced on
+        return out
+
+    async def futures(self, symbol: str = "VIX") -> list[tuple[date, float]]:
+        async with self.throttle:
+            details = await self.ib.reqContractDetailsAsync(Future(symbol, exchange="CFE", currency="USD"))
+        contracts = sorted((d.contract for d in details if d.contract.tradingClass in ("VX", symbol)),
+                           key=lambda c: c.lastTradeDateOrContractMonth)
+        tickers = await asyncio.wait_for(self.ib.reqTickersAsync(*contracts), self.timeout + len(contracts))
+        out = []
+        for c, t in zip(contracts, tickers):
+            v = t.marketPrice()
+            if v is not None and math.isfinite(v) and v > 0:
+                out.append((m.parse_expiry(c.lastTradeDateOrContractMonth), float(v)))
+        return out
+
+    async def daily_closes(self, symbol: str, sessions: int) -> list[tuple[date, float]]:
+        years = max(1, math.ceil(sessions / 250))
+        async with self.throttle:
+            bars = await asyncio.wait_for(self.ib.reqHistoricalDataAsync(
+                m.index_contract(symbol), endDateTime="", durationStr=f"{years} Y", barSizeSetting="1 day",
+                whatToShow="TRADES", useRTH=True, formatDate=1), self.timeout * 3)
+        today = self.clock.now().astimezone(NY).date()
+        rows = [(b.date if isinstance(b.date, date) else m.parse_expiry(str(b.date)), float(b.close)) for b in bars]
+        rows = [(d, c) for d, c in rows if math.isfinite(c) and d < today]  # today's bar is still forming
+        return rows[-sessions:]
+
+    async def settlement_price(self, option: OptionSpec) -> Decimal | None:
+        """Intrinsic at the settlement value: SPXW at the SPX close of expiry day, VIX options at
+        the special opening quotation (approximated by VIX's open that morning)."""
+        async with self.throttle:
+            bars = await self.ib.reqHistoricalDataAsync(
+                m.index_contract(option.symbol), endDateTime="", durationStr="10 D", barSizeSetting="1 day",
+                whatToShow="TRADES", useRTH=True, formatDate=1)
+        for b in bars:
+            d = b.date if isinstance(b.date, date) else m.parse_expiry(str(b.date))
+            if d == option.expiry:
+                value = b.open if option.symbol == "VIX" else b.close
+                return Decimal(str(round(option.intrinsic(float(value)), 2)))
+        return None
+
+    # --- orders ------------------------------------------------------------------------------------
+    def _trade(self, order_ref: str):
+        found = [t for t in self.ib.trades() if t.order.orderRef == order_ref]
+        return found[-1] if found else None
+
+    async def place_combo(self, order_ref: str, legs: Sequence[Leg], quantity: int, limit: Decimal) -> OrderState:
+        self._require_orders_allowed()
+        legs = list(legs)
+        contracts = await self._qualify([leg.option for leg in legs])
+        missing = [leg.option.key for leg in legs if leg.option.key not in contracts]
+        if missing:
+            raise OrderRejected(order_ref, f"no security definition for {', '.join(missing)}", 200)
+        contract, order = m.combo_order(legs, [contracts[leg.option.key].conId for leg in legs], quantity, limit,
+                                        order_ref, self.account_id)
+        self._legs[order_ref] = legs
+        async with self.throttle:
+            trade = self.ib.placeOrder(contract, order)
+        return await self._acknowledged(trade, order_ref)
+
+    async def _acknowledged(self, trade, order_ref: str) -> OrderState:
+        """Wait (with a timeout) until the order is past PendingSubmit, or rejected."""
+        deadline = asyncio.get_running_loop().time() + ACK_TIMEOUT
+        while asyncio.get_running_loop().time() < deadline:
+            rejection = self._rejections.pop(trade.order.orderId, None)
+            if rejection is not None and rejection[0] not in (399, 2109):
+                code, message = rejection
+                raise OrderRejected(order_ref, message, code)
+            if trade.orderStatus.status not in ("PendingSubmit", "ApiPending", ""):
+                return m.order_state(trade, self._legs.get(order_ref))
+            await asyncio.sleep(0.01)
+        raise TransientBrokerError(f"order {order_ref} not acknowledged within {ACK_TIMEOUT:.0f}s")
+
+    async def modify(self, order_ref: str, limit: Decimal) -> OrderState:
+        self._require_orders_allowed()
+        trade = self._trade(order_ref)
+        if trade is None:
+            raise OrderRejected(order_ref, "order not found", 10147)
+        if trade.isDone():
+            return m.order_state(trade, self._legs.get(order_ref))
+        legs = self._legs.get(order_ref) or []
+        trade.order.lmtPrice = float(limit * legs[0].action.sign) if len(legs) == 1 else float(limit)
+        async with self.throttle:
+            trade = self.ib.placeOrder(trade.contract, trade.order)
+        return await self._acknowledged(trade, order_ref)
+
+    async def cancel(self, order_ref: str) -> OrderState:
+        self._require_orders_allowed()
+        trade = self._trade(order_ref)
+        if trade is None:
+            raise OrderRejected(order_ref, "order not found", 10147)
+        if not trade.isDone():
+            async with self.throttle:
+                self.ib.cancelOrder(trade.order)
+            for _ in range(int(ACK_TIMEOUT / 0.01)):
+                if trade.isDone():
+                    break
+                await asyncio.sleep(0.01)
+        rejection = self._rejections.pop(trade.order.orderId, None)
+        if rejection and rejection[0] == 10148:  # too late: it filled; the fills will show it
+            await asyncio.sleep(0.05)
+        return m.order_state(trade, self._legs.get(order_ref))
+
+    async def cancel_all(self) -> None:
+        if not self.connected:
+            raise TransientBrokerError("not connected")
+        async with self.throttle:
+            self.ib.reqGlobalCancel()
+        await asyncio.sleep(0.2)
+
+    async def order(self, order_ref: str) -> OrderState | None:
+        trade = self._trade(order_ref)
+        if trade is None and self.connected:
+            async with self.throttle:
+                completed = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(False), self.timeout)
+            trade = next((t for t in completed if t.order.orderRef == order_ref), None)
+        if trade is None:
+            return None
+        return m.order_state(trade, self._legs.get(order_ref) or self._legs_of(trade))
+
+    def _legs_of(self, trade) -> list[Leg] | None:
+        """Legs of an order this process did not place (adopted after a restart)."""
+        if trade.contract.secType == "OPT":
+            spec = m.option_spec(trade.contract)
+            return [Leg(spec, Action(trade.order.action))] if spec else None
+        return None
+
+    async def open_orders(self) -> list[OrderState]:
+        if not self.connected:
+            raise UnknownState("not connected: open orders unknown")
+        async with self.throttle:
+            trades = await asyncio.wait_for(self.ib.reqAllOpenOrdersAsync(), self.timeout)
+        return [m.order_state(t, self._legs.get(t.order.orderRef) or self._legs_of(t)) for t in trades
+                if not t.isDone()]
+
+    async def fills(self, order_refs: Iterable[str] | None = None) -> list[Fill]:
+        refs = None if order_refs is None else set(order_refs)
+        out = []
+        for f in self.ib.fills():
+            fill = m.domain_fill(f)
+            if fill is not None and (refs is None or fill.order_ref in refs):
+                out.append(fill)
+        return out
+
+    async def positions(self) -> list[Position]:
+        out = []
+        for p in self.ib.positions(self.account_id):
+            pos = m.domain_position(p)
+            if pos is not None:
+                out.append(pos)
+        return out
+
+    async def account(self) -> AccountSummary:
+        values = {(v.tag, v.currency): v.value for v in self.ib.accountValues(self.account_id)}
+
+        def num(tag: str) -> Decimal:
+            raw = values.get((tag, "USD")) or values.get((tag, "BASE")) or "0"
+            try:
+                return Decimal(raw)
+            except ArithmeticError:
+                return Decimal(0)
+
+        return AccountSummary(self.account_id, self.account_id.startswith("D"), num("TotalCashValue"),
+                              num("NetLiquidation"), num("MaintMarginReq"))
+
+
+async def wait_for_status(broker: IBBroker, order_ref: str, statuses: set[OrderStatus], timeout: float = 5.0):
+    """Test helper: poll an order until it reaches one of `statuses`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        state = await broker.order(order_ref)
+        if state is not None and state.status in statuses:
+            return state
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{order_ref} did not reach {statuses}")
+
