@@ -40,6 +40,17 @@ def parse_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"bad date {text!r}: use YYYY-MM-DD") from None
 
 
+def parse_start(text: str) -> tuple[date, str]:
+    """YYYY-MM-DD (the clock starts at 09:00 New York) or YYYY-MM-DDTHH:MM (New York)."""
+    day, _, hhmm = text.partition("T")
+    try:
+        if hhmm:
+            datetime.strptime(hhmm, "%H:%M")
+        return date.fromisoformat(day), hhmm or "09:00"
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+
+
 def _load(path: str, **overrides):
     from bot.config import ConfigError, load_config
 
@@ -56,26 +67,20 @@ def _data_dir(cfg, cli_value: str | None) -> Path:
 
 # --- run -----------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    cfg = _load(args.config, **{"sim.speed": args.speed, "sim.start": args.start})
-    if cfg.broker.kind == "ib":
-        raise UserError(
-            f"{args.config}: broker.kind = \"ib\": IB adapter not available in this version; "
-            "run the simulator with config/sim.toml"
-        )
-    return asyncio.run(_run_sim(cfg, args))
+    start_day = args.start[0] if args.start else None
+    cfg = _load(args.config, **{"sim.speed": args.speed, "sim.start": start_day})
+    return asyncio.run(_run(cfg, args))
 
 
-async def _run_sim(cfg, args) -> int:
-    from bot.broker.base import FatalBrokerError
-    from bot.broker.sim import SimBroker
-    from bot.calendar import TradingCalendar, ny_time
-    from bot.clock import SimClock, wall_now
+async def _run(cfg, args) -> int:
+    """Wire the daemon for the configured broker and run it until it ends or is signalled."""
+    from bot.broker.base import BrokerError, FatalBrokerError
+    from bot.broker.ib import IBBroker
+    from bot.calendar import TradingCalendar
+    from bot.clock import SystemClock, wall_now
     from bot.control import ControlServer, ControlUnavailable, request
-    from bot.data import DataError
     from bot.engine import Engine
     from bot.log import get_logger, setup_logging
-    from bot.sim.exchange import ExchangeSettings, SimExchange
-    from bot.sim.market import build_market
     from bot.store import Store
 
     socket_path = cfg.bot.control_socket
@@ -84,6 +89,75 @@ async def _run_sim(cfg, args) -> int:
         raise UserError(f"another spx-bot is already running (control socket {socket_path} answers)")
     except ControlUnavailable:
         pass
+    run_id = uuid.uuid4().hex[:12]
+    if cfg.broker.kind == "ib":
+        if args.duration or args.start or args.data:
+            raise UserError("--for, --start and --data apply to the simulator, not to broker.kind = \"ib\"")
+        clock = SystemClock()
+        setup_logging(cfg.bot.log_path, cfg.bot.log_level, cfg.bot.console_log, bind={"run_id": run_id})
+        log = get_logger("bot")
+        b = cfg.broker
+        broker = IBBroker(b.host, b.port, b.client_id, timeout=b.connect_timeout_s, account=b.account,
+                          market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
+                          log=log, clock=clock)
+        cal = TradingCalendar()
+        started = {"broker": "ib", "host": b.host, "port": b.port, "client_id": b.client_id}
+        until, sim = None, None
+    else:
+        sim = await _simulator(cfg, args, run_id)
+        clock, cal, broker, log, until, started = sim.clock, sim.calendar, sim.broker, sim.log, sim.until, sim.info
+    store = Store(cfg.bot.store_path)
+    engine = Engine(cfg, clock, cal, broker, store, log, until=until)
+    server = ControlServer(engine, socket_path)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, engine.stop)
+    halted, why = store.halted()
+    log.info("bot.started", config=str(args.config), halted=halted, halt_reason=why, pid=os.getpid(),
+             wall_started=wall_now().isoformat(), **started)
+    code, reason = 0, "stopped"
+    try:
+        if await engine.start():
+            reason = await engine.run()
+    except FatalBrokerError as e:
+        log.error("bot.fatal", error=str(e))
+        code, reason = EXIT_FATAL, str(e)
+    except BrokerError as e:
+        log.error("bot.fatal", error=str(e), error_type=type(e).__name__)
+        code, reason = EXIT_FATAL, str(e)
+    finally:
+        await engine.shutdown()
+        await server.close()
+        log.info("bot.stopped", reason=reason, sim_time=clock.now().isoformat())
+        store.close()
+        if sim is not None:
+            await sim.close()
+    return code
+
+
+class _Simulator:
+    """The simulated market, exchange and clock of a run, and the broker that trades them."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    async def close(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+        self.exchange.close()
+
+
+async def _simulator(cfg, args, run_id: str) -> _Simulator:
+    from bot.broker.ib import IBBroker
+    from bot.broker.sim import SimBroker
+    from bot.calendar import TradingCalendar, ny_time
+    from bot.clock import SimClock, wall_now
+    from bot.data import DataError
+    from bot.log import get_logger, setup_logging
+    from bot.sim.exchange import ExchangeSettings, SimExchange
+    from bot.sim.gateway import SimGateway
+    from bot.sim.market import build_market
 
     s = cfg.sim
     horizon = max(s.start or date.min, wall_now().date()) + (args.duration or timedelta(0)) + timedelta(days=400)
@@ -91,7 +165,7 @@ async def _run_sim(cfg, args) -> int:
     exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
                                                        s.fill_fraction), s.state_path)
     if s.start is not None:
-        start = ny_time(s.start, "09:00")
+        start = ny_time(s.start, args.start[1] if args.start else "09:00")
     else:  # just before the next open, so that `make run` shows trading at once
         start = cal.open_close(cal.next_session(wall_now().date(), include=True))[0] - timedelta(minutes=5)
         if wall_now() > start and cal.is_open(wall_now()):
@@ -105,42 +179,32 @@ async def _run_sim(cfg, args) -> int:
     try:
         market = build_market(cfg.market.source, data_dir, cal, start.date(), end, s.seed, s.step_minutes)
     except DataError as e:
+        exchange.close()
         raise UserError(str(e)) from None
     exchange.market = market
 
     clock = SimClock(start, s.speed)
-    run_id = uuid.uuid4().hex[:12]
     setup_logging(cfg.bot.log_path, cfg.bot.log_level, cfg.bot.console_log, clock=clock, bind={"run_id": run_id})
     log = get_logger("bot")
-    store = Store(cfg.bot.store_path)
-    broker = SimBroker(exchange, clock)
-    engine = Engine(cfg, clock, cal, broker, store, log, until=until)
-    server = ControlServer(engine, socket_path)
-    await server.start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, engine.stop)
-    halted, why = store.halted()
-    log.info(
-        "bot.started", config=str(args.config), broker=broker.name, market=market.source,
-        market_reason=getattr(market, "reason", ""), data_dir=str(data_dir), speed=str(s.speed),
-        start=start.isoformat(), until=until.isoformat() if until else None, resumed=resumed,
-        halted=halted, halt_reason=why, pid=os.getpid(), wall_started=wall_now().isoformat(),
-    )
-    code, reason = 0, "stopped"
-    try:
-        await engine.start()
-        reason = await engine.run()
-    except FatalBrokerError as e:
-        log.error("bot.fatal", error=str(e))
-        code, reason = EXIT_FATAL, str(e)
-    finally:
-        await engine.shutdown()
-        await server.close()
-        log.info("bot.stopped", reason=reason, sim_time=clock.now().isoformat())
-        store.close()
-        exchange.close()
-    return code
+    gateway, broker_note = None, ""
+    if cfg.broker.kind == "sim-gateway" and s.speed == "max":
+        # a clock that jumps from event to event cannot wait for socket round trips
+        broker_note = "--speed max replays through SimBroker (the gateway needs a finite speed)"
+    if cfg.broker.kind == "sim-gateway" and s.speed != "max":
+        gateway = SimGateway(exchange, clock, cal, port=0, account=s.account)
+        await gateway.start()
+        b = cfg.broker
+        broker = IBBroker("127.0.0.1", gateway.port, b.client_id, timeout=b.connect_timeout_s,
+                          market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
+                          log=log, clock=clock)
+    else:
+        broker = SimBroker(exchange, clock)
+    info = dict(broker=broker.name, market=market.source, market_reason=getattr(market, "reason", ""),
+                data_dir=str(data_dir), speed=str(s.speed), start=start.isoformat(),
+                until=until.isoformat() if until else None, resumed=resumed,
+                gateway_port=gateway.port if gateway else None, broker_note=broker_note or None)
+    return _Simulator(clock=clock, calendar=cal, exchange=exchange, market=market, gateway=gateway, broker=broker,
+                      log=log, until=until, info=info)
 
 
 # --- control commands ---------------------------------------------------------------------
@@ -245,7 +309,9 @@ def _offline_kill(cfg, reason: str) -> dict:
         store.set_halted(True, reason, wall_now())
         live = [r.intent.order_ref for r in store.live_intents()]
     cancelled: list[str] = []
-    if cfg.broker.kind == "sim" and Path(cfg.sim.state_path).exists():
+    if cfg.broker.kind == "ib":
+        cancelled, remaining = asyncio.run(_ib_global_cancel(cfg, live, log))
+    elif Path(cfg.sim.state_path).exists():
         s = cfg.sim
         exchange = SimExchange(None, None, ExchangeSettings(s.account, s.starting_cash), s.state_path)
         try:
@@ -257,6 +323,26 @@ def _offline_kill(cfg, reason: str) -> dict:
         remaining = live
     log.warning("killswitch.engaged", reason=reason, cancelled=cancelled, remaining=remaining, daemon=False)
     return {"halted": True, "reason": reason, "daemon": "not answering", "cancelled": cancelled, "remaining": remaining}
+
+
+async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[str]]:
+    """Connect with the kill switch's own client id and send a global cancel."""
+    from bot.broker.base import BrokerError
+    from bot.broker.ib import IBBroker
+
+    b = cfg.broker
+    broker = IBBroker(b.host, b.port, b.kill_client_id, timeout=b.connect_timeout_s, account=b.account,
+                      reconnect=False, log=log)
+    try:
+        await broker.connect()
+        await broker.cancel_all()
+        remaining = [o.order_ref for o in await broker.open_orders()]
+        return [ref for ref in live if ref not in remaining], remaining
+    except BrokerError as e:
+        log.error("killswitch.cancel_failed", error=str(e), note="halt stored; cancels go first after reconnect")
+        return [], live
+    finally:
+        await broker.disconnect()
 
 
 def cmd_resume(args) -> int:
@@ -274,6 +360,13 @@ def cmd_resume(args) -> int:
         result = {"halted": False, "daemon": "not running"}
     print(json.dumps(result, indent=2))
     return 0
+
+
+def cmd_sim_gateway(args) -> int:
+    from bot.sim.gateway import run_gateway
+
+    cfg = _load(args.config)
+    return run_gateway(cfg, port=args.port, speed=args.speed, start=args.start, data_dir=_data_dir(cfg, args.data))
 
 
 def cmd_check_config(args) -> int:
@@ -301,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--config", default=default_cfg)
     r.add_argument("--speed", help="simulated seconds per real second, or 'max'")
-    r.add_argument("--start", type=parse_date, help="simulated start date YYYY-MM-DD")
+    r.add_argument("--start", type=parse_start, help="simulated start: YYYY-MM-DD (09:00) or YYYY-MM-DDTHH:MM, New York")
     r.add_argument("--for", dest="duration", type=parse_duration, help="simulated duration of entries, e.g. 5d")
     r.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
     r.set_defaults(func=cmd_run)
@@ -324,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("path")
     c.set_defaults(func=cmd_check_config)
+
+    w = sub.add_parser("sim-gateway", help="run the simulated IB paper gateway alone, for any TWS API client")
+    w.add_argument("--config", default=default_cfg)
+    w.add_argument("--port", type=int, default=4002)
+    w.add_argument("--speed", help="simulated seconds per real second (max = 3600)")
+    w.add_argument("--start", type=parse_date, help="simulated start date YYYY-MM-DD")
+    w.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
+    w.set_defaults(func=cmd_sim_gateway)
 
     g = sub.add_parser("logs", help="print the JSON log readably")
     g.add_argument("--config", default=default_cfg)

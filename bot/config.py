@@ -98,7 +98,9 @@ class BotConfig(Section):
 
 
 class BrokerConfig(Section):
-    kind: Literal["sim", "ib"] = "sim"
+    # sim: in-process SimBroker (fast replay); sim-gateway: the simulated TWS gateway started
+    # in-process, traded through IBBroker like a real account; ib: IB Gateway / TWS at host:port
+    kind: Literal["sim", "sim-gateway", "ib"] = "sim"
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(4002, ge=1, le=65535)
     client_id: int = Field(1, ge=0, le=999_999)

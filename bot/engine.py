@@ -11,7 +11,7 @@ import math
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from bot.broker.base import Broker, BrokerError, FatalBrokerError
+from bot.broker.base import Broker, BrokerError, FatalBrokerError, TransientBrokerError
 from bot.calendar import NY, TradingCalendar
 from bot.clock import Clock
 from bot.config import Config
@@ -80,16 +80,39 @@ class Engine:
         self.account = None
 
     # --- lifecycle -------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Connect, refuse a live account, reconcile. Raises FatalBrokerError to stop."""
-        self.account = await self.broker.connect()
+    async def start(self) -> bool:
+        """Connect (retrying with backoff while the gateway is down: FAILURES.md 502/5), refuse
+        a live account, reconcile. False when stopped before connecting; FatalBrokerError to
+        stop the bot."""
+        delay = 1.0
+        while True:
+            try:
+                self.account = await self.broker.connect()
+                break
+            except TransientBrokerError as e:
+                self.log.warning("broker.connect_failed", broker=self.broker.name, error=str(e), retry_in_s=delay)
+                if not await self._sleep_until(self.clock.now() + timedelta(seconds=delay)):
+                    return False
+                delay = min(delay * 2, 60.0)
         check_paper_account(self.account, self.cfg.bot.allow_live)
         self.log.info("broker.connected", broker=self.broker.name, account=self.account.account,
-                      paper=self.account.is_paper, net_liquidation=str(self.account.net_liquidation))
+                      paper=self.account.is_paper, net_liquidation=str(self.account.net_liquidation),
+                      server_version=getattr(self.broker, "server_version", None))
+        if hasattr(self.broker, "on_resync"):
+            self.broker.on_resync.append(self.resync)
         await self.reconcile()
         if self.hedge is not None:
             await self.hedge.warm_up()
             await self.hedge.check_invariant()
+        return True
+
+    async def resync(self, why: str) -> None:
+        """After a reconnect or IB 1101/1102: a kill switch pressed while disconnected sends its
+        cancels first (FAILURES.md 21), then everything is reconciled again."""
+        self.log.info("broker.resync", why=why)
+        if self.store.halted()[0]:
+            await self._cancel_everything()
+        await self.reconcile()
 
     async def reconcile(self) -> None:
         report = await reconcile_intents(self.store, self.broker, self.executor, self.clock, self.log)
@@ -265,12 +288,21 @@ class Engine:
         await self.hedge.evaluate(scheduled=True)
 
     async def _chain_snapshot(self, expiry: date, now: datetime) -> MarketSnapshot:
+        """Quotes for the strikes a condor could use: two bands, one below and one above spot,
+        from 0.4 to 1.6 expected moves (VIX scaled to the expiry) plus room for
+        the wings. Asking only for those keeps market-data requests (IB paces them) to a few
+        dozen instead of the whole chain."""
         spx = await self.broker.spot("SPX")
         vix = await self.broker.spot("VIX")
         years = max((self.cal.spxw_expiry_time(expiry) - now).total_seconds() / (365 * 86400), 1 / 365)
-        half = spx * max(0.03, 4.0 * vix / 100 * math.sqrt(years)) + 2 * self.cfg.condor.wing_width
-        strikes = [k for k in await self.broker.strikes("SPX", "SPXW", expiry) if abs(float(k) - spx) <= half]
-        options = [OptionSpec("SPX", expiry, k, r, "SPXW") for k in strikes for r in (Right.PUT, Right.CALL)]
+        move = spx * vix / 100 * math.sqrt(years)
+        c = self.cfg.condor
+        near, far = 0.4 * move, 1.6 * move + (c.wing_width if c.wing_delta is None else move) + 5
+        listed = await self.broker.strikes("SPX", "SPXW", expiry)
+        puts = [k for k in listed if spx - far <= float(k) <= spx - near]
+        calls = [k for k in listed if spx + near <= float(k) <= spx + far]
+        options = ([OptionSpec("SPX", expiry, k, Right.PUT, "SPXW") for k in puts]
+                   + [OptionSpec("SPX", expiry, k, Right.CALL, "SPXW") for k in calls])
         quotes = await self.broker.quotes(options)
         rows = tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
         return MarketSnapshot(now, spx, vix, chain=rows)
@@ -422,6 +454,18 @@ class Engine:
         now = self.clock.now()
         reason = reason or "operator"
         self.store.set_halted(True, reason, now)
+        cancelled, remaining, errors = await self._cancel_everything()
+        self.log.warning("killswitch.engaged", reason=reason, cancelled=cancelled, remaining=remaining,
+                         errors=errors, flatten=flatten)
+        result = {"halted": True, "reason": reason, "cancelled": cancelled, "remaining": remaining, "errors": errors}
+        if flatten:
+            result["flattened"] = await self.flatten()
+        return result
+
+    async def _cancel_everything(self) -> tuple[list[str], list[str], list[str]]:
+        """Cancel our working orders by orderRef, then a global cancel as a backstop; report
+        (cancelled, still working, errors). A cancel that lost to a fill is reported, and the
+        fill is booked by the executor or the next reconcile."""
         cancelled, errors = [], []
         for rec in self.store.live_intents():
             try:
@@ -436,12 +480,7 @@ class Engine:
             remaining = [o.order_ref for o in await self.broker.open_orders()]
         except BrokerError as e:
             remaining, errors = ["unknown"], [*errors, f"global cancel: {e}"]
-        self.log.warning("killswitch.engaged", reason=reason, cancelled=cancelled, remaining=remaining,
-                         errors=errors, flatten=flatten)
-        result = {"halted": True, "reason": reason, "cancelled": cancelled, "remaining": remaining, "errors": errors}
-        if flatten:
-            result["flattened"] = await self.flatten()
-        return result
+        return cancelled, remaining, errors
 
     async def flatten(self) -> list[str]:
         closed = []

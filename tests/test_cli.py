@@ -101,9 +101,43 @@ def test_check_config_bad_files_one_line_exit_2(short_tmp, text, needle):
         assert len(lines) == 1 and needle in lines[0] and str(path) in lines[0]
 
 
-def test_paper_config_stops_with_a_clear_line():
-    r = spx("run", "--config", "config/paper.toml")
-    assert r.returncode == 2 and "IB adapter not available" in r.stderr and "Traceback" not in r.stderr
+def test_ib_gateway_down_retries_then_stops_cleanly(short_tmp):
+    """FAILURES.md 502: the gateway is not there; the daemon stays up, says so, retries with
+    backoff, and stops cleanly on SIGTERM."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(short_tmp, f'[broker]\nkind = "ib"\nport = {port}\nconnect_timeout_s = 1\n')
+    proc = start("run", "--config", cfg)
+    try:
+        failed = wait_for(lambda: named(log_events(short_tmp), "broker.connect_failed"), timeout=20)
+        assert str(port) in failed[0]["error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr.read()
+    assert named(log_events(short_tmp), "bot.stopped")
+
+
+def test_run_trades_through_the_in_process_gateway(short_tmp):
+    """The embedded default: the simulated gateway started in-process, IBBroker over ib_async."""
+    cfg = write_config(short_tmp, '[broker]\nkind = "sim-gateway"\n[market]\nsource = "synthetic"\n'
+                                  '[condor]\ncredit_floor = 0.05\n')
+    proc = start("run", "--config", cfg, "--speed", "300", "--start", "2027-03-02T15:25")
+    try:
+        opened = wait_for(lambda: named(log_events(short_tmp), "condor.opened"), timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()
+    events = log_events(short_tmp)
+    connected = named(events, "broker.connected")[0]
+    assert connected["broker"] == "ib" and connected["server_version"] == 178
+    assert named(events, "bot.started")[0]["gateway_port"]
+    assert opened[0]["timestamp"].startswith("2027-03-02T20:3")  # 15:3x New York
+    assert named(events, "order.filled") and named(events, "bot.stopped")
 
 
 def test_missing_history_is_one_line(short_tmp):

@@ -104,6 +104,8 @@ class IBBroker:
         return self.ib.isConnected()
 
     def _on_disconnected(self) -> None:
+        if self._closing:
+            return
         if self.log:
             self.log.warning("broker.disconnected", broker=self.name, reason="connection lost")
         if self.reconnect and not self._closing and self._reconnect_task is None:
