@@ -199,7 +199,7 @@ def test_every_shipped_config_validates():
 
 def test_shipped_configs_say_what_they_promise():
     sim = load_config(CONFIG_DIR / "sim.toml")
-    assert (sim.broker.kind, sim.market.source, sim.market.data_dir) == ("sim", "auto", "data")
+    assert (sim.broker.kind, sim.market.source, sim.market.data_dir) == ("sim-gateway", "auto", "data")
     assert sim.sim.speed == 300.0
     paper = load_config(CONFIG_DIR / "paper.toml")
     assert (paper.broker.kind, paper.broker.host, paper.broker.port) == ("ib", "127.0.0.1", 4002)
