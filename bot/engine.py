@@ -77,6 +77,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[str] = set()  # condor ids with an order in flight
+        self._vix_task: asyncio.Task | None = None  # a hedge evaluation started by a live tick
         self.account = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -104,7 +105,23 @@ class Engine:
         if self.hedge is not None:
             await self.hedge.warm_up()
             await self.hedge.check_invariant()
+            if hasattr(self.broker, "watch"):  # live VIX: triggers act at once, not at the next check
+                self.broker.watch("VIX", self._on_vix_tick)
         return True
+
+    def _on_vix_tick(self, vix: float) -> None:
+        if self._vix_task is None and self.hedge is not None and self.hedge.wants_evaluation(vix):
+            self._vix_task = asyncio.ensure_future(self._vix_triggered(vix))
+
+    async def _vix_triggered(self, vix: float) -> None:
+        try:
+            if self.cal.is_open(self.clock.now()) and not self.store.halted()[0]:
+                self.log.info("hedge.triggered", vix=round(vix, 2))
+                await self.hedge.evaluate(scheduled=False)
+        except (BrokerError, BadQuote) as e:
+            self.log.warning("job.failed", job="hedge.tick", error=str(e), error_type=type(e).__name__)
+        finally:
+            self._vix_task = None
 
     async def resync(self, why: str) -> None:
         """After a reconnect or IB 1101/1102: a kill switch pressed while disconnected sends its

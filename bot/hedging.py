@@ -68,20 +68,44 @@ class HedgeManager:
         self.committed_through: date | None = None
         self.busy = False
         self._vega_cache = 0.0
+        self._state: alvh.HedgeState | None = None
+        self._has_shorts = False
 
     # --- persisted state ------------------------------------------------------------------------
     @property
     def state(self) -> alvh.HedgeState:
-        raw = self.store.get_control(STATE_KEY)
-        if not raw:
-            return alvh.HedgeState()
-        d = json.loads(raw)
-        return alvh.HedgeState(d["tier"], d["activated"], d["rsi"], frozenset(d["monetized"]), d["halted"])
+        """Kept in memory (live ticks ask for it) and written through to the store."""
+        if self._state is None:
+            raw = self.store.get_control(STATE_KEY)
+            d = json.loads(raw) if raw else None
+            self._state = (alvh.HedgeState(d["tier"], d["activated"], d["rsi"], frozenset(d["monetized"]), d["halted"])
+                           if d else alvh.HedgeState())
+        return self._state
 
     def _save(self, state: alvh.HedgeState) -> None:
         d = asdict(state)
         d["monetized"] = sorted(state.monetized)
         self.store.set_control(STATE_KEY, json.dumps(d))
+        self._state = state
+
+    def wants_evaluation(self, vix: float) -> bool:
+        """Cheap check on a live VIX tick (no I/O): does this value trigger the hedge now?
+        RSI crossing above the rebalance level, activation entering or leaving, a short to buy
+        back at VIX >= stop_vix, or a spike to monetize."""
+        if not self.hcfg.enabled or self.busy or self.state.halted:
+            return False
+        values = self.signals.peek(vix)
+        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, self._closed_active())
+        if alvh.trigger(signals, self.state, self.hcfg, scheduled=False) != "update":
+            return True
+        if self._has_shorts and vix >= self.hcfg.write.stop_vix:
+            return True
+        return vix >= self.hcfg.monetize.vix and len(self.state.monetized) < len(alvh.LAYERS)
+
+    def _closed_active(self) -> bool:
+        last = self.signals.last
+        closed = alvh.Signals(last.value, last.rsi, last.macd, last.signal) if last.value is not None else None
+        return closed is not None and alvh.is_activated(closed, self.hcfg)
 
     # --- indicators ---------------------------------------------------------------------------------
     async def warm_up(self) -> None:
@@ -112,14 +136,12 @@ class HedgeManager:
     async def _evaluate(self, scheduled: bool, now: datetime) -> alvh.Decision:
         vix = await self.broker.spot("VIX")
         values = self.signals.peek(vix)
-        last = self.signals.last
-        closed = alvh.Signals(last.value, last.rsi, last.macd, last.signal) if last.value is not None else None
-        closed_active = closed is not None and alvh.is_activated(closed, self.hcfg)
-        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, closed_active)
+        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, self._closed_active())
         state = self.state
         why = alvh.trigger(signals, state, self.hcfg, scheduled)
         today = now.astimezone(NY).date()
         lots = self.lots()
+        self._has_shorts = any(lot.quantity < 0 for lot in lots)
         market = await self._market(today, vix, lots, with_chains=why != "update")
         book = alvh.HedgeBook(tuple(lots), self._condor_notional(), self._condor_vega())
         decision = alvh.decide(signals, market, book, state, self.hcfg, scheduled)
@@ -145,6 +167,7 @@ class HedgeManager:
             if self.state.halted or self.store.halted()[0]:
                 break
             await self._execute(action, now)
+        self._has_shorts = any(lot.quantity < 0 for lot in self.lots())
         return decision
 
     async def _market(self, today: date, vix: float, lots: list[alvh.Lot], with_chains: bool) -> alvh.HedgeMarket:

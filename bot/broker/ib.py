@@ -66,6 +66,8 @@ class IBBroker:
         self._closing = False
         self._reconnect_task: asyncio.Task | None = None
         self.server_version: int | None = None
+        self._watches: dict[str, Callable[[float], None]] = {}
+        self._streams: dict[str, object] = {}
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
 
@@ -90,6 +92,9 @@ class IBBroker:
         self.ib.reqMarketDataType(self.market_data_type)
         self.degraded = False
         self._chains.clear()
+        self._streams.clear()
+        for symbol in self._watches:
+            self._subscribe(symbol)
         return await self.account()
 
     async def disconnect(self) -> None:
@@ -175,9 +180,36 @@ class IBBroker:
                     self._conids[spec.key] = qualified.conId
         return {o.key: self._contracts[o.key] for o in options if o.key in self._contracts}
 
+    def watch(self, symbol: str, callback: Callable[[float], None]) -> None:
+        """Stream an index and call `callback(value)` on every usable update (the hedge's live
+        VIX triggers). Subscriptions are renewed after every reconnect: ib_async drops them."""
+        self._watches[symbol] = callback
+        if self.connected:
+            self._subscribe(symbol)
+
+    def _subscribe(self, symbol: str) -> None:
+        ticker = self.ib.reqMktData(m.index_contract(symbol), "", False, False)
+        self._streams[symbol] = ticker
+        ticker.updateEvent += lambda t, s=symbol: self._on_tick(s, t)
+
+    def _on_tick(self, symbol: str, ticker) -> None:
+        try:
+            value = m.index_value(ticker)
+        except BadQuote:
+            return
+        callback = self._watches.get(symbol)
+        if callback is not None:
+            callback(value)
+
     async def spot(self, symbol: str) -> float:
         if self.data_blocked:
             raise BadQuote(f"market data blocked ({self.data_blocked})")
+        stream = self._streams.get(symbol)
+        if stream is not None and self.connected:
+            try:
+                return m.index_value(stream)  # a streamed value costs no request
+            except BadQuote:
+                pass
         async with self.throttle:
             [ticker] = await asyncio.wait_for(self.ib.reqTickersAsync(m.index_contract(symbol)), self.timeout)
         return m.index_value(ticker)
