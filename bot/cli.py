@@ -354,8 +354,11 @@ def cmd_resume(args) -> int:
         from bot.store import Store
 
         setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "resume-command"})
+        from bot.engine import MISMATCH_KEY
+
         with Store(cfg.bot.store_path) as store:
             store.set_halted(False, "", wall_now())
+            store.set_control(MISMATCH_KEY, "")
         get_logger("kill").warning("killswitch.released", daemon=False)
         result = {"halted": False, "daemon": "not running"}
     print(json.dumps(result, indent=2))

@@ -7,6 +7,7 @@ resume) is served concurrently and talks to the same `Engine` object.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -37,6 +38,7 @@ from bot.store import Store
 from strategies import iron_condor as ic
 
 OPEN, CLOSE = "condor.open", "condor.close"
+MISMATCH_KEY = "position_mismatch"
 
 
 class Engine:
@@ -139,7 +141,10 @@ class Engine:
         await self.book_settlements()
         diff = await position_differences(self.store, self.broker)
         if diff:
-            self.log.error("reconcile.mismatch", differences={k: {"store": s, "broker": b} for k, (s, b) in diff.items()})
+            # FAILURES.md 14: the broker is the truth; stop opening, never "fix" it with orders
+            self.store.set_control(MISMATCH_KEY, json.dumps({k: [s, b] for k, (s, b) in diff.items()}))
+            self.log.error("reconcile.mismatch", differences={k: {"store": s, "broker": b} for k, (s, b) in diff.items()},
+                           action="entries halted until `spx-bot resume`")
         self.log.info(
             "reconcile.done", adopted=[r.intent.order_ref for r, _ in report.adopted],
             finished=[r.intent.order_ref for r, _ in report.finished], abandoned=report.abandoned,
@@ -275,6 +280,9 @@ class Engine:
             return
         if any(r.intent.purpose == OPEN for r in self.store.live_intents()):
             self.log.info("condor.skipped", reason="an entry order is still working")
+            return
+        if self.store.get_control(MISMATCH_KEY):
+            self.log.info("condor.skipped", reason="store positions differ from the broker's (see reconcile.mismatch)")
             return
         cfg = self.cfg.condor
         expiries = await self.broker.expiries("SPX", "SPXW")
@@ -512,6 +520,7 @@ class Engine:
 
     async def resume(self) -> dict:
         self.store.set_halted(False, "", self.clock.now())
+        self.store.set_control(MISMATCH_KEY, "")
         if self.hedge is not None:
             self.hedge.resume()
         self.log.warning("killswitch.released")

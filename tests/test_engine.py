@@ -312,3 +312,27 @@ async def test_expiry_is_cash_settled_and_booked_as_fills(make_cfg, calendar, sy
     assert account.cash == Decimal("1000000") + Decimal(closed["pnl"])
     await rig.engine.shutdown()
     rig.close()
+
+
+async def test_positions_differing_from_the_broker_halt_entries_not_fixed(make_cfg, calendar, synthetic):
+    """FAILURES.md 14: a manual trade at the broker; the broker is the truth, the difference is
+    logged, entries stop, and no order tries to "fix" it until an operator resumes."""
+    from bot.domain import Action, Leg, OptionSpec, Right
+
+    cfg = make_cfg(**CALM)
+    start = ny_time(START, "15:25")
+    rig = Rig(cfg, calendar, synthetic, start, until=start + timedelta(hours=1))
+    await rig.broker.connect()
+    spx = await rig.broker.spot("SPX")
+    put = OptionSpec("SPX", date(2022, 4, 14), Decimal(int(spx * 0.9 // 5 * 5)), Right.PUT)
+    ask = (await rig.broker.quotes([put]))[put.key].ask
+    await rig.broker.place_combo("manual-2", [Leg(put, Action.BUY)], 1, ask)  # outside the bot
+    with capture_logs() as logs:
+        await rig.run()
+    [mismatch] = events(logs, "reconcile.mismatch")
+    assert mismatch["differences"] == {put.key: {"store": 0, "broker": 1}}
+    assert not events(logs, "order.submitted")
+    assert any("differ" in e["reason"] for e in events(logs, "condor.skipped"))
+    await rig.engine.resume()
+    assert not rig.store.get_control("position_mismatch")
+    rig.close()

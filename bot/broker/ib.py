@@ -50,7 +50,9 @@ class IBBroker:
         self.timeout = timeout
         self.account_id = account
         self.market_data_type = market_data_type
-        self.throttle = Throttler(rate_limit=max(1, int(max_messages_per_s)), period=1.0)
+        self._rate = max(1, int(max_messages_per_s))
+        self.throttle = Throttler(rate_limit=self._rate, period=1.0)
+        self._client_id_in_use = False
         self.log = log
         self.clock = clock or SystemClock()
         self.ib = ib or IB()
@@ -73,12 +75,21 @@ class IBBroker:
 
     # --- connection ----------------------------------------------------------------------------
     async def connect(self) -> AccountSummary:
+        self._client_id_in_use = False
+        self.throttle.rate_limit = self._rate
         try:
             await self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout,
                                        account=self.account_id)
         except (ConnectionRefusedError, OSError, asyncio.TimeoutError, TimeoutError) as e:
+            if self._client_id_in_use:
+                raise FatalBrokerError(f"client id {self.client_id} is in use at {self.host}:{self.port} (IB 326): "
+                                       "another instance is running") from None
             raise TransientBrokerError(f"cannot connect to {self.host}:{self.port} (client {self.client_id}): "
                                        f"{e or type(e).__name__}") from None
+        if self._client_id_in_use:
+            self.ib.disconnect()
+            raise FatalBrokerError(f"client id {self.client_id} is in use at {self.host}:{self.port} (IB 326): "
+                                   "another instance is running")
         if not self.ib.isConnected():
             raise TransientBrokerError(f"connection to {self.host}:{self.port} refused (client id in use?)")
         self.server_version = self.ib.client.serverVersion()
@@ -157,6 +168,11 @@ class IBBroker:
             self.data_blocked = None
         if kind == "rejected" or code in (103, 110, 200, 201, 202):
             self._rejections[req_id] = (code, message)
+        if code == 326:
+            self._client_id_in_use = True
+        if code in (100, 162) and ("pacing" in message.lower() or code == 100):
+            # over IB's message rate: slow the one throttle down until the next connect
+            self.throttle.rate_limit = max(1, self.throttle.rate_limit // 2)
         if self.log and kind not in ("info",):
             self.log.warning("broker.error", code=code, kind=kind, req_id=req_id, message=message)
 
