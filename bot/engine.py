@@ -330,7 +330,7 @@ class Engine:
                    + [OptionSpec("SPX", expiry, k, Right.CALL, "SPXW") for k in calls])
         quotes = await self.broker.quotes(options)
         rows = tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
-        return MarketSnapshot(now, spx, vix, chain=rows)
+        return MarketSnapshot(now, spx, vix, chain=rows, stale=getattr(self.broker, "delayed", False))
 
     async def on_monitor(self) -> None:
         now = self.clock.now()

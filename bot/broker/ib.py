@@ -50,6 +50,7 @@ class IBBroker:
         self.timeout = timeout
         self.account_id = account
         self.market_data_type = market_data_type
+        self.delayed = market_data_type in (3, 4)  # never trade on delayed data (FAILURES.md 16)
         self._rate = max(1, int(max_messages_per_s))
         self.throttle = Throttler(rate_limit=self._rate, period=1.0)
         self._client_id_in_use = False
