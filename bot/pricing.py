@@ -219,11 +219,22 @@ def _ceil_to(x, tick):
     return np.round(np.ceil(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
 
 
-def _spread_edges(mid):
+def _spread_edges(mid, fraction: float = SPREAD_FRACTION, lo: float = MIN_SPREAD, hi: float = MAX_SPREAD):
     """Model quote edges mid -/+ half the spread, rounded away from binary fuzz; the float and
     the Decimal quote both start from these so they agree to the cent."""
-    half = np.clip(SPREAD_FRACTION * mid, MIN_SPREAD, MAX_SPREAD) / 2.0
+    half = np.clip(fraction * mid, lo, hi) / 2.0
     return np.round(mid - half, _FUZZ_DECIMALS), np.round(mid + half, _FUZZ_DECIMALS)
+
+
+def _on_option_ticks(mid, lo, hi):
+    """Edges rounded outward to the option tick (0.05 below $3, 0.10 at or above); a nickel
+    market below a nickel of value; never a negative bid."""
+    bid = np.where(lo >= 3.0, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
+    ask = _ceil_to(hi, 0.05)
+    ask = np.where(ask >= 3.0, _ceil_to(hi, 0.10), ask)
+    bid = np.where(mid < 0.05, 0.0, np.maximum(bid, 0.0))
+    ask = np.where(mid < 0.05, 0.05, ask)
+    return bid, ask
 
 
 def quote_spread(mid):
@@ -235,13 +246,7 @@ def quote_spread(mid):
     Floats for speed; use `quote_spread_decimal` for one order-ready quote.
     """
     mid = np.asarray(mid, dtype=float)
-    lo, hi = _spread_edges(mid)
-    bid = np.where(lo >= 3.0, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
-    ask = _ceil_to(hi, 0.05)
-    ask = np.where(ask >= 3.0, _ceil_to(hi, 0.10), ask)
-    bid = np.where(mid < 0.05, 0.0, np.maximum(bid, 0.0))
-    ask = np.where(mid < 0.05, 0.05, ask)
-    return bid, ask
+    return _on_option_ticks(mid, *_spread_edges(mid))
 
 
 def quote_spread_decimal(mid: float) -> tuple[Decimal, Decimal]:
@@ -300,11 +305,4 @@ def vix_quote_spread(mid):
     negative. Below a nickel of value the quote is 0.00 / 0.05. A model, not a fitted book.
     """
     mid = np.asarray(mid, dtype=float)
-    half = np.clip(VIX_SPREAD_FRACTION * mid, VIX_MIN_SPREAD, VIX_MAX_SPREAD) / 2.0
-    lo, hi = np.round(mid - half, _FUZZ_DECIMALS), np.round(mid + half, _FUZZ_DECIMALS)
-    bid = np.where(lo >= 3.0, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
-    ask = _ceil_to(hi, 0.05)
-    ask = np.where(ask >= 3.0, _ceil_to(hi, 0.10), ask)
-    bid = np.where(mid < 0.05, 0.0, np.maximum(bid, 0.0))
-    ask = np.where(mid < 0.05, 0.05, ask)
-    return bid, ask
+    return _on_option_ticks(mid, *_spread_edges(mid, VIX_SPREAD_FRACTION, VIX_MIN_SPREAD, VIX_MAX_SPREAD))
