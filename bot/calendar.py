@@ -90,6 +90,7 @@ class TradingCalendar:
         """SPXW weeklies are PM-settled: they expire at the session's close (16:00 ET)."""
         return self.open_close(d)[1]
 
+    @lru_cache(maxsize=None)
     def vix_monthly_expiry(self, year: int, month: int) -> date:
         """VIX monthly expiry for the contract month: the Wednesday 30 days before the third
         Friday of the following month; if that Friday is not a session, 30 days before the

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from datetime import date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
@@ -98,20 +99,26 @@ class OptionSpec:
     trading_class: str = "SPXW"
     multiplier: int = SPX_MULTIPLIER
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Stable text key, used in stores and state files: SPXW 20220302 4300 P."""
         return f"{self.trading_class} {self.expiry:%Y%m%d} {self.strike.normalize():f} {self.right.value}"
 
     @classmethod
     def from_key(cls, key: str) -> OptionSpec:
-        tclass, exp, strike, right = key.split()
-        symbol = "VIX" if tclass.startswith("VIX") else "SPX"
-        return cls(symbol, datetime.strptime(exp, "%Y%m%d").date(), Decimal(strike), Right(right), tclass)
+        return _option_from_key(key)
 
     def intrinsic(self, underlying: float) -> float:
         k = float(self.strike)
         return max(0.0, underlying - k) if self.right is Right.CALL else max(0.0, k - underlying)
+
+
+@lru_cache(maxsize=65536)
+def _option_from_key(key: str) -> OptionSpec:
+    """Parsed once per key: stores and exchanges read the same few hundred keys all day."""
+    tclass, exp, strike, right = key.split()
+    symbol = "VIX" if tclass.startswith("VIX") else "SPX"
+    return OptionSpec(symbol, date(int(exp[:4]), int(exp[4:6]), int(exp[6:8])), Decimal(strike), Right(right), tclass)
 
 
 @dataclass(frozen=True)

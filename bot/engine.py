@@ -234,8 +234,8 @@ class Engine:
                     await self.on_entry()
             elif job.name == "condor.monitor":
                 await self.on_monitor()
-                if self.hedge is not None:
-                    await self.hedge.evaluate(scheduled=False)  # a live VIX update
+                if self.hedge is not None and self.cal.is_open(t):
+                    await self.hedge.on_update(await self.broker.spot("VIX"))  # the live update without a stream
             elif job.name == "hedge.rebalance":
                 self.log.info("schedule.fired", job=job.name, at=t.isoformat())
                 await self._rebalance_hedge()

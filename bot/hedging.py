@@ -32,6 +32,7 @@ EVENT = {
     alvh.MONETIZE: "hedge.monetized",
 }
 WARMUP_SESSIONS = 300
+SHORT_CHECK = timedelta(minutes=30)
 
 
 @dataclass
@@ -70,6 +71,11 @@ class HedgeManager:
         self._vega_cache = 0.0
         self._state: alvh.HedgeState | None = None
         self._has_shorts = False
+        self._layer_of_ref: dict[str, str] | None = None
+        self._layer_of_key: dict[str, str] = {}
+        self._fills: list[tuple[str, Fill]] = []
+        self._fills_rowid = 0
+        self._last_short_check: datetime | None = None
 
     # --- persisted state ------------------------------------------------------------------------
     @property
@@ -101,6 +107,15 @@ class HedgeManager:
         if self._has_shorts and vix >= self.hcfg.write.stop_vix:
             return True
         return vix >= self.hcfg.monetize.vix and len(self.state.monetized) < len(alvh.LAYERS)
+
+    async def on_update(self, vix: float) -> None:
+        """A live VIX value outside the schedule: evaluate when it triggers something, and every
+        `SHORT_CHECK` while written calls are open (their 80%-profit buy-back needs quotes)."""
+        now = self.clock.now()
+        due = self._has_shorts and (self._last_short_check is None or now - self._last_short_check >= SHORT_CHECK)
+        if self.wants_evaluation(vix) or due:
+            self._last_short_check = now
+            await self.evaluate(scheduled=False)
 
     def _closed_active(self) -> bool:
         last = self.signals.last
@@ -230,19 +245,24 @@ class HedgeManager:
 
     # --- books ------------------------------------------------------------------------------------------
     def _hedge_fills(self) -> list[tuple[str, Fill]]:
-        """(layer, fill) of every hedge execution and VIX settlement, in time order."""
-        layer_of_ref = {r.intent.order_ref: r.intent.group for r in self.store.intents()
-                        if r.intent.purpose.startswith("hedge.")}
-        layer_of_key: dict[str, str] = {}
-        out = []
-        for f in self.store.fills():
-            if f.order_ref in layer_of_ref:
-                layer = layer_of_ref[f.order_ref]
-                layer_of_key.setdefault(f.option.key, layer)
-                out.append((layer, f))
-            elif f.option.symbol == "VIX" and f.option.key in layer_of_key:  # cash settlement
-                out.append((layer_of_key[f.option.key], f))
-        return out
+        """(layer, fill) of every hedge execution and VIX settlement, in the order stored. Read
+        incrementally: the books are looked at on every evaluation."""
+        if self._layer_of_ref is None:
+            self._layer_of_ref = {r.intent.order_ref: r.intent.group for r in self.store.intents()
+                                  if r.intent.purpose.startswith("hedge.")}
+        self._fills_rowid, new = self.store.fills_since(self._fills_rowid)
+        for f in new:
+            layer = self._layer_of_ref.get(f.order_ref)
+            if layer is None and f.order_ref:
+                rec = self.store.intent(f.order_ref)  # an intent made after the map was read
+                if rec is not None and rec.intent.purpose.startswith("hedge."):
+                    layer = self._layer_of_ref[f.order_ref] = rec.intent.group
+            if layer is not None:
+                self._layer_of_key.setdefault(f.option.key, layer)
+                self._fills.append((layer, f))
+            elif f.option.symbol == "VIX" and f.option.key in self._layer_of_key:  # cash settlement
+                self._fills.append((self._layer_of_key[f.option.key], f))
+        return self._fills
 
     def lots(self) -> list[alvh.Lot]:
         qty: dict[tuple[str, str], int] = {}

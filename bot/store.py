@@ -362,18 +362,16 @@ class Store:
             " ORDER BY time, rowid",
             params,
         ).fetchall()
-        return [
-            Fill(
-                exec_id=exec_id,
-                order_ref=ref,
-                option=OptionSpec.from_key(key),
-                quantity=qty,
-                price=Decimal(price),
-                time=_parse_ts(time),
-                commission=Decimal(commission),
-            )
-            for exec_id, ref, key, qty, price, time, commission in rows
-        ]
+        return [_fill(row) for row in rows]
+
+    def fills_since(self, rowid: int) -> tuple[int, list[Fill]]:
+        """Fills stored after `rowid`, in the order stored, and the last rowid seen: lets a
+        reader keep its books up to date without re-reading every fill on every look."""
+        rows = self._db.execute(
+            "SELECT rowid, exec_id, order_ref, option_key, quantity, price, time, commission FROM fills"
+            " WHERE rowid > ? ORDER BY rowid", (rowid,),
+        ).fetchall()
+        return (rows[-1][0] if rows else rowid), [_fill(row[1:]) for row in rows]
 
     def positions(self) -> dict[str, int]:
         """Signed quantity by `OptionSpec.key`: the sum of every stored execution, flat keys omitted."""
@@ -525,6 +523,12 @@ def _typed_condor_row(row: dict[str, Any]) -> dict[str, Any]:
     row["opened_at"] = _parse_ts(row["opened_at"])
     row["closed_at"] = _parse_ts_opt(row["closed_at"])
     return row
+
+
+def _fill(row) -> Fill:
+    exec_id, ref, key, qty, price, time, commission = row
+    return Fill(exec_id=exec_id, order_ref=ref, option=OptionSpec.from_key(key), quantity=qty,
+                price=Decimal(price), time=_parse_ts(time), commission=Decimal(commission))
 
 
 def _where(**equal: object) -> tuple[str, tuple[object, ...]]:
