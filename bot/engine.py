@@ -114,6 +114,8 @@ class Engine:
     def _on_vix_tick(self, vix: float) -> None:
         if self._vix_task is None and self.hedge is not None and self.hedge.wants_evaluation(vix):
             self._vix_task = asyncio.ensure_future(self._vix_triggered(vix))
+            self._tasks.add(self._vix_task)  # shutdown cancels it like every background task
+            self._vix_task.add_done_callback(self._tasks.discard)
 
     async def _vix_triggered(self, vix: float) -> None:
         try:

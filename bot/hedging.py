@@ -127,6 +127,7 @@ class HedgeManager:
         closes = await self.broker.daily_closes("VIX", WARMUP_SESSIONS)
         self.signals.warm_up([c for _, c in closes])
         self.committed_through = closes[-1][0] if closes else None
+        self._has_shorts = any(lot.quantity < 0 for lot in self.lots())  # also reads the books once, now
         self.log.info("signal.warmed_up", bars=len(closes), through=str(self.committed_through),
                       rsi=_round(self.signals.last.rsi), macd=_round(self.signals.last.macd))
 

@@ -137,6 +137,9 @@ async def test_single_leg_sell_uses_the_same_sign_convention(broker):
     assert state.avg_price <= limit  # a credit at least as good as asked
     positions = {p.option.key: p.quantity for p in await broker.positions()}
     assert positions[put.key] == -1
+    await asyncio.sleep(0.2)
+    [fill] = await broker.fills(["ct-one"])  # the execution reads back as our option
+    assert (fill.option, fill.quantity) == (put, -1)
 
 
 async def test_daily_closes_for_indicator_warm_up(broker):

@@ -16,13 +16,15 @@ Design (FAILURES.md "ib_async behaviours to design around"):
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timezone
 from decimal import Decimal
 
 from asyncio_throttle import Throttler
-from ib_async import IB, Contract, Future
+from ib_async import IB, Contract, Future, TradeLogEntry
 
 from bot.broker import ib_mapping as m
 from bot.broker.base import (
@@ -38,6 +40,44 @@ from bot.domain import AccountSummary, Action, BadQuote, Fill, Leg, OptionSpec, 
 
 UTC = timezone.utc
 ACK_TIMEOUT = 10.0
+FILLS_WAIT = 2.0  # real seconds fills() waits for trailing executions and commission reports
+
+
+def _fresh(ticker, since: float) -> bool:
+    """ib_async keeps one Ticker per contract across snapshots: a snapshot that brings no tick
+    (link lost, farm broken) returns the previous values unchanged. Fresh = updated since."""
+    stamp = getattr(ticker, "timestamp", None)
+    return stamp is None or stamp >= since
+
+
+def _unconfirmed(trade) -> bool:
+    """ib_async marks an order Cancelled on any error that carries its id (a refused modify,
+    a cancel refused with 10148, 103/104...): that is ib_async's guess, not IB's word
+    (FAILURES.md: never act on that event alone)."""
+    if trade.orderStatus.status not in ("Cancelled", "ApiCancelled"):
+        return False
+    for entry in reversed(trade.log):
+        if entry.message.startswith("Fill "):  # executions do not set the status
+            continue
+        return entry.errorCode not in (0, 202)
+    return False
+
+
+def _transient(method):
+    """The port promises BrokerErrors only: ib_async raises ConnectionError when the socket is
+    gone (or goes away while a request waits) and a request may time out. Both mean "retry
+    later", never a crash of the engine's loop."""
+
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except ConnectionError as e:
+            raise TransientBrokerError(f"{method.__name__}: connection lost ({e})") from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TransientBrokerError(f"{method.__name__}: no answer within the timeout") from None
+
+    return wrapper
 
 
 class IBBroker:
@@ -101,6 +141,7 @@ class IBBroker:
             self.account_id = accounts[0]
         elif self.account_id not in accounts:
             raise FatalBrokerError(f"account {self.account_id} is not among {accounts}")
+        await self.throttle.acquire()
         self.ib.reqMarketDataType(self.market_data_type)
         self.degraded = False
         self._chains.clear()
@@ -156,13 +197,56 @@ class IBBroker:
                 if self.log:
                     self.log.error("broker.resync_failed", error=str(e), why=why)
 
+    async def _restored(self, code: int) -> None:
+        """1101 / 1102: IB does not re-send what happened during the gap (fills, cancels,
+        position changes) and ib_async asks for nothing: refresh orders, executions and
+        positions first (still DEGRADED meanwhile), then let the engine reconcile."""
+        try:
+            await self._refresh()
+        except Exception as e:  # noqa: BLE001 - a reconnect (and its resync) will follow
+            if self.log:
+                self.log.error("broker.resync_failed", error=str(e) or type(e).__name__, why=f"IB {code}")
+            return
+        finally:
+            self.degraded = False
+        await self._resync(f"IB {code}")
+
+    async def _refresh(self) -> None:
+        await self._confirm()
+        self.ib.wrapper.positions.pop(self.account_id, None)  # positions closed in the gap are not re-sent
+        async with self.throttle:
+            await asyncio.wait_for(self.ib.reqPositionsAsync(), self.timeout)
+
+    async def _confirm(self) -> None:
+        """Bring the local trades to IB's word: executions (missing ones join their trades by
+        permId), open orders (their orderStatus), completed orders (status and filled quantity
+        of the orders that ended unseen, or that ib_async marked Cancelled after an error)."""
+        async with self.throttle:
+            await asyncio.wait_for(self.ib.reqExecutionsAsync(), self.timeout)
+        async with self.throttle:
+            await asyncio.wait_for(self.ib.reqOpenOrdersAsync(), self.timeout)
+        async with self.throttle:
+            completed = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(False), self.timeout)
+        ended = {t.order.permId: t for t in completed if t.order.permId}
+        for trade in self.ib.trades():
+            done = ended.get(trade.order.permId)
+            if done is None or (trade.isDone() and not _unconfirmed(trade)):
+                continue
+            st = trade.orderStatus
+            st.status = done.orderStatus.status
+            filled = m._number(getattr(done.order, "filledQuantity", 0))
+            if filled:
+                st.filled = filled
+                st.remaining = max(0.0, float(trade.order.totalQuantity) - filled)
+                st.avgFillPrice = m._avg_fill_price(trade, filled) or st.avgFillPrice
+            trade.log.append(TradeLogEntry(self.ib.wrapper.lastTime, st.status, "completed order (resync)"))
+
     def _on_error(self, req_id: int, code: int, message: str, contract) -> None:
         kind = m.classify(code)
         if kind == "lost":
             self.degraded = True
         elif kind in ("restored", "restored_data_lost"):
-            self.degraded = False
-            asyncio.ensure_future(self._resync(f"IB {code}"))
+            asyncio.ensure_future(self._restored(code))
         elif kind == "data_blocked":
             self.data_blocked = f"IB {code}: {message}"
         elif code in (2104, 2106, 2158):
@@ -184,12 +268,16 @@ class IBBroker:
             raise TransientBrokerError("IB link degraded (1100): no new orders until it is restored")
 
     # --- contracts & market data ------------------------------------------------------------------
+    @_transient
     async def _qualify(self, options: Sequence[OptionSpec]) -> dict[str, Contract]:
         missing = [o for o in options if o.key not in self._contracts]
         if missing:
-            contracts = [m.option_contract(o) for o in missing]
-            async with self.throttle:
-                result = await self.ib.qualifyContractsAsync(*contracts)
+            async def qualify(contract):  # one reqContractDetails per token, not one per batch
+                async with self.throttle:
+                    [qualified] = await self.ib.qualifyContractsAsync(contract)
+                return qualified
+
+            result = await asyncio.gather(*(qualify(m.option_contract(o)) for o in missing))
             for spec, qualified in zip(missing, result):
                 if isinstance(qualified, Contract) and qualified.conId:
                     m.check_contract(spec, qualified)
@@ -218,6 +306,7 @@ class IBBroker:
         if callback is not None:
             callback(value)
 
+    @_transient
     async def spot(self, symbol: str) -> float:
         if self.data_blocked:
             raise BadQuote(f"market data blocked ({self.data_blocked})")
@@ -228,9 +317,13 @@ class IBBroker:
             except BadQuote:
                 pass
         async with self.throttle:
+            asked = time.time()
             [ticker] = await asyncio.wait_for(self.ib.reqTickersAsync(m.index_contract(symbol)), self.timeout)
+        if not _fresh(ticker, asked):
+            raise BadQuote(f"{symbol}: no data in the snapshot (the last value is stale)")
         return m.index_value(ticker)
 
+    @_transient
     async def _chain(self, symbol: str, trading_class: str) -> tuple[list[date], list[Decimal]]:
         key = (symbol, trading_class)
         if key not in self._chains:
@@ -253,6 +346,7 @@ class IBBroker:
     async def strikes(self, symbol: str, trading_class: str, expiry: date) -> list[Decimal]:
         return (await self._chain(symbol, trading_class))[1]
 
+    @_transient
     async def quotes(self, options: Sequence[OptionSpec]) -> dict[str, Quote]:
         if not options:
             return {}
@@ -261,32 +355,44 @@ class IBBroker:
         contracts = await self._qualify(options)
         keys = [o.key for o in options if o.key in contracts]
         out: dict[str, Quote] = {}
-        for i in range(0, len(keys), 40):  # snapshots in batches under the pacing limit
-            batch = keys[i:i + 40]
-            for _ in batch:  # one message per snapshot request
-                await self.throttle.acquire()
-            tickers = await asyncio.wait_for(self.ib.reqTickersAsync(*(contracts[k] for k in batch)),
-                                             self.timeout + len(batch))
-            for k, t in zip(batch, tickers):
-                try:
-                    out[k] = m.quote_of(t)
-                except BadQuote:
-                    continue  # absent: never priced on
+        tickers = await self._snapshots([contracts[k] for k in keys])
+        for k, t in zip(keys, tickers):
+            if t is None:
+                continue  # nothing came (1100, broken farm): the ticker holds an old snapshot
+            try:
+                out[k] = m.quote_of(t)
+            except BadQuote:
+                continue  # absent: never priced on
         return out
 
+    async def _snapshots(self, contracts: list[Contract]) -> list:
+        """One snapshot per contract, each sent after its own throttle token (a batch sent at
+        once bursts past the rate, FAILURES.md 19). None for a ticker no tick came for."""
+        async def one(contract):
+            async with self.throttle:
+                asked = time.time()
+                [ticker] = await asyncio.wait_for(self.ib.reqTickersAsync(contract), self.timeout)
+            return ticker if _fresh(ticker, asked) else None
+
+        return list(await asyncio.gather(*(one(c) for c in contracts)))
+
+    @_transient
     async def futures(self, symbol: str = "VIX") -> list[tuple[date, float]]:
         async with self.throttle:
             details = await self.ib.reqContractDetailsAsync(Future(symbol, exchange="CFE", currency="USD"))
         contracts = sorted((d.contract for d in details if d.contract.tradingClass in ("VX", symbol)),
                            key=lambda c: c.lastTradeDateOrContractMonth)
-        tickers = await asyncio.wait_for(self.ib.reqTickersAsync(*contracts), self.timeout + len(contracts))
+        tickers = await self._snapshots(contracts)
         out = []
         for c, t in zip(contracts, tickers):
+            if t is None:
+                continue
             v = t.marketPrice()
             if v is not None and math.isfinite(v) and v > 0:
                 out.append((m.parse_expiry(c.lastTradeDateOrContractMonth), float(v)))
         return out
 
+    @_transient
     async def daily_closes(self, symbol: str, sessions: int) -> list[tuple[date, float]]:
         years = max(1, math.ceil(sessions / 250))
         async with self.throttle:
@@ -298,6 +404,7 @@ class IBBroker:
         rows = [(d, c) for d, c in rows if math.isfinite(c) and d < today]  # today's bar is still forming
         return rows[-sessions:]
 
+    @_transient
     async def settlement_price(self, option: OptionSpec) -> Decimal | None:
         """Intrinsic at the settlement value: SPXW at the SPX close of expiry day, VIX options at
         the special opening quotation (approximated by VIX's open that morning)."""
@@ -317,6 +424,7 @@ class IBBroker:
         found = [t for t in self.ib.trades() if t.order.orderRef == order_ref]
         return found[-1] if found else None
 
+    @_transient
     async def place_combo(self, order_ref: str, legs: Sequence[Leg], quantity: int, limit: Decimal) -> OrderState:
         self._require_orders_allowed()
         legs = list(legs)
@@ -326,6 +434,10 @@ class IBBroker:
             raise OrderRejected(order_ref, f"no security definition for {', '.join(missing)}", 200)
         contract, order = m.combo_order(legs, [contracts[leg.option.key].conId for leg in legs], quantity, limit,
                                         order_ref, self.account_id)
+        if len(legs) == 1:
+            # the qualified contract, not a bare conId: ib_async attaches the order's contract to
+            # its executions, and a bare one could not be read back as an option
+            contract = contracts[legs[0].option.key]
         self._legs[order_ref] = legs
         async with self.throttle:
             trade = self.ib.placeOrder(contract, order)
@@ -341,9 +453,18 @@ class IBBroker:
                 raise OrderRejected(order_ref, message, code)
             if trade.orderStatus.status not in ("PendingSubmit", "ApiPending", ""):
                 return m.order_state(trade, self._legs.get(order_ref))
+            if not self.connected:  # it may or may not have reached IB: reconcile decides
+                raise TransientBrokerError(f"disconnected before order {order_ref} was acknowledged")
             await asyncio.sleep(0.01)
-        raise TransientBrokerError(f"order {order_ref} not acknowledged within {ACK_TIMEOUT:.0f}s")
+        # no acknowledgement: ask IB (executions, open and completed orders) before calling the
+        # order unknown (FAILURES.md 9). Never re-placed here.
+        await self._confirm()
+        if trade.orderStatus.status not in ("PendingSubmit", "ApiPending", ""):
+            return m.order_state(trade, self._legs.get(order_ref))
+        raise TransientBrokerError(f"order {order_ref} not acknowledged within {ACK_TIMEOUT:.0f}s "
+                                   "and IB does not know it (yet): state unknown")
 
+    @_transient
     async def modify(self, order_ref: str, limit: Decimal) -> OrderState:
         self._require_orders_allowed()
         trade = self._trade(order_ref)
@@ -357,6 +478,7 @@ class IBBroker:
             trade = self.ib.placeOrder(trade.contract, trade.order)
         return await self._acknowledged(trade, order_ref)
 
+    @_transient
     async def cancel(self, order_ref: str) -> OrderState:
         self._require_orders_allowed()
         trade = self._trade(order_ref)
@@ -368,12 +490,17 @@ class IBBroker:
             for _ in range(int(ACK_TIMEOUT / 0.01)):
                 if trade.isDone():
                     break
+                if not self.connected:
+                    raise TransientBrokerError(f"disconnected while cancelling {order_ref}")
                 await asyncio.sleep(0.01)
         rejection = self._rejections.pop(trade.order.orderId, None)
         if rejection and rejection[0] == 10148:  # too late: it filled; the fills will show it
             await asyncio.sleep(0.05)
+        if _unconfirmed(trade):  # ib_async's verdict after an error, not IB's: ask IB
+            await self._confirm()
         return m.order_state(trade, self._legs.get(order_ref))
 
+    @_transient
     async def cancel_all(self) -> None:
         if not self.connected:
             raise TransientBrokerError("not connected")
@@ -381,12 +508,19 @@ class IBBroker:
             self.ib.reqGlobalCancel()
         await asyncio.sleep(0.2)
 
+    @_transient
     async def order(self, order_ref: str) -> OrderState | None:
         trade = self._trade(order_ref)
-        if trade is None and self.connected:
+        if trade is None and not self.connected:  # ib_async forgot everything: unknown, not absent
+            raise UnknownState(f"not connected: order {order_ref} unknown")
+        if trade is None:
             async with self.throttle:
                 completed = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(False), self.timeout)
             trade = next((t for t in completed if t.order.orderRef == order_ref), None)
+            if trade is not None and not trade.fills:  # its executions came before it: attach them
+                trade.fills = [f for f in self.ib.fills() if f.execution.permId == trade.order.permId]
+        elif _unconfirmed(trade) and self.connected:
+            await self._confirm()
         if trade is None:
             return None
         return m.order_state(trade, self._legs.get(order_ref) or self._legs_of(trade))
@@ -398,6 +532,7 @@ class IBBroker:
             return [Leg(spec, Action(trade.order.action))] if spec else None
         return None
 
+    @_transient
     async def open_orders(self) -> list[OrderState]:
         if not self.connected:
             raise UnknownState("not connected: open orders unknown")
@@ -407,15 +542,51 @@ class IBBroker:
                 if not t.isDone()]
 
     async def fills(self, order_refs: Iterable[str] | None = None) -> list[Fill]:
+        if not self.connected:
+            raise UnknownState("not connected: executions unknown")
         refs = None if order_refs is None else set(order_refs)
+        # an order's executions may trail its status and commission reports trail executions
+        # (FAILURES.md 12): wait a little for them rather than book an incomplete fill (the
+        # store keeps the first version of an execution)
+        deadline = asyncio.get_running_loop().time() + FILLS_WAIT
+        while True:
+            chosen = [f for f in self.ib.fills() if refs is None or f.execution.orderRef in refs]
+            waiting = []
+            if refs is not None:  # the fills of given orders, to be booked (not a positions view)
+                waiting = [f.execution.execId for f in chosen
+                           if f.contract.secType != "BAG" and not f.commissionReport.execId]
+                waiting += [ref for ref in refs if not self._executions_complete(ref)]
+            if not waiting or asyncio.get_running_loop().time() > deadline or not self.connected:
+                break
+            await asyncio.sleep(0.02)
+        if waiting and self.log:
+            self.log.warning("broker.fills_incomplete", waiting=waiting[:8])
         out = []
-        for f in self.ib.fills():
+        for f in chosen:
             fill = m.domain_fill(f)
-            if fill is not None and (refs is None or fill.order_ref in refs):
+            if fill is not None:
                 out.append(fill)
         return out
 
+    def _executions_complete(self, order_ref: str) -> bool:
+        """Every leg of the order has executions for the quantity its status says is filled."""
+        trade = self._trade(order_ref)
+        if trade is None:
+            return True
+        filled = float(trade.orderStatus.filled or 0) or m._number(getattr(trade.order, "filledQuantity", 0))
+        if not filled:
+            return True
+        legs = [(c.conId, c.ratio) for c in trade.contract.comboLegs] if trade.contract.secType == "BAG" \
+            else [(trade.contract.conId, 1)]
+        done: dict[int, float] = {}
+        for f in self.ib.fills():
+            if f.execution.permId == trade.order.permId and f.contract.secType != "BAG":
+                done[f.contract.conId] = done.get(f.contract.conId, 0.0) + float(f.execution.shares)
+        return all(done.get(con, 0.0) >= filled * ratio - 1e-9 for con, ratio in legs)
+
     async def positions(self) -> list[Position]:
+        if not self.connected:
+            raise UnknownState("not connected: positions unknown")
         out = []
         for p in self.ib.positions(self.account_id):
             pos = m.domain_position(p)

@@ -167,6 +167,10 @@ class SimGateway:
         self._handler_table = None
         self._started = False
         self._closed = False
+        # instrumentation (bench/latency.py): probe("tick", (session, instrument, ticks), perf_counter())
+        # right after a streamed tick line is written, probe("order", request, perf_counter()) as a
+        # placeOrder is handled; None (the default) costs one attribute test
+        self.probe = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
@@ -446,6 +450,8 @@ class SimGateway:
                 sub.last = ticks
                 if not change.empty():
                     self._send_ticks(s, rid, change.delayed() if delayed else change)
+                    if self.probe is not None:
+                        self.probe("tick", (s, sub.inst, change), time.perf_counter())
 
     def _historical_data(self, s: Session, r) -> None:
         inst = self._resolve_one(s, r.req_id, r.contract)
@@ -470,6 +476,8 @@ class SimGateway:
             self.exchange.advance_to(now)
 
     def _place_order(self, s: Session, r) -> None:
+        if self.probe is not None:
+            self.probe("order", r, time.perf_counter())
         now = self.clock.now()
         self._advance(now)
         if r.order.what_if:
@@ -478,6 +486,9 @@ class SimGateway:
         existing = self.book.find(s.client_id, r.order_id)
         if existing is not None and existing.active:
             self._modify(s, existing, r, now)
+            return
+        if existing is not None and existing.status == "filled":  # a modify that lost to the fill
+            s.error(r.order_id, 104, "Can't modify a filled order")
             return
         if existing is not None:
             s.error(r.order_id, 103, "Duplicate order id")
