@@ -125,14 +125,21 @@ def order_state(trade, legs: list[Leg] | None = None) -> OrderState:
     st = trade.orderStatus
     status = _STATUS.get(st.status, OrderStatus.WORKING)
     filled = int(st.filled or 0)
+    avg_fill = st.avgFillPrice
+    if not filled and status.done:
+        # a completed order (reqCompletedOrders, e.g. after a restart): IB sends no orderStatus
+        # for it, only the order's filledQuantity; its price comes from its executions
+        filled = _number(getattr(trade.order, "filledQuantity", 0))
+        if filled and not avg_fill:
+            avg_fill = _avg_fill_price(trade, filled)
     total = int(trade.order.totalQuantity or 0)
     if legs is not None and len(legs) == 1 and legs[0].ratio > 1:
         filled //= legs[0].ratio
         total //= legs[0].ratio
     limit = combo_limit(trade.order, legs) if legs is not None else Decimal(str(trade.order.lmtPrice))
     avg = None
-    if filled and st.avgFillPrice:
-        avg = Decimal(str(round(st.avgFillPrice, 4)))
+    if filled and avg_fill:
+        avg = Decimal(str(round(avg_fill, 4)))
         if legs is not None and len(legs) == 1:
             avg *= legs[0].action.sign
     reason = ""
@@ -140,6 +147,31 @@ def order_state(trade, legs: list[Leg] | None = None) -> OrderState:
         reason = next((e.message for e in reversed(trade.log) if e.errorCode), "")
     return OrderState(trade.order.orderRef, str(trade.order.permId or trade.order.orderId), status, limit,
                       filled, max(0, total - filled), avg, reason)
+
+
+def _number(x) -> int:
+    try:
+        v = float(str(x))
+    except (TypeError, ValueError):
+        return 0
+    return int(v) if math.isfinite(v) and 0 < v < UNSET_DOUBLE else 0
+
+
+def _avg_fill_price(trade, filled: int) -> float | None:
+    """Average price per unit in IB's terms (as orderStatus.avgFillPrice) from the executions
+    attached to a trade: the BAG-level line when there is one, else the legs' net (combo) or
+    the single contract's average."""
+    fills = list(getattr(trade, "fills", None) or [])
+    if not fills:
+        return None
+    bag = [f for f in fills if f.contract.secType == "BAG"]
+    if bag:
+        return float(bag[-1].execution.avgPrice) or None
+    if trade.contract.secType == "BAG":
+        net = sum(f.execution.price * f.execution.shares * (1 if f.execution.side == "BOT" else -1) for f in fills)
+        return net / filled * (1 if trade.order.action == "BUY" else -1)
+    shares = sum(f.execution.shares for f in fills)
+    return sum(f.execution.price * f.execution.shares for f in fills) / shares if shares else None
 
 
 def domain_fill(fill) -> Fill | None:
