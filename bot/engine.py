@@ -192,6 +192,9 @@ class Engine:
         Returns why it ended."""
         await self._catch_up_entry()
         winding_down = False
+        # each job's next fire time, computed once and again only after it has run: a job whose
+        # time passed while the clock overshot a sleep still runs (late), never silently skipped
+        pending = [job.next_fire(self.cal, self.clock.now()) for job in self.jobs]
         while not self._stop.is_set():
             now = self.clock.now()
             if self.until is not None and now >= self.until:
@@ -202,16 +205,17 @@ class Engine:
                     return "duration reached, book flat"
                 if now >= self._wind_down_limit():
                     return "duration reached, wind-down limit"
-            due = [(job.next_fire(self.cal, now), job) for job in self.jobs]
-            due = [(t, job) for t, job in due if t is not None]
+            due = [(t, i, job) for i, (job, t) in enumerate(zip(self.jobs, pending)) if t is not None]
             if not due:
                 return "no more sessions in the calendar"
-            t_next = min(t for t, _ in due)
+            t_next = min(t for t, _, _ in due)
             if not await self._sleep_until(t_next):
                 break
-            for t, job in sorted(due, key=lambda x: (x[0], self.jobs.index(x[1]))):
-                if t == t_next and not self._stop.is_set():
+            now = self.clock.now()
+            for t, i, job in sorted(due, key=lambda x: (x[0], x[1])):
+                if t <= now and not self._stop.is_set():
                     await self._run_job(job, t, entries_allowed=not winding_down)
+                    pending[i] = job.next_fire(self.cal, max(t, self.clock.now()))
         return "stopped"
 
     def _wind_down_limit(self) -> datetime:
