@@ -372,6 +372,24 @@ def cmd_sim_gateway(args) -> int:
     return run_gateway(cfg, port=args.port, speed=args.speed, start=args.start, data_dir=_data_dir(cfg, args.data))
 
 
+def cmd_backtest(args) -> int:
+    from bot.backtest import run_backtest
+
+    cfg = _load(args.config)
+    return run_backtest(cfg, args.start, args.end, Path(args.out), _data_dir(cfg, args.data), sweep=args.sweep,
+                        progress=not args.no_progress, workers=args.workers, commissions=args.commissions)
+
+
+def cmd_data(args) -> int:
+    from bot.backtest import data_check, data_fetch
+
+    cfg = _load(args.config)
+    directory = Path(args.dir) if args.dir else _data_dir(cfg, None)
+    if args.action == "check":
+        return data_check(directory)
+    return data_fetch(directory, source=args.source)
+
+
 def cmd_check_config(args) -> int:
     from bot.config import check_config
 
@@ -428,6 +446,25 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--start", type=parse_date, help="simulated start date YYYY-MM-DD")
     w.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
     w.set_defaults(func=cmd_sim_gateway)
+
+    bt = sub.add_parser("backtest", help="replay history: condors unhedged, + ALVH, + VIX tail hedge, SPX")
+    bt.add_argument("--config", default=default_cfg)
+    bt.add_argument("--from", dest="start", type=parse_date, default=date(2004, 3, 26))
+    bt.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 23))
+    bt.add_argument("--out", default="backtest-out")
+    bt.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
+    bt.add_argument("--sweep", action="store_true", help="also sweep the hedge size (cost against drawdown cut)")
+    bt.add_argument("--workers", type=int, help="processes for the variants (default: the cores)")
+    bt.add_argument("--commissions", choices=("ib", "flat"), default="ib")
+    bt.add_argument("--no-progress", action="store_true")
+    bt.set_defaults(func=cmd_backtest)
+
+    dt = sub.add_parser("data", help="check or fetch the daily history files")
+    dt.add_argument("action", choices=("check", "fetch"))
+    dt.add_argument("dir", nargs="?", help="the data directory (default: market.data_dir or SPX_BOT_DATA)")
+    dt.add_argument("--config", default=default_cfg)
+    dt.add_argument("--source", choices=("cboe", "ib"), default="cboe")
+    dt.set_defaults(func=cmd_data)
 
     g = sub.add_parser("logs", help="print the JSON log readably")
     g.add_argument("--config", default=default_cfg)

@@ -1,0 +1,476 @@
+"""The backtest's report: report.json (deterministic), report.md, equity.csv and PNG charts.
+
+report.json holds only what the data, the config and the seed decide (no wall times, no
+paths that change between machines), with floats rounded to 10 significant digits, so two
+runs give the same bytes. Run times go to timing.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bot.backtest import metrics as M
+from bot.backtest.runner import GroupResult, RunInputs, VariantResult
+
+CLAIM_SOURCE = "../shared/docs/ALVH.md §7"
+
+MODEL_NOTES = (
+    "Option prices are the simulator's model, not historical quotes: SPX options by Black-Scholes on an ATM "
+    "volatility of 0.9 x the VIX term structure (VIX9D / VIX / VIX3M where published) with a put skew; VIX options "
+    "by Black-76 on the VX future of the same expiry with a volatility from VVIX and a call skew. Bid/ask spreads "
+    "are the model's (SPX: 4 % of mid, 0.05-2.00; VIX: 5 %, 0.05-0.50) and every order pays its walk from mid "
+    "toward the natural price (fill at >= 25 % of the way).",
+    "Intraday paths are seeded bridges through each day's real open, high, low and close (SPX and VIX); stops, take "
+    "profits and hedge triggers are evaluated on that path at the daemon's 5-minute monitor instants. The bridge "
+    "reaches each day's exact high and low at one of those instants, so stops fill at the day's worst prices "
+    "(pessimistic) and spike sales (monetization at VIX >= 40) at its best (optimistic) where a real 5-minute poll "
+    "would see prices near them.",
+    "VIX futures settlements start 2004-03-26, so no backtest starts earlier. VIX options were listed only from "
+    "2006-02-24 and weekly VIX options (VIXW) from 2015; the simulated exchange lists both throughout, so the hedge "
+    "before those dates is counterfactual.",
+    "VVIX before 2007-01-03 is not in the data: the model uses 60 + 1.8 x VIX (clipped to 70-220). VIX9D (from "
+    "2011) and VIX3M (from 2006-07-17) are left out of the SPX volatility term structure before they exist.",
+    "SPXW lists an expiry every session in the simulator; real daily SPX expiries exist only since 2022 (Mon/Wed/Fri "
+    "since 2016, PM-settled weeklies since 2005), so the 1dte preset before then is counterfactual too.",
+    "The simulated account pays no interest on cash: condor variants' CAGR and Sharpe (rf = 0) leave out T-bill "
+    "income on the ~80 % of net liquidation not at risk. SPX buy-and-hold is the price index (no dividends).",
+    "Commissions: IB's US options schedule (<= 10,000 contracts a month: $0.65 a contract, $0.50 below a $0.10 "
+    "premium, $0.25 below $0.05; $1.00 minimum an order) unless --commissions flat. Exchange, clearing and "
+    "regulatory fees are not modelled.",
+    "Execution and decisions are the daemon's own code (strategies.iron_condor, strategies.alvh, Executor pricing "
+    "and walk steps, SimExchange fills, margin and settlement); on history windows the backtest reproduces the "
+    "daemon's trades and net liquidation to the cent (tests/test_backtest_parity.py).",
+)
+
+
+# --------------------------------------------------------------------------- json helpers
+
+
+def _r(x, digits: int = 10):
+    """Round floats (recursively) to `digits` significant digits; NaN/inf become None."""
+    if isinstance(x, float) or isinstance(x, np.floating):
+        x = float(x)
+        if not math.isfinite(x):
+            return None
+        return float(f"{x:.{digits}g}")
+    if isinstance(x, dict):
+        return {k: _r(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_r(v, digits) for v in x]
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- building the report
+
+
+def _series(res: GroupResult, v: VariantResult, start_cash: float) -> M.Series:
+    return M.Series(M.to_dates(res.dates), np.asarray(v.nl, dtype=float), start_cash)
+
+
+def _hedge(v: VariantResult) -> M.Hedge | None:
+    if not v.layers:
+        return None
+    return M.Hedge(v.layers, np.asarray(v.hedge_value, dtype=float).reshape(len(v.nl), len(v.layers)),
+                   np.asarray(v.notional, dtype=float))
+
+
+def build(res: GroupResult, inputs: RunInputs, data_files: dict[str, str]) -> dict:
+    cfg = inputs.cfg
+    cash = cfg.sim.starting_cash
+    vix = np.asarray(res.vix, dtype=float)
+    series = {v.name: _series(res, v, cash) for v in res.variants}
+    base = series.get("unhedged")
+    base_dd = M.max_drawdown(base)["max_drawdown"] if base is not None else None
+    variants = {}
+    for v in res.variants:
+        s = series[v.name]
+        m = M.summary(s)
+        if base_dd is not None and v.kind != "spx":
+            m["drawdown_cut_vs_unhedged"] = M.cut(m["max_drawdown"], base_dd)
+        h = _hedge(v)
+        if h is not None:
+            m["hedge"] = M.hedge_costs(s, h)
+            m["hedge"]["spike_days"] = M.spike_days(s, h, vix)
+            m["hedge"]["by_year"] = M.hedge_by_year(s, h)
+            yrs = M.years(s)
+            layers = v.stats.get("layers", {})
+            paid = sum(b["premium_paid"] for b in layers.values())
+            m["hedge"]["premium_paid_per_year_pct_nl"] = paid / yrs / float(np.mean(s.nl)) * 100.0
+            m["hedge"]["layers"] = layers
+        m["monthly_drag_vs_unhedged_pct_mean"] = None
+        if base is not None and v.kind in ("alvh", "vxth"):
+            _, r_b, _ = M.monthly(base)
+            _, r_v, _ = M.monthly(s)
+            m["monthly_drag_vs_unhedged_pct_mean"] = float(np.mean(r_b - r_v) * 100.0)
+        stats = {k: val for k, val in v.stats.items() if k not in ("condor_rows", "hedge_log", "layers")}
+        variants[v.name] = {"label": v.label, "kind": v.kind, "sweep": v.sweep, **m, "counts": stats}
+
+    crises = []
+    for name, lo, hi in M.CRISES:
+        row = {"event": name, "from": lo, "to": hi, "variants": {}}
+        for v in res.variants:
+            if v.sweep:
+                continue
+            w = M.window(series[v.name], lo, hi)
+            if w is not None:
+                row["variants"][v.name] = w
+        if row["variants"]:
+            u = row["variants"].get("unhedged")
+            # a cut of a drawdown under 5 % is noise, not protection
+            row["cut"] = {k: M.cut(w["max_drawdown"], u["max_drawdown"]) if u and u["max_drawdown"] >= 0.05 else None
+                          for k, w in row["variants"].items() if k in ("alvh", "vxth")}
+            crises.append(row)
+
+    high = {v.name: M.high_vix_days(series[v.name], vix) for v in res.variants if not v.sweep}
+    high = {k: x for k, x in high.items() if x is not None}
+    hv = None
+    if high:
+        u = high.get("unhedged")
+        hv = {"year": 2022, "vix_at_least": M.HIGH_VIX, "variants": high,
+              "cut": {k: (M.cut(x["max_drawdown"], u["max_drawdown"]) if u and u["max_drawdown"] > 0 else None)
+                      for k, x in high.items() if k in ("alvh", "vxth")}}
+
+    report = {
+        "schema": 1,
+        "run": {
+            "preset": cfg.condor.preset, "seed": cfg.sim.seed, "from": res.dates[0], "to": res.dates[-1],
+            "sessions": res.sessions, "starting_cash": cash, "commissions": inputs.commissions,
+            "step_minutes": cfg.sim.step_minutes, "monitor_interval_s": cfg.schedule.monitor_interval_s,
+            "fill_fraction": cfg.sim.fill_fraction,
+            "condor": cfg.condor.model_dump(mode="json"), "hedge": cfg.hedge.model_dump(mode="json"),
+            "vxth_rule": {"delta": inputs.vxth.delta, "weights": [list(w) for w in inputs.vxth.weights],
+                          "at": inputs.vxth.at.isoformat()},
+        },
+        "data_files": data_files,
+        "variants": variants,
+        "crises": crises,
+        "high_vix_2022": hv,
+        "claims": claims(variants, crises, hv, _gfc(res, series)),
+        "sweep": sweep_table(variants),
+        "model_notes": list(MODEL_NOTES),
+    }
+    return _r(report)
+
+
+def _gfc(res: GroupResult, series: dict) -> dict | None:
+    if res.dates[0] > GFC[0] or res.dates[-1] < "2009-03-31":
+        return None
+    return {v.name: M.window(series[v.name], *GFC) for v in res.variants if not v.sweep}
+
+
+def _pct(x, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x * 100:.{digits}f}%"
+
+
+GFC = ("2007-10-01", "2009-06-30")
+
+
+def claims(variants: dict, crises: list, hv: dict | None, gfc: dict | None = None) -> list[dict]:
+    """ALVH.md §7, claim by claim, beside what this run measured."""
+    a, x = variants.get("alvh"), variants.get("vxth")
+    out = []
+
+    def row(claim, measure, lo, hi, alvh_value, vxth_value, better: str, unit: str = "%"):
+        if alvh_value is None:
+            verdict = "not measured (no alvh variant)"
+        elif lo <= alvh_value <= hi:
+            verdict = "yes: within the claim"
+        elif (alvh_value > hi) == (better == "higher"):
+            verdict = "better than claimed"
+        else:
+            verdict = "NO"
+        out.append({"claim": claim, "source": CLAIM_SOURCE, "measure": measure, "claimed": [lo, hi],
+                    "unit": unit, "alvh": alvh_value, "vxth_reference": vxth_value, "verdict": verdict})
+
+    cut_a = a.get("drawdown_cut_vs_unhedged") if a else None
+    cut_x = x.get("drawdown_cut_vs_unhedged") if x else None
+    row("35-40% lower maximum drawdown", "max drawdown cut vs unhedged condors, whole period", 0.35, 0.40, cut_a,
+        cut_x, "higher")
+    hv_a = hv["cut"].get("alvh") if hv else None
+    hv_x = hv["cut"].get("vxth") if hv else None
+    row("37% lower drawdown on high-VIX days of 2022", "cut of the largest drawdown on 2022 sessions with VIX >= 30",
+        0.37, 0.37, hv_a, hv_x, "higher")
+    # events: the listed crises where the unhedged condors lost 15 % or more
+    big = [c for c in crises if c["variants"].get("unhedged", {}).get("max_drawdown", 0) >= 0.15]
+    if not big:
+        verdict = "not testable: no listed event cost the unhedged condors 15% or more"
+        dd_a = dd_x = None
+    else:
+        dd_a = max((c["variants"].get("alvh", {}).get("max_drawdown", float("nan")) for c in big), default=None)
+        dd_x = max((c["variants"].get("vxth", {}).get("max_drawdown", float("nan")) for c in big), default=None)
+        ok = dd_a is not None and dd_a <= 0.12
+        verdict = "yes: within the claim" if ok else "NO"
+    out.append({"claim": "8-12% drawdowns on events that would otherwise cost 15-20%", "source": CLAIM_SOURCE,
+                "measure": "worst hedged drawdown over the listed crises where the unhedged condors lost >= 15% "
+                           f"({', '.join(c['event'] for c in big) or 'none'})",
+                "claimed": [0.08, 0.12], "unit": "%", "alvh": dd_a, "vxth_reference": dd_x, "verdict": verdict})
+    ha, hx = (a or {}).get("hedge", {}), (x or {}).get("hedge", {})
+
+    def cost_row(claim, measure, lo, hi, key):
+        va, vx = ha.get(key), hx.get(key)
+        va = None if va is None else va / 100
+        vx = None if vx is None else vx / 100
+        if va is None:
+            verdict = "not measured"
+        elif lo <= va <= hi:
+            verdict = "yes: within the claim"
+        elif va < lo:
+            verdict = "cheaper than claimed"
+        else:
+            verdict = "NO: costlier than claimed"
+        out.append({"claim": claim, "source": CLAIM_SOURCE, "measure": measure, "claimed": [lo, hi], "unit": "%",
+                    "alvh": va, "vxth_reference": vx, "verdict": verdict})
+
+    cost_row("hedge cost of 1-2% a year (article 1)", "annual hedge cost (minus hedge P&L) / average net liquidation",
+             0.01, 0.02, "annual_cost_pct_nl")
+    cost_row("0.35-0.65% of notional a month (article 5)",
+             "hedge cost / sum over months of the month's average condor notional (max loss)", 0.0035, 0.0065,
+             "monthly_cost_pct_notional")
+    cost_row("monthly drag of 0.4-1.2% (article 3)", "hedge cost / sum over months of net liquidation at the "
+             "month's start", 0.004, 0.012, "monthly_drag_pct_nl")
+    sa, sx = ha.get("spike_days", {}), hx.get("spike_days", {})
+    row("spike-day hedge gains of 1.8-2.2x the condor wing loss",
+        f"sum of hedge P&L / sum of condor losses on days VIX closed >= {M.SPIKE_VIX_RISE:.0%} higher "
+        f"({sa.get('spike_days_condor_loss', 0)} such days with a condor loss)", 1.8, 2.2, sa.get("ratio_of_sums"),
+        sx.get("ratio_of_sums"), "higher", unit="x")
+    if gfc is not None:
+        spx_dd = gfc.get("spx", {}).get("max_drawdown")
+        out.append({"claim": "reference: Cboe VXTH index ~43% max drawdown in 2008-09 vs ~57% for the S&P 500",
+                    "source": CLAIM_SOURCE, "measure": f"largest drawdown {GFC[0]}..{GFC[1]}; the vxth column is "
+                    "condors + the VXTH call rule, not the VXTH index (S&P 500 + calls)",
+                    "claimed": [0.57, 0.57], "unit": "%", "alvh": gfc.get("alvh", {}).get("max_drawdown"),
+                    "spx": spx_dd, "unhedged": gfc.get("unhedged", {}).get("max_drawdown"),
+                    "vxth_reference": gfc.get("vxth", {}).get("max_drawdown"),
+                    "verdict": "data check: S&P 500 drawdown " + (_pct(spx_dd) if spx_dd is not None else "n/a")
+                               + " (published ~57%)"})
+    return out
+
+
+def sweep_table(variants: dict) -> list[dict] | None:
+    rows = [(k, v) for k, v in variants.items() if v["kind"] == "alvh"]
+    if not any(v["sweep"] for _, v in rows):
+        return None
+    out = []
+    for name, v in rows:
+        h = v.get("hedge", {})
+        out.append({"variant": name, "size": v["label"], "annual_cost_pct_nl": h.get("annual_cost_pct_nl"),
+                    "premium_paid_per_year_pct_nl": h.get("premium_paid_per_year_pct_nl"),
+                    "max_drawdown": v["max_drawdown"], "drawdown_cut_vs_unhedged": v.get("drawdown_cut_vs_unhedged"),
+                    "cagr": v["cagr"], "sharpe": v["sharpe"]})
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write(report: dict, res: GroupResult, out_dir: Path, charts: bool = True) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    p = out_dir / "report.json"
+    p.write_text(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    paths.append(p)
+    p = out_dir / "report.md"
+    p.write_text(markdown(report), encoding="utf-8")
+    paths.append(p)
+    p = out_dir / "equity.csv"
+    names = [v.name for v in res.variants]
+    lines = ["date,vix_close,spx_close," + ",".join(names)]
+    for i, d in enumerate(res.dates):
+        lines.append(f"{d},{res.vix[i]:.2f},{res.spx[i]:.2f}," + ",".join(f"{v.nl[i]:.2f}" for v in res.variants))
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    paths.append(p)
+    if charts:
+        from bot.backtest import charts as C
+
+        paths += C.draw_all(report, res, out_dir)
+    return paths
+
+
+def _fmt_money(x) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def _f(x, digits=2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(r: dict) -> str:
+    run = r["run"]
+    v = r["variants"]
+    main = [k for k, x in v.items() if not x["sweep"]]
+    L = [f"# Backtest: SPX {run['preset']} iron condors, hedged and unhedged, {run['from']} to {run['to']}", ""]
+    L.append(f"{run['sessions']} sessions, seed {run['seed']}, starting cash {run['starting_cash']:,.0f}, "
+             f"commissions `{run['commissions']}`. Same path, same strategy and execution code for every variant.")
+    L += ["", "## Verdict on the hedge's claims (ALVH.md §7)", ""]
+    L += ["| claim | measured as | claimed | ALVH | VXTH rule (reference) | verdict |", "|---|---|---|---|---|---|"]
+    for c in r["claims"]:
+        unit = c.get("unit", "%")
+
+        def show(x):
+            if x is None:
+                return "n/a"
+            return f"{x:.2f}x" if unit == "x" else _pct(x, 2 if abs(x) < 0.1 else 1)
+
+        lo, hi = c["claimed"]
+        claimed = show(lo) if lo == hi else f"{show(lo)} to {show(hi)}"
+        alvh_cell = show(c.get("alvh"))
+        if "spx" in c:
+            alvh_cell = f"{alvh_cell} (unhedged {show(c.get('unhedged'))}, S&P 500 {show(c.get('spx'))})"
+        L.append(f"| {c['claim']} | {c['measure']} | {claimed} | {alvh_cell} | {show(c.get('vxth_reference'))} "
+                 f"| {c['verdict']} |")
+    L += ["", _conclusion(r), ""]
+    L += ["## Variants (whole period)", ""]
+    L += ["Hedge cost = minus the hedge's P&L (premiums, commissions, sales, settlements and the value still held): "
+          "a negative cost is a net gain.", ""]
+    L += ["| variant | final NL | CAGR | volatility | Sharpe (rf 0) | max drawdown | peak -> trough | "
+          "DD cut vs unhedged | hedge cost %NL/yr | monthly drag %NL | worst months |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k in main:
+        x = v[k]
+        h = x.get("hedge", {})
+        worst = ", ".join(f"{w['month']} {_pct(w['return'])}" for w in x["worst_months"])
+        L.append(f"| {k} | {_fmt_money(x['final_nl'])} | {_pct(x['cagr'])} | {_pct(x['volatility'])} | "
+                 f"{_f(x['sharpe'])} | {_pct(x['max_drawdown'])} | {x['peak']} -> {x['trough']} | "
+                 f"{_pct(x.get('drawdown_cut_vs_unhedged')) if k != 'unhedged' and x['kind'] != 'spx' else '-'} | "
+                 f"{_f(h.get('annual_cost_pct_nl')) if h else '-'} | "
+                 f"{_f(h.get('monthly_drag_pct_nl')) if h else '-'} | {worst} |")
+    L += ["", "Hedge detail:", ""]
+    for k in main:
+        h = v[k].get("hedge")
+        if not h:
+            continue
+        layers = ", ".join(f"{layer} {_fmt_money(p)}" for layer, p in h["hedge_pnl_by_layer"].items())
+        sd = h["spike_days"]
+        L.append(f"- **{k}**: hedge P&L {_fmt_money(h['hedge_pnl'])} ({layers}); premium paid "
+                 f"{_f(h['premium_paid_per_year_pct_nl'])}% of NL a year; months the hedge lost money: "
+                 f"{h['months_hedge_lost']} of {h['months']}; monthly cost / condor notional "
+                 f"{_f(h['monthly_cost_pct_notional'])}% (median month {_f(h['monthly_cost_pct_notional_median'])}%); "
+                 f"monthly drag {_f(h['monthly_drag_pct_nl'])}% of NL (median month "
+                 f"{_f(h['monthly_drag_pct_nl_median'])}%); "
+                 f"spike days (VIX +20%): {sd['spike_days']}, with a condor loss {sd['spike_days_condor_loss']}, "
+                 f"hedge gain / condor loss {_f(sd.get('ratio_of_sums'))}x (median day {_f(sd.get('median_ratio'))}x).")
+    L += ["", "Counts:", ""]
+    for k in main:
+        c = v[k]["counts"]
+        if not c:
+            continue
+        L.append(f"- **{k}**: condors opened {c.get('condors_opened')}, closed {c.get('condors_closed')}, "
+                 f"entries skipped {c.get('condor_skips')}, orders {c.get('orders')} (timed out "
+                 f"{c.get('orders_timed_out')}, blocked {c.get('orders_blocked')}, rejected {c.get('orders_rejected')}), "
+                 f"commissions {_fmt_money(c.get('commissions'))}"
+                 + (f", hedge actions {c.get('hedge_actions')}, activations {c.get('hedge_activations')}"
+                    if "hedge_actions" in c else "")
+                 + (f", VXTH buys {c.get('vxth_buys')} (months without calls {c.get('vxth_months_without_calls')})"
+                    if "vxth_buys" in c else "") + ".")
+    hedged = [k for k in main if v[k].get("hedge")]
+    if hedged:
+        L += ["", "Hedge P&L by calendar year (dollars, and % of the year's opening net liquidation):", ""]
+        L.append("| year | " + " | ".join(hedged) + " |")
+        L.append("|---|" + "---|" * len(hedged))
+        by = {k: {y["year"]: y for y in v[k]["hedge"]["by_year"]} for k in hedged}
+        for year in sorted(next(iter(by.values()))):
+            L.append(f"| {year} | " + " | ".join(f"{_fmt_money(by[k][year]['hedge_pnl'])} ({by[k][year]['pct_nl']:+.2f}%)"
+                                                  for k in hedged) + " |")
+    L += ["", "## Crises", "", "Return over the window and largest drawdown inside it (from the close before it); "
+          "a cut is shown where the unhedged condors' drawdown reached 5%.", ""]
+    names = [k for k in main]
+    L.append("| event | " + " | ".join(f"{k} return / DD" for k in names) + " | ALVH DD cut | VXTH DD cut |")
+    L.append("|---|" + "---|" * len(names) + "---|---|")
+    for c in r["crises"]:
+        cells = []
+        for k in names:
+            w = c["variants"].get(k)
+            cells.append("n/a" if w is None else f"{_pct(w['return'])} / {_pct(w['max_drawdown'])}")
+        cut = c.get("cut", {})
+        L.append(f"| {c['event']} | " + " | ".join(cells) + f" | {_pct(cut.get('alvh'))} | {_pct(cut.get('vxth'))} |")
+    hv = r.get("high_vix_2022")
+    if hv:
+        L += ["", f"## 2022, sessions with VIX >= {hv['vix_at_least']:.0f}", ""]
+        L += ["| variant | days | largest drawdown on those days | summed daily return on those days |",
+              "|---|---|---|---|"]
+        for k, x in hv["variants"].items():
+            L.append(f"| {k} | {x['days']} | {_pct(x['max_drawdown'])} | {_pct(x['sum_return'])} |")
+        L.append("")
+        L.append(f"Drawdown cut on those days: ALVH {_pct(hv['cut'].get('alvh'))}, VXTH rule "
+                 f"{_pct(hv['cut'].get('vxth'))} (claimed: 37%).")
+    if r.get("sweep"):
+        L += ["", "## How much hedge is enough (sweep on the same path)", ""]
+        L += ["| size | net hedge cost %NL/yr | premium paid %NL/yr | max drawdown | DD cut vs unhedged | CAGR | Sharpe |",
+              "|---|---|---|---|---|---|---|"]
+        for s in sorted(r["sweep"], key=lambda s: (s["annual_cost_pct_nl"] is None, s["annual_cost_pct_nl"])):
+            L.append(f"| {s['size']} | {_f(s['annual_cost_pct_nl'])} | {_f(s['premium_paid_per_year_pct_nl'])} | "
+                     f"{_pct(s['max_drawdown'])} | {_pct(s['drawdown_cut_vs_unhedged'])} | {_pct(s['cagr'])} | "
+                     f"{_f(s['sharpe'])} |")
+        L += ["", _sweep_conclusion(r["sweep"])]
+    L += ["", "## Charts", "", "![equity](equity.png)", "![drawdowns](drawdowns.png)",
+          "![hedge P&L by layer](hedge_layers.png)", "![VIX, tiers and activation](vix_tiers.png)"]
+    if r.get("sweep"):
+        L.append("![hedge cost against drawdown cut](sweep.png)")
+    L += ["", "## Model and data notes", ""]
+    L += [f"- {n}" for n in r["model_notes"]]
+    L += ["", "Data files (SHA-256):", ""]
+    L += [f"- `{k}` {h}" for k, h in r["data_files"].items()]
+    return "\n".join(L) + "\n"
+
+
+def _cost_words(h: dict) -> str:
+    c = h.get("annual_cost_pct_nl")
+    paid = h.get("premium_paid_per_year_pct_nl")
+    if c is None:
+        return "at an unknown cost"
+    net = f"a net cost of {c:.2f}%" if c >= 0 else f"a net gain of {-c:.2f}%"
+    return f"paying {_f(paid)}% of net liquidation a year in premium for {net} a year"
+
+
+def _conclusion(r: dict) -> str:
+    v = r["variants"]
+    a, x = v.get("alvh"), v.get("vxth")
+    if not a:
+        return ""
+    cut = a.get("drawdown_cut_vs_unhedged")
+    parts = [f"**In this run the ALVH (4/4/2 per $100k of condor max loss) cut the condors' maximum drawdown by "
+             f"{_pct(cut)}, {_cost_words(a.get('hedge', {}))}. The articles claim a 35-40% cut at 1-2% a year.**"]
+    if cut is not None and cut < 0.35:
+        parts.append("The claimed drawdown reduction is not reproduced at the documented size.")
+    if x:
+        parts.append(f"For reference, the Cboe VXTH call rule on the same condors cut it by "
+                     f"{_pct(x.get('drawdown_cut_vs_unhedged'))}, {_cost_words(x.get('hedge', {}))}.")
+    if r.get("sweep"):
+        parts.append(_sweep_conclusion(r["sweep"]))
+    return " ".join(parts)
+
+
+def _sweep_conclusion(rows: list[dict]) -> str:
+    ok = [s for s in rows if (s["drawdown_cut_vs_unhedged"] or 0) >= 0.35]
+    if ok:
+        best = min(ok, key=lambda s: s["premium_paid_per_year_pct_nl"])
+        below = [s for s in rows if (s["drawdown_cut_vs_unhedged"] or 0) < 0.35]
+        near = max(below, key=lambda s: s["drawdown_cut_vs_unhedged"] or -1) if below else None
+        text = (f"The smallest hedge reaching the claimed 35% cut is **{best['size']}**: a "
+                f"{_pct(best['drawdown_cut_vs_unhedged'])} cut, paying {_f(best['premium_paid_per_year_pct_nl'])}% of "
+                f"net liquidation a year in premium for a net cost of {_f(best['annual_cost_pct_nl'])}% a year "
+                f"(net of what the calls returned; a negative cost is a gain).")
+        if near is not None:
+            text += (f" The next size down, {near['size']}, cuts {_pct(near['drawdown_cut_vs_unhedged'])} "
+                     f"(premium {_f(near['premium_paid_per_year_pct_nl'])}%/yr).")
+        return text
+    top = max(rows, key=lambda s: s["drawdown_cut_vs_unhedged"] or -1)
+    return (f"**No size tested reaches the claimed 35% cut.** The largest cut is {_pct(top['drawdown_cut_vs_unhedged'])} "
+            f"({top['size']}, {_f(top['annual_cost_pct_nl'])}% of net liquidation a year).")

@@ -1,0 +1,126 @@
+"""The backtest's fast paths give the daemon's numbers bit for bit: quotes (vs
+SimExchange.price_options), intraday paths (vs HistoryMarket), job times (vs CronJob) and
+session times (vs TradingCalendar). Real history from ../shared/data."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from bot.calendar import NY, UTC, TradingCalendar
+from bot.data import load_history
+from bot.domain import OptionSpec, Right
+from bot.schedule import CronJob
+from bot.sim.exchange import ExchangeSettings, SimExchange
+from bot.sim.market import HistoryMarket
+
+from bot.backtest.pricer import Pricer, day_arrays
+from bot.backtest.replay import Schedule, SessionTimes
+
+from conftest import data_dir
+
+pytestmark = pytest.mark.skipif(data_dir() is None, reason="history files not found (SPX_BOT_DATA or ../shared/data)")
+
+
+@pytest.fixture(scope="module")
+def world():
+    cal = TradingCalendar(end=date(2027, 12, 31))
+    history = load_history(data_dir(), date(2003, 6, 1), date(2026, 7, 23))
+    market = HistoryMarket(history, cal, 7)
+    ex = SimExchange(market, cal, ExchangeSettings(), ":memory:")
+    times = SessionTimes(cal, date(2004, 1, 1), date(2027, 6, 30))
+    return cal, market, ex, Pricer(market, cal, ex, times), times
+
+
+def test_quotes_equal_the_exchange_bit_for_bit(world):
+    cal, market, ex, pricer, _ = world
+    rng = random.Random(11)
+    days = cal.sessions_between(date(2004, 4, 1), date(2026, 7, 1))
+    compared = 0
+    for _ in range(60):
+        d = rng.choice(days)
+        day = pricer.start_day(d)
+        k = rng.randrange(len(day.stamps))
+        t = datetime.fromtimestamp(min(float(day.stamps[k]) + rng.choice([0, 15, 45, 200]), day.close_ts), UTC)
+        spot = market.state_at(t).spx
+        options = []
+        for e in ex.expiries(t)[:rng.randint(1, 30)][-3:]:
+            for strike in range(int(spot * 0.85 // 5 * 5), int(spot * 1.15 // 5 * 5), 5 * rng.randint(1, 20)):
+                options.append(OptionSpec("SPX", e, Decimal(strike), rng.choice([Right.PUT, Right.CALL])))
+        for e, tc in ex.vix_expiries(t)[:8]:
+            for strike in ex.vix_strikes(e, t)[::rng.randint(1, 7)]:
+                options.append(OptionSpec("VIX", e, strike, rng.choice([Right.CALL, Right.PUT]), tc))
+        expected = ex.price_options(options, t)
+        assert pricer.quotes(options, t) == expected, (d, t)
+        compared += len(expected)
+    assert compared > 5000
+
+
+def test_walk_quotes_equal_the_exchange(world):
+    cal, market, ex, pricer, _ = world
+    d = date(2020, 3, 16)
+    day = pricer.start_day(d)
+    t0 = float(day.stamps[40])
+    e = ex.expiries(datetime.fromtimestamp(t0, UTC))[1]
+    opts = [OptionSpec("SPX", e, Decimal(k), r) for k in (2200, 2400, 2600) for r in Right]
+    vix_e, tc = ex.vix_expiries(datetime.fromtimestamp(t0, UTC))[2]
+    opts += [OptionSpec("VIX", vix_e, Decimal(k), Right.CALL, tc) for k in (40, 60)]
+    stamps = [t0 + 15 * k for k in range(12)]
+    book = pricer.bid_ask_over(opts, stamps)
+    for k, ts in enumerate(stamps):
+        full = ex.price_options(opts, datetime.fromtimestamp(ts, UTC))
+        assert {key: (q.bid, q.ask) for key, q in book[k].items()} == {key: (q.bid, q.ask) for key, q in full.items()}
+
+
+def test_intraday_paths_equal_the_market(world):
+    cal, market, _, _, times = world
+    for d in cal.sessions_between(date(2004, 3, 26), date(2026, 7, 23))[::23]:
+        a, b = day_arrays(market, d), day_arrays(market, d, times.get(d))
+        for f in ("stamps", "spx", "vix", "vix9d", "vix3m", "vvix", "vx"):
+            assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), (d, f)
+        assert a.vx_expiries == b.vx_expiries and a.rate == b.rate
+
+
+def test_session_times_equal_the_calendar(world):
+    cal, _, _, _, times = world
+    for d in cal.sessions_between(date(2004, 1, 2), date(2026, 12, 31))[::17] + [date(2019, 12, 24), date(2024, 7, 3)]:
+        o, c = cal.open_close(d)
+        assert times.get(d) == (o.timestamp(), c.timestamp()), d
+
+
+@pytest.mark.parametrize("job", [
+    CronJob("condor.entry", 15, 30, "mon-fri", before_close=timedelta(minutes=30)),
+    CronJob("condor.entry", 10, 0, "mon", first_of_week=True, before_close=timedelta(minutes=30)),
+    CronJob("hedge.rebalance", 10, 0),
+    CronJob("odd", 13, 45, "tue,thu", before_close=timedelta(minutes=10)),
+])
+def test_job_times_equal_the_scheduler(world, job):
+    cal, _, _, _, times = world
+    sched = Schedule(cal, 300, job, None, None, times)
+    for d in cal.sessions_between(date(2004, 1, 1), date(2026, 7, 31)):
+        expected = job.next_fire(cal, datetime.combine(d, time(0), NY).astimezone(UTC))
+        expected = expected if expected is not None and expected.astimezone(NY).date() == d else None
+        assert sched.fire(job, d) == expected, d
+
+
+def test_vix_strikes_and_day_paths_equal_the_exchange(world):
+    from bot.backtest.replay import Day, Schedule, vix_strikes
+
+    cal, market, ex, pricer, times = world
+    sched = Schedule(cal, 300, None, None, None, times)
+    for d in cal.sessions_between(date(2005, 1, 3), date(2026, 7, 1))[::97]:
+        day = Day(d, pricer, cal, sched, False)
+        inst = day.instants[len(day.instants) // 2]
+        listed = ex.vix_expiries(inst.t)
+        for e, tc in listed[:6]:
+            assert vix_strikes(pricer.vix_future(e, inst.ts)) == ex.vix_strikes(e, inst.t), (d, e)
+        options = [OptionSpec("VIX", e, k, Right.CALL, tc) for e, tc in listed[:4]
+                   for k in ex.vix_strikes(e, inst.t)[::9]]
+        for i in (day.instants[0], inst, day.instants[-2]):
+            got = day.lot_quotes({o.key: o for o in options}, i)
+            want = ex.price_options(options, i.t)
+            assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}
