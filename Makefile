@@ -23,6 +23,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/hedge.py
+	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) state/*.sqlite* state/*.json state/*.sock
