@@ -12,7 +12,7 @@ import math
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from bot.broker.base import Broker, BrokerError, FatalBrokerError, TransientBrokerError
+from bot.broker.base import Broker, BrokerError, FatalBrokerError, TransientBrokerError, UnknownState
 from bot.calendar import NY, TradingCalendar
 from bot.clock import Clock
 from bot.config import Config
@@ -103,7 +103,10 @@ class Engine:
                       server_version=getattr(self.broker, "server_version", None))
         if hasattr(self.broker, "on_resync"):
             self.broker.on_resync.append(self.resync)
-        await self.reconcile()
+        try:
+            await self.reconcile()
+        except (TransientBrokerError, UnknownState) as e:  # FAILURES.md 13: unknown, not empty; the resync retries
+            self.log.warning("reconcile.skipped", error=str(e), error_type=type(e).__name__)
         if self.hedge is not None:
             await self.hedge.warm_up()
             await self.hedge.check_invariant()
@@ -136,12 +139,17 @@ class Engine:
         await self.reconcile()
 
     async def reconcile(self) -> None:
-        report = await reconcile_intents(self.store, self.broker, self.executor, self.clock, self.log)
+        report = await reconcile_intents(self.store, self.broker, self.executor, self.clock, self.log,
+                                         owned=frozenset(self._busy))
         for rec, outcome in report.finished:
             self._apply(rec.intent, outcome)
         self._repair_effects()
         await self.book_settlements()
         diff = await position_differences(self.store, self.broker)
+        # the legs of orders a walk of this process still owns are booked by that walk
+        in_flight = {leg.option.key for r in self.store.live_intents() if r.intent.group in self._busy
+                     for leg in r.intent.order.legs}
+        diff = {k: v for k, v in diff.items() if k not in in_flight}
         if diff:
             # FAILURES.md 14: the broker is the truth; stop opening, never "fix" it with orders
             self.store.set_control(MISMATCH_KEY, json.dumps({k: [s, b] for k, (s, b) in diff.items()}))

@@ -26,9 +26,14 @@ class ReconcileReport:
     position_diff: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (store, broker)
 
 
-async def reconcile_intents(store: Store, broker: Broker, executor: Executor, clock: Clock, log) -> ReconcileReport:
+async def reconcile_intents(store: Store, broker: Broker, executor: Executor, clock: Clock, log,
+                            owned: frozenset[str] = frozenset()) -> ReconcileReport:
+    """`owned`: groups whose order a task of this process is still walking (a resync after
+    a reconnect, not a restart): those are left to their walk."""
     report = ReconcileReport()
     for rec in store.live_intents():
+        if rec.intent.group in owned:
+            continue
         ref = rec.intent.order_ref
         state = await broker.order(ref)
         if state is None:

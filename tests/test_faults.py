@@ -505,8 +505,8 @@ async def test_06_07_link_lost_then_restored_degrades_then_resyncs(rig, ib_error
 
 
 @pytest.mark.xfail(strict=True, raises=KnownBug,
-                   reason="BUG: Engine.resync -> reconcile adopts an order that a live walk of "
-                          "this process still owns: two walkers for one order")
+                   reason="BUG: the entry's walk dies on the TransientBrokerError of a modify while "
+                          "degraded, and the resync then adopts the order: a second walk over one order")
 async def test_06b_resync_leaves_a_walking_order_to_its_walk(rig, ib_errors):
     """6 / 7 (continued): a short 1100/1102 while the entry walks (fills held). The walk only met
     missing quotes and is still alive; the resync must not adopt the same order and start a
@@ -826,9 +826,6 @@ async def test_13_reconcile_query_failing_half_way_is_unknown_not_empty(rig, ib_
     assert_clean(logs)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug,
-                   reason="BUG: Engine.start lets a transient reconcile failure escape (the CLI "
-                          "then exits as fatal) instead of skipping the cycle")
 async def test_13b_start_survives_a_reconcile_query_failing_half_way(rig, ib_errors):
     """13 (continued): the failed cycle is skipped, not fatal: Engine.start() still returns
     True (the reconcile after the reconnect will decide)."""
