@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -136,11 +137,19 @@ async def _run(cfg, args) -> int:
     return code
 
 
+@dataclass
 class _Simulator:
     """The simulated market, exchange and clock of a run, and the broker that trades them."""
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    clock: object
+    calendar: object
+    exchange: object
+    market: object
+    gateway: object | None
+    broker: object
+    log: object
+    until: datetime | None
+    info: dict
 
     async def close(self) -> None:
         if self.gateway is not None:

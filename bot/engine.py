@@ -26,6 +26,7 @@ from bot.domain import (
     IntentStatus,
     MarketSnapshot,
     OptionSpec,
+    OrderState,
     OrderStatus,
     Right,
 )
@@ -554,8 +555,6 @@ def _net_price(fills: list[Fill], quantity: int) -> Decimal:
     return sum((f.price * f.quantity for f in fills), Decimal(0)) / max(1, quantity)
 
 
-def _filled_state(rec, price: Decimal):
-    from bot.domain import OrderState
-
+def _filled_state(rec, price: Decimal) -> OrderState:
     q = rec.intent.order.quantity
     return OrderState(rec.intent.order_ref, rec.broker_id or "", OrderStatus.FILLED, rec.limit or price, q, 0, price)
