@@ -1,7 +1,8 @@
 """Order lifecycle: persist the intent, send, walk the limit from mid toward natural, cancel.
 
-`Executor.send` is THE place orders leave the bot: it refuses anything while the store says
-HALTED (the kill switch), except the kill switch's own flatten orders.
+`Executor._send` is THE place orders leave the bot: it refuses anything while the store says
+HALTED (the kill switch), except the kill switch's own flatten orders, and any new order the
+pre-send guard (`bot.guard`) finds unsafe against the broker's positions and our working orders.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from bot.broker.base import Broker, OrderRejected, TransientBrokerError
+from bot import guard
+from bot.broker.base import Broker, BrokerError, OrderRejected, TransientBrokerError
 from bot.clock import Clock
 from bot.domain import BadQuote, ComboOrder, Intent, IntentStatus, OrderState, OrderStatus, ceil_tick, floor_tick
 from bot.store import Store
@@ -19,10 +21,17 @@ if TYPE_CHECKING:
     from bot.config import ExecutionConfig
 
 FLATTEN = "flatten"
+HEDGE_FLATTEN = "hedge.flatten"  # the kill switch's buy-backs of written calls
+KILL_SWITCH_PURPOSES = frozenset({FLATTEN, HEDGE_FLATTEN})
 
 
 class Halted(Exception):
     """An order was refused because the kill switch is engaged."""
+
+
+class Refused(Exception):
+    """The pre-send guard refused an order: sent in full with every working order, it could
+    leave a short uncovered or sell what the account does not hold. Final for that intent."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +82,29 @@ class Executor:
 
     def _check_halt(self, intent: Intent) -> None:
         halted, reason = self.store.halted()
-        if halted and intent.purpose != FLATTEN:
+        if halted and intent.purpose not in KILL_SWITCH_PURPOSES:
             raise Halted(reason)
+
+    async def _guard(self, intent: Intent) -> None:
+        """Refuse a new order that is unsafe against the broker's positions now and every
+        working order of ours (each may still fill): `bot.guard.refusal`. Positions that cannot
+        be read refuse too: safety that cannot be checked is not assumed."""
+        try:
+            held = {p.option: p.quantity for p in await self.broker.positions()}
+        except BrokerError as e:
+            raise Refused(f"positions unknown: {e}") from e
+        working = [guard.Working(r.intent.order.legs, r.intent.order.quantity - (r.filled or 0))
+                   for r in self.store.live_intents() if r.intent.order_ref != intent.order_ref]
+        why = guard.refusal(held, working, intent.order.legs, intent.order.quantity, intent.purpose)
+        if why is not None:
+            raise Refused(why)
 
     async def _send(self, intent: Intent, limit: Decimal, modify: bool) -> OrderState:
         """The single exit point for orders."""
         self._check_halt(intent)
-        if modify:
+        if modify:  # same legs and quantity: the guard checked them when the order was placed
             return await self.broker.modify(intent.order_ref, limit)
+        await self._guard(intent)
         state = await self.broker.place_combo(intent.order_ref, intent.order.legs, intent.order.quantity, limit)
         self.store.mark_sent(intent.order_ref, self.clock.now())
         return state
@@ -102,6 +126,12 @@ class Executor:
         except Halted as e:
             self.store.set_intent_status(intent.order_ref, IntentStatus.CANCELLED, self.clock.now(), note=f"halted: {e}")
             return Outcome(intent.order_ref, IntentStatus.CANCELLED, None, "halted")
+        except Refused as e:
+            self.store.set_intent_status(intent.order_ref, IntentStatus.REJECTED, self.clock.now(),
+                                         note=f"refused by the pre-send guard: {e}")
+            self.log.error("order.refused", order_ref=intent.order_ref, purpose=intent.purpose, group=intent.group,
+                           quantity=intent.order.quantity, reason=str(e))
+            return Outcome(intent.order_ref, IntentStatus.REJECTED, None, f"refused: {e}")
         self.log.info(
             "order.submitted", order_ref=intent.order_ref, purpose=intent.purpose, group=intent.group,
             quantity=intent.order.quantity, limit=str(limit), mid=str(pricing.mid), natural=str(pricing.natural),
