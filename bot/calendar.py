@@ -90,6 +90,16 @@ class TradingCalendar:
         """SPXW weeklies are PM-settled: they expire at the session's close (16:00 ET)."""
         return self.open_close(d)[1]
 
+    def vix_expiry_time(self, d: date) -> datetime:
+        """VIX options are AM-settled: they expire at the special opening quotation, the open
+        (09:30 ET) of their expiry date."""
+        return self.open_close(d)[0]
+
+    def settlement_time(self, option) -> datetime:
+        """When an option of `bot.domain.OptionSpec` leaves the books: VIX/VIXW at the morning
+        SOQ of its expiry date, SPXW at the close."""
+        return self.vix_expiry_time(option.expiry) if option.symbol == "VIX" else self.spxw_expiry_time(option.expiry)
+
     @lru_cache(maxsize=None)
     def vix_monthly_expiry(self, year: int, month: int) -> date:
         """VIX monthly expiry for the contract month: the Wednesday 30 days before the third

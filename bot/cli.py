@@ -247,12 +247,17 @@ def _offline_status(cfg) -> dict:
 
     if not Path(cfg.bot.store_path).exists():
         return {"daemon": "not running", "halted": False, "open_condors": [], "positions": {}}
+    from bot.engine import MISMATCH_KEY
+
     with Store(cfg.bot.store_path) as store:
         halted, reason = store.halted()
+        mismatch = store.get_control(MISMATCH_KEY)
         return {
             "daemon": "not running",
             "halted": halted,
             "halt_reason": reason,
+            "position_mismatch": ({k: {"store": a, "broker": b} for k, (a, b) in json.loads(mismatch).items()}
+                                  if mismatch else None),
             "store_positions": store.positions(),
             "open_condors": [
                 {"condor_id": c.condor_id, "expiry": str(c.expiry), "quantity": c.quantity, "credit": str(c.credit),
@@ -267,6 +272,11 @@ def _offline_status(cfg) -> dict:
 def _print_status(s: dict) -> None:
     print(f"daemon:   {s.get('daemon', 'running')}   time: {s.get('time', '-')}")
     print(f"halted:   {s.get('halted')}" + (f" ({s.get('halt_reason')})" if s.get("halted") else ""))
+    if s.get("position_mismatch"):
+        print("entries:  BLOCKED: store positions differ from the broker's (broker is the truth; clears when they"
+              " agree again, or `spx-bot resume`)")
+        for k, d in s["position_mismatch"].items():
+            print(f"  {k:28s} store {d['store']:+d}  broker {d['broker']:+d}")
     if "account" in s:
         a = s["account"]
         print(f"account:  {a['id']} paper={a['paper']} net_liq={a['net_liquidation']} cash={a['cash']}")
@@ -289,6 +299,8 @@ def _print_status(s: dict) -> None:
         for layer, b in hedge["layers"].items():
             print(f"  {layer:5s} long {b['held']:3d} short {b['short']:3d}  paid {b['premium_paid']}"
                   f"  collected {b['premium_collected']}  realized {b['realized_pnl']}  unrealized {b['unrealized_pnl']}")
+        for lot in hedge.get("lots", []):
+            print(f"    {lot['layer']:5s} {lot['option']:28s} {lot['quantity']:+d} @ {lot['cost']}")
 
 
 def cmd_kill(args) -> int:

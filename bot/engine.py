@@ -30,7 +30,7 @@ from bot.domain import (
     OrderStatus,
     Right,
 )
-from bot.execution import FLATTEN, Executor, Outcome
+from bot.execution import FLATTEN, HEDGE_FLATTEN, Executor, Outcome
 from bot.hedging import HedgeManager
 from bot.reconcile import position_differences, reconcile_intents
 from bot.risk import check_paper_account
@@ -73,7 +73,8 @@ class Engine:
             SessionJob("session.open", "open"),
             SessionJob("session.close", "close", timedelta(minutes=1)),
         ]
-        self.hedge = HedgeManager(cfg, clock, calendar, broker, store, self.executor, log) if cfg.hedge.enabled else None
+        self.hedge = (HedgeManager(cfg, clock, calendar, broker, store, self.executor, log, settle=self.book_settlements)
+                      if cfg.hedge.enabled else None)
         if self.hedge is not None:
             hh, mm = (int(x) for x in cfg.hedge.rebalance_time.split(":"))
             self.jobs.append(CronJob("hedge.rebalance", hh, mm))
@@ -81,6 +82,7 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[str] = set()  # condor ids with an order in flight
         self._vix_task: asyncio.Task | None = None  # a hedge evaluation started by a live tick
+        self.winding_down = False  # `--for` has passed: no entries, no hedge trades but buy-backs
         self.account = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -116,7 +118,8 @@ class Engine:
         return True
 
     def _on_vix_tick(self, vix: float) -> None:
-        if self._vix_task is None and self.hedge is not None and self.hedge.wants_evaluation(vix):
+        if (self._vix_task is None and self.hedge is not None and not self.winding_down
+                and self.hedge.wants_evaluation(vix)):
             self._vix_task = asyncio.ensure_future(self._vix_triggered(vix))
             self._tasks.add(self._vix_task)  # shutdown cancels it like every background task
             self._vix_task.add_done_callback(self._tasks.discard)
@@ -155,7 +158,12 @@ class Engine:
             # FAILURES.md 14: the broker is the truth; stop opening, never "fix" it with orders
             self.store.set_control(MISMATCH_KEY, json.dumps({k: [s, b] for k, (s, b) in diff.items()}))
             self.log.error("reconcile.mismatch", differences={k: {"store": s, "broker": b} for k, (s, b) in diff.items()},
-                           action="entries halted until `spx-bot resume`")
+                           action="entries halted until the positions agree again or `spx-bot resume`")
+        elif self.store.get_control(MISMATCH_KEY):
+            was = json.loads(self.store.get_control(MISMATCH_KEY))
+            self.store.set_control(MISMATCH_KEY, "")
+            self.log.warning("reconcile.mismatch_cleared", previous={k: {"store": s, "broker": b} for k, (s, b) in was.items()},
+                             action="entries allowed again")
         self.log.info(
             "reconcile.done", adopted=[r.intent.order_ref for r, _ in report.adopted],
             finished=[r.intent.order_ref for r, _ in report.finished], abandoned=report.abandoned,
@@ -208,11 +216,19 @@ class Engine:
             now = self.clock.now()
             if self.until is not None and now >= self.until:
                 if not winding_down:
-                    winding_down = True
-                    self.log.info("bot.winding_down", open_condors=len(self.store.open_condors()))
-                if not self.store.open_condors() and not self.store.live_intents() and not self._tasks:
+                    winding_down = self.winding_down = True
+                    self.log.info("bot.winding_down", open_condors=len(self.store.open_condors()),
+                                  short_calls=self._short_calls())
+                if self._short_calls() and self.cal.is_open(now) and not self._tasks:
+                    await self._buy_back_shorts("winding down")
+                # flat: no condor, no working order, and no written call left (their cover stays)
+                if (not self.store.open_condors() and not self.store.live_intents() and not self._tasks
+                        and not self._short_calls()):
                     return "duration reached, book flat"
                 if now >= self._wind_down_limit():
+                    if self._short_calls():
+                        self.log.warning("hedge.shorts_left", short_calls=self._short_calls(),
+                                         reason="wind-down limit reached; the longs covering them are kept")
                     return "duration reached, wind-down limit"
             due = [(t, i, job) for i, (job, t) in enumerate(zip(self.jobs, pending)) if t is not None]
             if not due:
@@ -227,8 +243,20 @@ class Engine:
                     pending[i] = job.next_fire(self.cal, max(t, self.clock.now()))
         return "stopped"
 
+    def _short_calls(self) -> int:
+        return 0 if self.hedge is None else -sum(lot.quantity for lot in self.hedge.lots() if lot.quantity < 0)
+
+    async def _buy_back_shorts(self, reason: str, purpose: str | None = None) -> int:
+        try:
+            return await self.hedge.close_shorts(reason, purpose)
+        except (BrokerError, BadQuote) as e:
+            self.log.warning("job.failed", job="hedge.close_shorts", error=str(e), error_type=type(e).__name__)
+            return self._short_calls()
+
     def _wind_down_limit(self) -> datetime:
         expiries = [c.expiry for c in self.store.open_condors()]
+        if self._short_calls():  # a written call is bought back in a session, at the latest the next
+            expiries.append(self.cal.next_session(self.until.date()))
         last = max(expiries, default=self.until.date())
         return max(self.until, self.cal.open_close(self.cal.next_session(last, include=True))[1] + timedelta(minutes=5))
 
@@ -249,12 +277,14 @@ class Engine:
                     await self.on_entry()
             elif job.name == "condor.monitor":
                 await self.on_monitor()
-                if self.hedge is not None and self.cal.is_open(t):
+                if self.hedge is not None and self.cal.is_open(t) and entries_allowed:
                     await self.hedge.on_update(await self.broker.spot("VIX"))  # the live update without a stream
             elif job.name == "hedge.rebalance":
                 self.log.info("schedule.fired", job=job.name, at=t.isoformat())
-                await self._rebalance_hedge()
+                if entries_allowed:  # winding down, the hedge only buys back its written calls
+                    await self._rebalance_hedge()
             elif job.name == "session.open":
+                await self.book_settlements()  # VIX options settled at this morning's SOQ
                 _, close = self.cal.open_close(t.astimezone(NY).date())
                 self.log.info("session.opened", spx=await self.broker.spot("SPX"), vix=await self.broker.spot("VIX"),
                               close=close.isoformat(), open_condors=len(self.store.open_condors()))
@@ -439,7 +469,7 @@ class Engine:
         now = self.clock.now()
         for key, qty in self.store.positions().items():
             option = OptionSpec.from_key(key)
-            if self.cal.is_session(option.expiry) and self.cal.spxw_expiry_time(option.expiry) > now:
+            if self.cal.is_session(option.expiry) and self.cal.settlement_time(option) > now:
                 continue
             price = await self.broker.settlement_price(option)
             if price is None:
@@ -457,6 +487,10 @@ class Engine:
     async def status(self) -> dict:
         halted, reason = self.store.halted()
         out: dict = {"time": self.clock.now().isoformat(), "halted": halted, "halt_reason": reason}
+        mismatch = self.store.get_control(MISMATCH_KEY)
+        out["position_mismatch"] = ({k: {"store": s, "broker": b} for k, (s, b) in json.loads(mismatch).items()}
+                                    if mismatch else None)
+        out["entries_blocked"] = halted or bool(mismatch)
         try:
             account = await self.broker.account()
             out["account"] = {"id": account.account, "paper": account.is_paper, "cash": str(account.cash),
@@ -531,6 +565,10 @@ class Engine:
                                               "kill --flatten", purpose=FLATTEN)
             if outcome.status is IntentStatus.FILLED:
                 closed.append(c.condor_id)
+        if self.hedge is not None and self._short_calls():  # never leave written calls behind
+            left = await self._buy_back_shorts("kill --flatten", purpose=HEDGE_FLATTEN)
+            if left:
+                self.log.warning("hedge.shorts_left", short_calls=left, reason="kill --flatten could not buy them back")
         return closed
 
     async def resume(self) -> dict:

@@ -16,8 +16,8 @@ from bot.broker.base import Broker, BrokerError
 from bot.calendar import NY, TradingCalendar
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain import BadQuote, ChainRow, ComboOrder, Condor, Fill, Intent, IntentStatus, OptionSpec, Right
-from bot.execution import Executor
+from bot.domain import Action, BadQuote, ChainRow, ComboOrder, Condor, Fill, Intent, IntentStatus, Leg, OptionSpec, Right
+from bot.execution import HEDGE_FLATTEN, Executor
 from bot.indicators import VixSignals
 from bot.store import Store
 from strategies import alvh
@@ -56,7 +56,7 @@ class LayerBooks:
 
 class HedgeManager:
     def __init__(self, cfg: Config, clock: Clock, calendar: TradingCalendar, broker: Broker, store: Store,
-                 executor: Executor, log):
+                 executor: Executor, log, settle=None):
         self.cfg = cfg
         self.hcfg = cfg.hedge
         self.clock = clock
@@ -65,6 +65,7 @@ class HedgeManager:
         self.store = store
         self.executor = executor
         self.log = log
+        self.settle = settle  # async: book expired options' settlements before the books are read
         self.signals = VixSignals(self.hcfg.rsi_period, self.hcfg.macd_fast, self.hcfg.macd_slow, self.hcfg.macd_signal)
         self.committed_through: date | None = None
         self.busy = False
@@ -72,7 +73,7 @@ class HedgeManager:
         self._state: alvh.HedgeState | None = None
         self._has_shorts = False
         self._layer_of_ref: dict[str, str] | None = None
-        self._layer_of_key: dict[str, str] = {}
+        self._open: dict[tuple[str, str], int] = {}  # (layer, option key) -> open quantity, from the fills read
         self._fills: list[tuple[str, Fill]] = []
         self._fills_rowid = 0
         self._last_short_check: datetime | None = None
@@ -84,13 +85,16 @@ class HedgeManager:
         if self._state is None:
             raw = self.store.get_control(STATE_KEY)
             d = json.loads(raw) if raw else None
-            self._state = (alvh.HedgeState(d["tier"], d["activated"], d["rsi"], frozenset(d["monetized"]), d["halted"])
+            self._state = (alvh.HedgeState(d["tier"], d["activated"], d["rsi"], frozenset(d["monetized"]), d["halted"],
+                                           _day(d.get("activated_on")), _day(d.get("active_session")))
                            if d else alvh.HedgeState())
         return self._state
 
     def _save(self, state: alvh.HedgeState) -> None:
         d = asdict(state)
         d["monetized"] = sorted(state.monetized)
+        for k in ("activated_on", "active_session"):
+            d[k] = None if d[k] is None else d[k].isoformat()
         self.store.set_control(STATE_KEY, json.dumps(d))
         self._state = state
 
@@ -101,7 +105,8 @@ class HedgeManager:
         if not self.hcfg.enabled or self.busy or self.state.halted:
             return False
         values = self.signals.peek(vix)
-        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, self._closed_active())
+        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, self._closed_active(),
+                               self.clock.now().astimezone(NY).date())
         if alvh.trigger(signals, self.state, self.hcfg, scheduled=False) != "update":
             return True
         if self._has_shorts and vix >= self.hcfg.write.stop_vix:
@@ -150,12 +155,14 @@ class HedgeManager:
             self.busy = False
 
     async def _evaluate(self, scheduled: bool, now: datetime) -> alvh.Decision:
+        if self.settle is not None:  # VIX options settle at the morning SOQ: out of the books first
+            await self.settle()
         vix = await self.broker.spot("VIX")
+        today = now.astimezone(NY).date()
         values = self.signals.peek(vix)
-        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, self._closed_active())
+        signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, self._closed_active(), today)
         state = self.state
         why = alvh.trigger(signals, state, self.hcfg, scheduled)
-        today = now.astimezone(NY).date()
         lots = self.lots()
         self._has_shorts = any(lot.quantity < 0 for lot in lots)
         market = await self._market(today, vix, lots, with_chains=why != "update")
@@ -179,12 +186,44 @@ class HedgeManager:
             self.log.info("hedge.target", targets=decision.targets, held=held, multiplier=decision.multiplier,
                           notional=str(book.condor_notional), trigger=decision.trigger)
         self._save(decision.state)
-        for action in decision.actions:
-            if self.state.halted or self.store.halted()[0]:
-                break
-            await self._execute(action, now)
-        self._has_shorts = any(lot.quantity < 0 for lot in self.lots())
+        await self._run_plan(decision.actions, now)
         return decision
+
+    async def _run_plan(self, actions, now: datetime, purpose: str | None = None) -> None:
+        """Execute a plan against what happens, not what was planned: once an action does not
+        fill, only the actions that stand without it go on (`alvh.proceeds_after_failure`); the
+        next evaluation plans again from the broker's positions. The executor's pre-send guard
+        checks each order against the broker in any case."""
+        failed = None
+        for action in actions:
+            if purpose != HEDGE_FLATTEN and self.store.halted()[0]:
+                break
+            if self.state.halted and action.kind != alvh.BUY_BACK:  # a buy-back only ever reduces risk
+                break
+            if failed is not None and not alvh.proceeds_after_failure(action):
+                self.log.warning("hedge.skipped", kind=action.kind, layer=action.layer, quantity=action.quantity,
+                                 legs=_legs(action), reason=f"an earlier action did not fill ({failed})")
+                continue
+            filled = await self._execute(action, now, purpose)
+            if not filled and failed is None:
+                failed = f"{action.kind} {action.layer}"
+        self._has_shorts = any(lot.quantity < 0 for lot in self.lots())
+
+    @property
+    def has_shorts(self) -> bool:
+        return any(lot.quantity < 0 for lot in self.lots())
+
+    async def close_shorts(self, reason: str, purpose: str | None = None) -> int:
+        """Buy back every written call (winding down, `kill --flatten`): the longs that cover
+        them stay. Returns the short contracts still open afterwards."""
+        if self.settle is not None:
+            await self.settle()
+        shorts = [lot for lot in self.lots() if lot.quantity < 0]
+        if shorts and self.cal.is_open(self.clock.now()):
+            actions = [alvh.HedgeAction(alvh.BUY_BACK, lot.layer, (Leg(lot.option, Action.BUY),), -lot.quantity, reason)
+                       for lot in shorts]
+            await self._run_plan(actions, self.clock.now(), purpose)
+        return -sum(lot.quantity for lot in self.lots() if lot.quantity < 0)
 
     async def _market(self, today: date, vix: float, lots: list[alvh.Lot], with_chains: bool) -> alvh.HedgeMarket:
         quotes = await self.broker.quotes([lot.option for lot in lots]) if lots else {}
@@ -208,15 +247,15 @@ class HedgeManager:
         quotes = await self.broker.quotes(options)
         return tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
 
-    async def _execute(self, action: alvh.HedgeAction, now: datetime) -> None:
+    async def _execute(self, action: alvh.HedgeAction, now: datetime, purpose: str | None = None) -> bool:
+        """One action as one intent; True when it filled in full."""
         ref = self.store.next_order_ref("vx", now.astimezone(NY).date())
-        intent = Intent(ref, f"hedge.{action.kind}", action.layer, ComboOrder(action.legs, action.quantity),
+        intent = Intent(ref, purpose or f"hedge.{action.kind}", action.layer, ComboOrder(action.legs, action.quantity),
                         reason=action.reason, created_at=now)
         outcome = await self.executor.execute(intent)
         if outcome.status is not IntentStatus.FILLED or outcome.state is None:
-            return
-        legs = [f"{'+' if leg.action.value == 'BUY' else '-'}{leg.option.key}" for leg in action.legs]
-        fields = dict(layer=action.layer, order_ref=ref, quantity=action.quantity, legs=legs,
+            return False
+        fields = dict(layer=action.layer, order_ref=ref, quantity=action.quantity, legs=_legs(action),
                       price=str(outcome.state.avg_price), reason=action.reason)
         if action.kind == alvh.ROLL:
             old, new = action.legs[0].option, action.legs[1].option
@@ -225,6 +264,7 @@ class HedgeManager:
             fields["premium"] = str(-(outcome.state.avg_price or 0) * 100 * action.quantity)
         self.log.info(EVENT[action.kind], **fields)
         await self.check_invariant()
+        return outcome.state.filled >= action.quantity
 
     async def check_invariant(self) -> bool:
         """No naked short VIX call, at the broker. If ever violated: halt the hedge and alert."""
@@ -247,7 +287,9 @@ class HedgeManager:
     # --- books ------------------------------------------------------------------------------------------
     def _hedge_fills(self) -> list[tuple[str, Fill]]:
         """(layer, fill) of every hedge execution and VIX settlement, in the order stored. Read
-        incrementally: the books are looked at on every evaluation."""
+        incrementally: the books are looked at on every evaluation. A settlement (or any fill
+        of no intent) is split across the layers by each layer's own open quantity of that
+        contract: two layers may hold the same option when it settles."""
         if self._layer_of_ref is None:
             self._layer_of_ref = {r.intent.order_ref: r.intent.group for r in self.store.intents()
                                   if r.intent.purpose.startswith("hedge.")}
@@ -259,11 +301,19 @@ class HedgeManager:
                 if rec is not None and rec.intent.purpose.startswith("hedge."):
                     layer = self._layer_of_ref[f.order_ref] = rec.intent.group
             if layer is not None:
-                self._layer_of_key.setdefault(f.option.key, layer)
-                self._fills.append((layer, f))
-            elif f.option.symbol == "VIX" and f.option.key in self._layer_of_key:  # cash settlement
-                self._fills.append((self._layer_of_key[f.option.key], f))
+                self._book_fill(layer, f)
+            elif f.option.symbol == "VIX":  # cash settlement: each layer settles what it holds
+                for (lay, key), q in list(self._open.items()):
+                    if key == f.option.key:
+                        self._book_fill(lay, replace(f, quantity=-q, commission=Decimal(0)))
         return self._fills
+
+    def _book_fill(self, layer: str, f: Fill) -> None:
+        self._fills.append((layer, f))
+        k = (layer, f.option.key)
+        self._open[k] = self._open.get(k, 0) + f.quantity
+        if not self._open[k]:
+            del self._open[k]
 
     def lots(self) -> list[alvh.Lot]:
         qty: dict[tuple[str, str], int] = {}
@@ -312,7 +362,10 @@ class HedgeManager:
         nl = account.net_liquidation
         cost_pct = None if years is None or nl <= 0 else float(-total / nl) / years * 100
         state = self.state
+        lots = self.lots()
         return {
+            "lots": [{"layer": lot.layer, "option": lot.option.key, "quantity": lot.quantity, "cost": str(lot.cost)}
+                     for lot in lots],
             "layers": {layer: {"premium_paid": str(b.premium_paid), "premium_collected": str(b.premium_collected),
                                "realized_pnl": str(b.realized), "unrealized_pnl": str(b.unrealized),
                                "held": sum(lot.quantity for lot in self.lots() if lot.layer == layer and lot.quantity > 0),
@@ -363,6 +416,14 @@ class HedgeManager:
                 if q is not None and q.greeks is not None:
                     total += leg.signed_ratio * q.greeks.vega * 100 * c.quantity
         self._vega_cache = abs(total)
+
+
+def _legs(action: alvh.HedgeAction) -> list[str]:
+    return [f"{'+' if leg.action is Action.BUY else '-'}{leg.option.key}" for leg in action.legs]
+
+
+def _day(iso: str | None) -> date | None:
+    return None if iso is None else date.fromisoformat(iso)
 
 
 def _round(x: float | None, nd: int = 2) -> float | None:

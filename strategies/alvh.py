@@ -39,6 +39,7 @@ class Signals:
     macd: float | None
     signal: float | None
     closed_active: bool = False  # activation on the last completed bar (daily close)
+    session: date | None = None  # the trading session these values belong to
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class HedgeState:
     rsi: float | None = None  # RSI at the previous evaluation: detects the cross above 70
     monetized: frozenset[str] = frozenset()  # layers sold on a spike, not re-bought yet
     halted: bool = False  # a naked short was seen: hedging stops until an operator resumes
+    activated_on: date | None = None  # the session activation last turned on (held through it)
+    active_session: date | None = None  # the last session in which activation held at any moment
 
 
 @dataclass(frozen=True)
@@ -119,18 +122,34 @@ def tier_with_hysteresis(vix: float, current: int | None, cfg: HedgeConfig) -> i
     return min(current, tier_of(vix + cfg.hysteresis, cfg))
 
 
-def is_activated(signals: Signals, cfg: HedgeConfig, was_active: bool = False) -> bool:
+def is_activated(signals: Signals, cfg: HedgeConfig, was_active: bool = False, held_today: bool = False) -> bool:
     """Activation is a state: MACD line above its signal line while VIX > activation_vix.
     It enters on the live (forming) bar, protection first, but leaves only once a completed
-    bar says so: live VIX ticking around 25 must not flip it on and off all day (nor write
-    calls in the morning to buy them back dearer in the afternoon). Within the day it also
-    holds until VIX is `hysteresis` points under the threshold."""
-    if was_active and signals.closed_active:
+    bar says so: once on, it holds for the rest of that session (`held_today`), and after it
+    while the last completed bar is active. Live VIX ticking around 25 must not flip it on and
+    off all day (nor write calls in the morning to buy them back dearer in the afternoon).
+    Leaving on a completed bar also needs VIX `hysteresis` points under the threshold."""
+    if was_active and (held_today or signals.closed_active):
         return True
     if signals.macd is None or signals.signal is None:
         return False
     threshold = cfg.activation_vix - (cfg.hysteresis if was_active else 0.0)
     return signals.macd > signals.signal and signals.vix > threshold
+
+
+def activation(signals: Signals, state: HedgeState, cfg: HedgeConfig) -> bool:
+    """`is_activated` for the state carried between evaluations."""
+    held_today = state.activated_on is not None and state.activated_on == signals.session
+    return is_activated(signals, cfg, state.activated, held_today)
+
+
+def writes_allowed(signals: Signals, state: HedgeState, activated: bool, cfg: HedgeConfig) -> bool:
+    """No new writes while activation holds, in a session in which it held at any moment (the
+    morning it leaves on the completed bar is no time to sell the hedge's upside, nor the
+    afternoon after it flickered), or with VIX at or above the stop level."""
+    in_active_session = signals.session is not None and state.active_session == signals.session
+    return (cfg.write.enabled and not activated and not state.activated and not in_active_session
+            and signals.vix < cfg.write.stop_vix)
 
 
 def multiplier(tier: int, signals: Signals, activated: bool, cfg: HedgeConfig) -> float:
@@ -231,6 +250,15 @@ def naked_shorts(positions: Iterable[tuple[OptionSpec, int]]) -> list[tuple[Opti
     return naked
 
 
+def proceeds_after_failure(action: HedgeAction) -> bool:
+    """Whether an action may still be sent after an earlier one of the same plan did not fill
+    (blocked quote, timed-out walk, reject, refusal). The plan assumed every earlier action
+    filled; only actions that add protection stand without that: buying calls and buying back
+    shorts. Sells, rolls, writes and monetizations wait for the next evaluation, which plans
+    again from what the broker holds."""
+    return action.kind in (BUY, BUY_BACK)
+
+
 def _apply(positions: dict[OptionSpec, int], action: HedgeAction) -> dict[OptionSpec, int]:
     out = dict(positions)
     for leg in action.legs:
@@ -243,7 +271,7 @@ def trigger(signals: Signals, state: HedgeState, cfg: HedgeConfig, scheduled: bo
     """Why this evaluation happens: activation entering / leaving and RSI crossing above
     `rebalance_rsi` rebalance at once; otherwise the schedule does, and a plain live update
     only buys back shorts and monetizes."""
-    activated = is_activated(signals, cfg, state.activated)
+    activated = activation(signals, state, cfg)
     if activated != state.activated:
         return "activation_on" if activated else "activation_off"
     if state.rsi is not None and signals.rsi is not None and state.rsi <= cfg.rebalance_rsi < signals.rsi:
@@ -255,7 +283,7 @@ def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeS
            scheduled: bool = False) -> Decision:
     """Evaluate the hedge. `scheduled`: the 10:00 check or the one after a condor entry."""
     tier = tier_with_hysteresis(signals.vix, state.tier, cfg)
-    activated = is_activated(signals, cfg, state.activated)
+    activated = activation(signals, state, cfg)
     why = trigger(signals, state, cfg, scheduled)
     rebalance = why != "update"
     mult = multiplier(tier, signals, activated, cfg)
@@ -267,7 +295,10 @@ def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeS
     else:
         targets = count_targets(book.condor_notional, mult, cfg)
 
-    new_state = replace(state, tier=tier, activated=activated, rsi=signals.rsi, monetized=monetized)
+    activated_on = (state.activated_on if state.activated else signals.session) if activated else None
+    active_session = signals.session if (activated or state.activated) else state.active_session
+    new_state = replace(state, tier=tier, activated=activated, rsi=signals.rsi, monetized=monetized,
+                        activated_on=activated_on, active_session=active_session)
     if state.halted or not cfg.enabled:
         return Decision(targets, tier, mult, activated, rebalance, why, new_state, ())
 
@@ -279,7 +310,7 @@ def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeS
         planner.to_targets({k: (planner.held(k) if k in monetized else v) for k, v in targets.items()})
         # writes wait for the schedule: a trigger that has just turned activation off (or RSI
         # up) is the worst moment to sell the hedge's upside
-        if why == "schedule" and cfg.write.enabled and not activated and signals.vix < cfg.write.stop_vix:
+        if why == "schedule" and writes_allowed(signals, state, activated, cfg):
             planner.write_calls()
     new_state = replace(new_state, monetized=monetized)
     return Decision(targets, tier, mult, activated, rebalance, why, new_state, tuple(planner.actions))
@@ -432,7 +463,9 @@ class _Planner:
             allowed = math.floor(sum(lot.quantity for lot in longs) * w.ratio)
             written = -sum(lot.quantity for lot in self.shorts(layer))
             n = allowed - written
-            chain = self.market.chains.get("write", ())
+            # never write a contract some layer holds long: a position is then either all the
+            # layers' longs or all written shorts, and a sale is never of what is not held
+            chain = tuple(r for r in self.market.chains.get("write", ()) if self.positions.get(r.option, 0) <= 0)
             if n < 1 or not longs or not chain:
                 continue
             short_expiry = chain[0].option.expiry

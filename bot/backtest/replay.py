@@ -604,7 +604,7 @@ class SignalTrack:
         for inst in day.instants:
             if "monitor" in inst.jobs or "rebalance" in inst.jobs or "entry" in inst.jobs:
                 v = self.signals.peek(inst.vix)
-                self.points[inst.index] = alvh.Signals(inst.vix, v.rsi, v.macd, v.signal, closed_active)
+                self.points[inst.index] = alvh.Signals(inst.vix, v.rsi, v.macd, v.signal, closed_active, day.d)
 
     def at(self, inst: Instant) -> alvh.Signals:
         """The signals at an instant a walk may have moved past its scheduled time."""
@@ -613,7 +613,7 @@ class SignalTrack:
             return got
         v = self.signals.peek(inst.vix)
         closed_active = got.closed_active if got is not None else False
-        return alvh.Signals(inst.vix, v.rsi, v.macd, v.signal, closed_active)
+        return alvh.Signals(inst.vix, v.rsi, v.macd, v.signal, closed_active, inst.t.astimezone(NY).date())
 
     def commit(self, vix_close: float) -> None:
         self.signals.commit(vix_close)
@@ -816,17 +816,20 @@ class AlvhHedge:
         if decision.activated and not state.activated:
             self.activations += 1
         self.state = decision.state
+        failed = False  # `HedgeManager._run_plan`: after a miss only what stands alone goes on
         for action in decision.actions:
-            if self.state.halted:
+            if self.state.halted and action.kind != alvh.BUY_BACK:
                 break
-            self._execute(day, inst, action)
+            if failed and not alvh.proceeds_after_failure(action):
+                continue
+            failed = not self._execute(day, inst, action) or failed
         self.has_shorts = self.books.shorts
 
-    def _execute(self, day: Day, inst: Instant, action: alvh.HedgeAction) -> None:
+    def _execute(self, day: Day, inst: Instant, action: alvh.HedgeAction) -> bool:
         order = ComboOrder(action.legs, action.quantity)
         done = self.account.execute(order, max(inst.ts, self.account.clock), day.pricer, day.close_ts)
         if done is None:
-            return
+            return False
         self.actions[action.kind] += 1
         if self.log is not None:
             legs = tuple(f"{'+' if leg.action is Action.BUY else '-'}{leg.option.key}" for leg in action.legs)
@@ -836,6 +839,7 @@ class AlvhHedge:
         positions = [(self.account.specs[k], q) for k, q in self.account.positions.items() if k.startswith("VIX")]
         if alvh.naked_shorts(positions):  # HedgeManager.check_invariant: halt the hedge
             self.state = replace(self.state, halted=True)
+        return True
 
     def refresh_vega(self, day: Day, inst: Instant) -> None:
         if self.cfg.sizing == "vega":
@@ -966,9 +970,11 @@ class Variant:
     def run_day(self, day: Day, track: SignalTrack | None) -> None:
         acct, condors, hedge = self.account, self.condors, self.alvh
         condors.start_day(day)
-        # VIX options expire at the open (SOQ): the exchange settles them at once, the daemon
-        # books the settlement (and drops the hedge's lot) at the session close
+        # VIX options expire at the open (SOQ): the exchange settles them and the daemon books
+        # the settlement (dropping the hedge's lots) before its first evaluation of the day
         early = acct.settle(day.instants[0].t)
+        if early:
+            self._settled(day, early, day.instants[0].t)
         stop = getattr(self, "stop_at", None)
         for inst in day.instants:
             if stop is not None and inst.ts > stop:  # parity runs: where the daemon stopped
@@ -999,7 +1005,7 @@ class Variant:
                     if self.vxth is not None:
                         self.vxth.on_time(day, at, self.nl(day, at))
                 elif job == "close":
-                    settled = early + acct.settle(at.t)
+                    settled = acct.settle(at.t)
                     self._settled(day, settled, at.t)
                     self._record(day, at)
 

@@ -223,7 +223,7 @@ class SimExchange:
     # --- VIX options and futures -----------------------------------------------------------
     def vix_expiry_time(self, expiry: date) -> datetime:
         """A VIX option expires at the SOQ: the open (09:30 New York) of its expiry date."""
-        return self.calendar.open_close(expiry)[0]
+        return self.calendar.vix_expiry_time(expiry)
 
     def vix_last_trade(self, expiry: date) -> date:
         """The last trading day of a VIX option: the session before its expiry date."""
