@@ -296,6 +296,9 @@ class WriteConfig(Section):
     weekly: bool = True  # VIXW expiries allowed
     buyback_profit: float = Field(0.8, gt=0, le=1)  # buy back once 80% of the sale price is earned
     stop_vix: float = Field(25.0, ge=0, le=200)  # no writes, and buy back at once, at or above
+    # no writes while activation is armed: MACD above its signal and VIX within this many points
+    # of hedge.activation_vix (a write then is bought back dearer the moment activation fires)
+    arm_margin: float = Field(3.0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _window(self) -> WriteConfig:

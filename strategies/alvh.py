@@ -146,9 +146,13 @@ def activation(signals: Signals, state: HedgeState, cfg: HedgeConfig) -> bool:
 def writes_allowed(signals: Signals, state: HedgeState, activated: bool, cfg: HedgeConfig) -> bool:
     """No new writes while activation holds, in a session in which it held at any moment (the
     morning it leaves on the completed bar is no time to sell the hedge's upside, nor the
-    afternoon after it flickered), or with VIX at or above the stop level."""
+    afternoon after it flickered), while it is armed (MACD above its signal with VIX within
+    `write.arm_margin` of the activation level: the call would be bought back dearer the moment
+    it fires), or with VIX at or above the stop level."""
     in_active_session = signals.session is not None and state.active_session == signals.session
-    return (cfg.write.enabled and not activated and not state.activated and not in_active_session
+    armed = (signals.macd is not None and signals.signal is not None and signals.macd > signals.signal
+             and signals.vix > cfg.activation_vix - cfg.write.arm_margin)
+    return (cfg.write.enabled and not activated and not state.activated and not in_active_session and not armed
             and signals.vix < cfg.write.stop_vix)
 
 

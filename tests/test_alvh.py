@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -380,3 +381,70 @@ def test_vega_sizing_alternative():
 def test_halted_hedge_takes_no_action():
     d = alvh.decide(signals(18), market(18), book(), HedgeState(halted=True), CFG, scheduled=True)
     assert d.actions == () and d.targets["front"] == 4
+
+
+# --- activation within a session (issue 8: no flicker on its first day) -----------------------------
+def _on(vix=26.0, session=TODAY, closed_active=False):
+    return Signals(vix, 60.0, 1.0, 0.5, closed_active, session)
+
+
+def test_activation_once_on_holds_for_the_rest_of_its_session():
+    on = alvh.decide(_on(), market(26.0), book(100_000, _hedged_lots()), HedgeState(tier=3), CFG, False)
+    assert on.activated and on.state.activated_on == TODAY
+    # later that day VIX falls well under 25 and MACD under its signal: still active
+    dip = Signals(20.0, 50.0, 0.1, 0.5, False, TODAY)
+    later = alvh.decide(dip, market(20.0), book(100_000, _hedged_lots()), on.state, CFG, True)
+    assert later.activated and later.trigger == "schedule"
+    assert not [a for a in later.actions if a.kind == alvh.WRITE]
+    # the next session: the completed bar is inactive, so it leaves, and writes wait a session
+    nxt = date(2022, 3, 2)
+    off = alvh.decide(Signals(20.0, 50.0, 0.1, 0.5, False, nxt), market(20.0, today=nxt),
+                      book(100_000, _hedged_lots()), later.state, CFG, False)
+    assert not off.activated and off.trigger == "activation_off"
+    sched = alvh.decide(Signals(20.0, 50.0, 0.1, 0.5, False, nxt), market(20.0, today=nxt),
+                        book(100_000, _hedged_lots()), off.state, CFG, True)
+    assert not [a for a in sched.actions if a.kind == alvh.WRITE]  # activation held earlier this session
+    third = date(2022, 3, 3)
+    again = alvh.decide(Signals(20.0, 50.0, 0.1, 0.5, False, third), market(20.0, today=third),
+                        book(100_000, _hedged_lots()), sched.state, CFG, True)
+    assert [a for a in again.actions if a.kind == alvh.WRITE]
+
+
+def test_activation_held_by_the_completed_bar_across_sessions():
+    state = HedgeState(tier=3, activated=True, activated_on=date(2022, 2, 24), active_session=date(2022, 2, 28))
+    held = alvh.decide(Signals(22.0, 50.0, 0.1, 0.5, True, TODAY), market(22.0), book(100_000, _hedged_lots()),
+                       state, CFG, True)
+    assert held.activated and held.state.activated_on == date(2022, 2, 24) and held.state.active_session == TODAY
+
+
+def test_after_a_miss_only_protective_actions_go_on():
+    kinds = {alvh.BUY: True, alvh.BUY_BACK: True, alvh.SELL: False, alvh.ROLL: False, alvh.WRITE: False,
+             alvh.MONETIZE: False}
+    for kind, goes in kinds.items():
+        assert alvh.proceeds_after_failure(alvh.HedgeAction(kind, "mid", (), 1, "")) is goes
+
+
+def test_writes_never_take_a_contract_a_layer_holds_long():
+    lots = _hedged_lots()
+    d = alvh.decide(signals(19.0), market(19.0), book(100_000, lots), HedgeState(tier=1), CFG, True)
+    written = {a.legs[0].option for a in d.actions if a.kind == alvh.WRITE}
+    assert written and not written & {lot.option for lot in lots if lot.quantity > 0}
+    # make the write's natural pick a held long: it must take another strike
+    pick = next(iter(written))
+    front = next(lot for lot in lots if lot.layer == "front")  # one of its calls is that contract
+    held_pick = [lot for lot in lots if lot is not front] + [replace(front, quantity=front.quantity - 1),
+                                                             Lot("front", pick, 1, Decimal("0.5"))]
+    d2 = alvh.decide(signals(19.0), market(19.0), book(100_000, held_pick), HedgeState(tier=1), CFG, True)
+    assert pick not in {a.legs[0].option for a in d2.actions if a.kind == alvh.WRITE}
+
+
+def test_no_writes_while_activation_is_armed():
+    """MACD above its signal with VIX within write.arm_margin of the activation level: a call
+    written now would be bought back dearer the moment activation fires (2018-12-10)."""
+    lots = _hedged_lots()
+    armed = alvh.decide(Signals(23.0, 55.0, 0.6, 0.2, False, TODAY), market(23.0), book(100_000, lots),
+                        HedgeState(tier=2), CFG, True)
+    assert not armed.activated and not [a for a in armed.actions if a.kind == alvh.WRITE]
+    falling = alvh.decide(Signals(23.0, 55.0, 0.1, 0.2, False, TODAY), market(23.0), book(100_000, lots),
+                          HedgeState(tier=2), CFG, True)
+    assert [a for a in falling.actions if a.kind == alvh.WRITE]
