@@ -201,6 +201,10 @@ class Engine:
                         await self.executor.cancel(rec.intent, "shutdown")
                     except BrokerError as e:
                         self.log.warning("order.cancel_failed", order_ref=rec.intent.order_ref, reason=str(e))
+            if self.hedge is not None and self._short_calls():  # covered, but the operator should know
+                self.log.warning("hedge.shorts_left", short_calls=self._short_calls(),
+                                 lots=[f"{lot.layer} {lot.option.key} {lot.quantity:+d}" for lot in self.hedge.lots()],
+                                 reason="shutdown: written calls stay open, covered by the longs kept")
             await self.broker.disconnect()
             self.log.info("broker.disconnected", reason="shutdown")
 
