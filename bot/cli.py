@@ -100,7 +100,7 @@ async def _run(cfg, args) -> int:
         b = cfg.broker
         broker = IBBroker(b.host, b.port, b.client_id, timeout=b.connect_timeout_s, account=b.account,
                           market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
-                          log=log, clock=clock)
+                          log=log, clock=clock, market_data_lines=b.market_data_lines)
         cal = TradingCalendar()
         started = {"broker": "ib", "host": b.host, "port": b.port, "client_id": b.client_id}
         until, sim = None, None
@@ -205,7 +205,7 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
         b = cfg.broker
         broker = IBBroker("127.0.0.1", gateway.port, b.client_id, timeout=b.connect_timeout_s,
                           market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
-                          log=log, clock=clock)
+                          log=log, clock=clock, market_data_lines=b.market_data_lines)
     else:
         broker = SimBroker(exchange, clock)
     info = dict(broker=broker.name, market=market.source, market_reason=getattr(market, "reason", ""),

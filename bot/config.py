@@ -109,6 +109,7 @@ class BrokerConfig(Section):
     market_data_type: Literal[1, 2, 3, 4] = 1
     account: str = ""
     max_messages_per_s: float = Field(45.0, ge=1, le=50)
+    market_data_lines: int = Field(100, ge=20, le=10_000)  # concurrent market-data lines (IB default 100)
 
     @model_validator(mode="after")
     def _kill_switch_has_own_client_id(self) -> BrokerConfig:

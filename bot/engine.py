@@ -519,6 +519,7 @@ class Engine:
         out["open_condors"] = rows
         out["pnl"] = {"realized": str(self.store.realized_pnl()), "unrealized": str(unrealized)}
         out["working_orders"] = [r.intent.order_ref for r in self.store.live_intents()]
+        out["market_data_lines"] = self.broker.market_data_lines()
         if self.hedge is not None:
             try:
                 out["hedge"] = await self.hedge.summary()

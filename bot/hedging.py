@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from bot.broker.base import Broker, BrokerError
 from bot.calendar import NY, TradingCalendar
+from bot.chains import ChainSearch
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain import Action, BadQuote, ChainRow, ComboOrder, Condor, Fill, Intent, IntentStatus, Leg, OptionSpec, Right
@@ -77,6 +78,10 @@ class HedgeManager:
         self._fills: list[tuple[str, Fill]] = []
         self._fills_rowid = 0
         self._last_short_check: datetime | None = None
+        self._last_choice: dict[tuple[date, str, float], Decimal] = {}  # where each chain search ended
+        self._streamed_candidates: list[OptionSpec] = []
+        self._keep: list[OptionSpec] = []
+        self.chain_requests = 0  # option quotes the last rebalance asked for
 
     # --- persisted state ------------------------------------------------------------------------
     @property
@@ -165,7 +170,23 @@ class HedgeManager:
         why = alvh.trigger(signals, state, self.hcfg, scheduled)
         lots = self.lots()
         self._has_shorts = any(lot.quantity < 0 for lot in lots)
-        market = await self._market(today, vix, lots, with_chains=why != "update")
+        if why in ("activation_on", "activation_off"):  # before anything it makes the hedge do
+            self.log.warning("hedge.activation", active=why == "activation_on", vix=round(vix, 2))
+        failed = None
+        if why != "update" and self._has_shorts:
+            # buy-backs first: they need only the quotes of what is held (in memory), while the
+            # chains a rebalance needs may take seconds to gather when nothing was streaming
+            held = await self._market(today, vix, lots, with_chains=False)
+            first = alvh.decide(signals, held, alvh.HedgeBook(tuple(lots), self._condor_notional(),
+                                                              self._condor_vega()), state, self.hcfg, scheduled)
+            urgent = [a for a in first.actions if a.kind == alvh.BUY_BACK]
+            if urgent:
+                failed = await self._run_plan(urgent, now)
+                lots = self.lots()
+        # the write chain only when this evaluation may write (alvh.decide's own condition)
+        writes = why == "schedule" and alvh.writes_allowed(signals, state, alvh.activation(signals, state, self.hcfg),
+                                                           self.hcfg)
+        market = await self._market(today, vix, lots, with_chains=why != "update", writes=writes)
         book = alvh.HedgeBook(tuple(lots), self._condor_notional(), self._condor_vega())
         decision = alvh.decide(signals, market, book, state, self.hcfg, scheduled)
         tier = self.hcfg.tiers[decision.tier]
@@ -178,23 +199,25 @@ class HedgeManager:
                                            "signal": values.signal, "tier": decision.tier,
                                            "multiplier": decision.multiplier, "activated": decision.activated,
                                            "trigger": decision.trigger})
-        if decision.activated != state.activated:
-            self.log.warning("hedge.activation", active=decision.activated, vix=round(vix, 2))
         if decision.rebalance:
             held = {layer: sum(lot.quantity for lot in lots if lot.layer == layer and lot.quantity > 0)
                     for layer in alvh.LAYERS}
             self.log.info("hedge.target", targets=decision.targets, held=held, multiplier=decision.multiplier,
                           notional=str(book.condor_notional), trigger=decision.trigger)
         self._save(decision.state)
-        await self._run_plan(decision.actions, now)
+        actions = decision.actions
+        if failed is not None:  # a buy-back sent first did not fill: not again now, and nothing that needed it
+            actions = tuple(a for a in actions if a.kind != alvh.BUY_BACK)
+        await self._run_plan(actions, now, failed=failed)
+        await self.broker.stream_quotes(self._keep)
         return decision
 
-    async def _run_plan(self, actions, now: datetime, purpose: str | None = None) -> None:
+    async def _run_plan(self, actions, now: datetime, purpose: str | None = None,
+                        failed: str | None = None) -> str | None:
         """Execute a plan against what happens, not what was planned: once an action does not
         fill, only the actions that stand without it go on (`alvh.proceeds_after_failure`); the
         next evaluation plans again from the broker's positions. The executor's pre-send guard
-        checks each order against the broker in any case."""
-        failed = None
+        checks each order against the broker in any case. Returns the first miss, if any."""
         for action in actions:
             if purpose != HEDGE_FLATTEN and self.store.halted()[0]:
                 break
@@ -208,6 +231,7 @@ class HedgeManager:
             if not filled and failed is None:
                 failed = f"{action.kind} {action.layer}"
         self._has_shorts = any(lot.quantity < 0 for lot in self.lots())
+        return failed
 
     @property
     def has_shorts(self) -> bool:
@@ -225,27 +249,75 @@ class HedgeManager:
             await self._run_plan(actions, self.clock.now(), purpose)
         return -sum(lot.quantity for lot in self.lots() if lot.quantity < 0)
 
-    async def _market(self, today: date, vix: float, lots: list[alvh.Lot], with_chains: bool) -> alvh.HedgeMarket:
+    async def _market(self, today: date, vix: float, lots: list[alvh.Lot], with_chains: bool,
+                      writes: bool = True) -> alvh.HedgeMarket:
+        """Quotes of the held options and, to rebalance, for each layer's expiry and the write
+        expiry the few calls `alvh.decide` can choose (`bot.chains`: the whole-chain choice from
+        a few dozen quotes). Those calls and the held ones are then kept streaming, so the next
+        evaluation, above all one a live tick triggers, decides from quotes already in memory."""
         quotes = await self.broker.quotes([lot.option for lot in lots]) if lots else {}
         chains: dict[str, tuple[ChainRow, ...]] = {}
+        keep: list[OptionSpec] = [lot.option for lot in lots]
         if with_chains:
+            searches: dict[tuple[date, str], ChainSearch] = {}
+            chosen: dict[tuple[date, str], list[int | None]] = {}
             monthly = await self.broker.expiries("VIX", "VIX")
+            layer_strikes: list[Decimal] = []
             for layer in alvh.LAYERS:
                 expiry = alvh.layer_expiry(monthly, today, self.hcfg.layer(layer))
-                if expiry is not None:
-                    chains[layer] = await self._chain(expiry, "VIX")
+                if expiry is None:
+                    continue
+                search = await self._search(searches, expiry, "VIX")
+                i = await self._best(search, expiry, "VIX", self.hcfg.layer(layer).delta)
+                chosen.setdefault((expiry, "VIX"), []).append(i)
+                if i is not None:
+                    layer_strikes.append(search.options[i].strike)
+                chains[layer] = search
             weekly = await self.broker.expiries("VIX", "VIXW") if self.hcfg.write.weekly else []
             candidates = [(d, "VIX") for d in monthly] + [(d, "VIXW") for d in weekly]
             w = alvh.write_expiry([d for d, _ in candidates], today, self.hcfg)
-            if w is not None:
-                chains["write"] = await self._chain(w, dict(candidates)[w])
+            if w is not None and writes:
+                tc = dict(candidates)[w]
+                search = await self._search(searches, w, tc)
+                target = self.hcfg.write.delta
+                i = await self._best(search, w, tc, target)
+                picks = [i]
+                # every floor the planner may use: strikes of the longs held and of those it may buy
+                floors = {lot.option.strike for lot in lots if lot.quantity > 0} | set(layer_strikes)
+                for floor in sorted(floors):
+                    picks.append(await search.at_or_above(floor, i, target))
+                chosen.setdefault((w, tc), []).extend(picks)
+                chains["write"] = search
+            chains = {purpose: search.chain() for purpose, search in chains.items()}
+            for key, search in searches.items():
+                keep += [search.options[j] for j in search.window(chosen.get(key, []))]
+            self.chain_requests = sum(s.requests for s in searches.values())
+        else:
+            keep += self._streamed_candidates
+        if with_chains:
+            self._streamed_candidates = keep[len(lots):]
+        self._keep = keep  # streamed once the plan is sent (`_evaluate`): off the order's path
         return alvh.HedgeMarket(today, vix, chains, quotes)
 
-    async def _chain(self, expiry: date, trading_class: str) -> tuple[ChainRow, ...]:
-        strikes = await self.broker.strikes("VIX", trading_class, expiry)
-        options = [OptionSpec("VIX", expiry, k, Right.CALL, trading_class) for k in strikes]
-        quotes = await self.broker.quotes(options)
-        return tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
+    async def _search(self, searches: dict, expiry: date, trading_class: str) -> ChainSearch:
+        key = (expiry, trading_class)
+        if key not in searches:
+            strikes = await self.broker.strikes("VIX", trading_class, expiry)
+            options = [OptionSpec("VIX", expiry, k, Right.CALL, trading_class) for k in strikes]
+            searches[key] = ChainSearch(options, self.broker.quotes)
+        return searches[key]
+
+    async def _best(self, search: ChainSearch, expiry: date, trading_class: str, target: float) -> int | None:
+        """The chain's choice for a target delta, starting where the last search found it."""
+        memo = (expiry, trading_class, target)
+        start = None
+        if memo in self._last_choice:
+            strike = self._last_choice[memo]
+            start = next((j for j, o in enumerate(search.options) if o.strike >= strike), None)
+        i = await search.best(target, start)
+        if i is not None:
+            self._last_choice[memo] = search.options[i].strike
+        return i
 
     async def _execute(self, action: alvh.HedgeAction, now: datetime, purpose: str | None = None) -> bool:
         """One action as one intent; True when it filled in full."""

@@ -89,6 +89,17 @@ class Broker(Protocol):
         """Quotes with greeks by `OptionSpec.key`. Options with no usable quote are absent."""
         ...
 
+    async def stream_quotes(self, options: Sequence[OptionSpec]) -> None:
+        """Keep exactly these options' quotes streaming, best effort within the market-data
+        line budget (IB: about 100 concurrent lines); `quotes` then answers them from memory
+        instead of a snapshot round trip. Replaces the previous set. A broker whose quotes cost
+        nothing (SimBroker) ignores it."""
+        ...
+
+    def market_data_lines(self) -> dict[str, int]:
+        """Market-data lines: {"in_use", "peak", "limit", "streamed_options"}."""
+        ...
+
     # --- orders ------------------------------------------------------------------------
     async def place_combo(self, order_ref: str, legs: Sequence[Leg], quantity: int, limit: Decimal) -> OrderState:
         """Place a combo limit order (net debit per unit; negative = credit). `order_ref` is

@@ -16,6 +16,7 @@ Design (FAILURES.md "ib_async behaviours to design around"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -40,6 +41,10 @@ from bot.domain import AccountSummary, Action, BadQuote, Fill, Leg, OptionSpec, 
 
 ACK_TIMEOUT = 10.0
 FILLS_WAIT = 2.0  # real seconds fills() waits for trailing executions and commission reports
+
+
+SNAPSHOT_RESERVE = 10  # market-data lines never given to streams
+BATCH_QUALIFY = 4  # options of one expiry missing at once: qualify the whole expiry in one request
 
 
 def _fresh(ticker, since: float) -> bool:
@@ -84,7 +89,8 @@ class IBBroker:
 
     def __init__(self, host: str, port: int, client_id: int, *, timeout: float = 10.0, account: str = "",
                  market_data_type: int = 1, max_messages_per_s: float = 45.0, log=None,
-                 reconnect: bool = True, ib: IB | None = None, clock: Clock | None = None):
+                 reconnect: bool = True, ib: IB | None = None, clock: Clock | None = None,
+                 market_data_lines: int = 100):
         self.host, self.port, self.client_id = host, port, client_id
         self.timeout = timeout
         self.account_id = account
@@ -112,6 +118,15 @@ class IBBroker:
         self.server_version: int | None = None
         self._watches: dict[str, Callable[[float], None]] = {}
         self._streams: dict[str, object] = {}
+        # market-data lines (IB's default budget is 100): index streams + option streams +
+        # snapshots in flight never exceed `line_limit`; SNAPSHOT_RESERVE of them stay free for
+        # snapshots whatever is streamed
+        self.line_limit = market_data_lines
+        self._option_streams: dict[str, object] = {}
+        self._wanted: list[OptionSpec] = []
+        self._snapshot_lines = 0
+        self.peak_lines = 0
+        self._lines = asyncio.Condition()
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
 
@@ -147,8 +162,11 @@ class IBBroker:
         self.degraded = False
         self._chains.clear()
         self._streams.clear()
+        self._option_streams.clear()  # ib_async dropped them with the connection
         for symbol in self._watches:
             self._subscribe(symbol)
+        if self._wanted:
+            await self.stream_quotes(self._wanted)
         return await self.account()
 
     async def disconnect(self) -> None:
@@ -272,6 +290,13 @@ class IBBroker:
     @_transient
     async def _qualify(self, options: Sequence[OptionSpec]) -> dict[str, Contract]:
         missing = [o for o in options if o.key not in self._contracts]
+        groups: dict[tuple, list[OptionSpec]] = {}
+        for o in missing:
+            groups.setdefault((o.symbol, o.trading_class, o.expiry, o.right), []).append(o)
+        for group in groups.values():
+            if len(group) >= BATCH_QUALIFY:  # one request answers every strike of an expiry
+                await self._qualify_expiry(group[0])
+        missing = [o for o in missing if o.key not in self._contracts]
         if missing:
             async def qualify(contract):  # one reqContractDetails per token, not one per batch
                 async with self.throttle:
@@ -286,6 +311,23 @@ class IBBroker:
                     self._conids[spec.key] = qualified.conId
         return {o.key: self._contracts[o.key] for o in options if o.key in self._contracts}
 
+    async def _qualify_expiry(self, like: OptionSpec) -> None:
+        """Contract details of every strike of one expiry, class and right in one request
+        (the strike left open), cached like single qualifications."""
+        wild = m.option_contract(like)
+        wild.strike = 0.0
+        try:
+            async with self.throttle:
+                details = await asyncio.wait_for(self.ib.reqContractDetailsAsync(wild), self.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return  # the single requests that follow decide
+        for d in details:
+            spec = m.option_spec(d.contract)
+            if spec is not None and spec.trading_class == like.trading_class and spec.expiry == like.expiry \
+                    and spec.right == like.right and d.contract.conId:
+                self._contracts[spec.key] = d.contract
+                self._conids[spec.key] = d.contract.conId
+
     def watch(self, symbol: str, callback: Callable[[float], None]) -> None:
         """Stream an index and call `callback(value)` on every usable update (the hedge's live
         VIX triggers). Subscriptions are renewed after every reconnect: ib_async drops them."""
@@ -296,6 +338,7 @@ class IBBroker:
     def _subscribe(self, symbol: str) -> None:
         ticker = self.ib.reqMktData(m.index_contract(symbol), "", False, False)
         self._streams[symbol] = ticker
+        self._note_lines()
         ticker.updateEvent += lambda t, s=symbol: self._on_tick(s, t)
 
     def _on_tick(self, symbol: str, ticker) -> None:
@@ -317,7 +360,7 @@ class IBBroker:
                 return m.index_value(stream)  # a streamed value costs no request
             except BadQuote:
                 pass
-        async with self.throttle:
+        async with self._snapshot_line(), self.throttle:
             asked = time.time()
             [ticker] = await asyncio.wait_for(self.ib.reqTickersAsync(m.index_contract(symbol)), self.timeout)
         if not _fresh(ticker, asked):
@@ -347,15 +390,84 @@ class IBBroker:
     async def strikes(self, symbol: str, trading_class: str, expiry: date) -> list[Decimal]:
         return (await self._chain(symbol, trading_class))[1]
 
+    # --- market-data lines -------------------------------------------------------------------------
+    @property
+    def lines_in_use(self) -> int:
+        return len(self._streams) + len(self._option_streams) + self._snapshot_lines
+
+    def _note_lines(self) -> None:
+        self.peak_lines = max(self.peak_lines, self.lines_in_use)
+
+    def market_data_lines(self) -> dict[str, int]:
+        return {"in_use": self.lines_in_use, "peak": self.peak_lines, "limit": self.line_limit,
+                "streamed_options": len(self._option_streams)}
+
+    @contextlib.asynccontextmanager
+    async def _snapshot_line(self):
+        """Hold one line for a snapshot, waiting while the budget is used up."""
+        async with self._lines:
+            await self._lines.wait_for(lambda: self.lines_in_use < self.line_limit)
+            self._snapshot_lines += 1
+            self._note_lines()
+        try:
+            yield
+        finally:
+            async with self._lines:
+                self._snapshot_lines -= 1
+                self._lines.notify_all()
+
+    async def stream_quotes(self, options: Sequence[OptionSpec]) -> None:
+        """Keep exactly these options streaming (reqMktData), in the order given until the
+        budget less SNAPSHOT_RESERVE is used; the rest are left to snapshots. Renewed after
+        every reconnect."""
+        self._wanted = list(options)
+        if not self.connected:
+            return
+        contracts = await self._qualify(options) if options else {}
+        wanted = list(dict.fromkeys(o.key for o in options if o.key in contracts))
+        for key in [k for k in self._option_streams if k not in wanted]:
+            ticker = self._option_streams.pop(key)
+            if ticker is not None:
+                async with self.throttle:
+                    self.ib.cancelMktData(ticker.contract)
+        async with self._lines:
+            self._lines.notify_all()
+        for key in wanted:
+            if key in self._option_streams:
+                continue
+            async with self._lines:
+                if self.lines_in_use >= self.line_limit - SNAPSHOT_RESERVE:
+                    break
+                self._option_streams[key] = None  # the line is taken before the request goes
+                self._note_lines()
+            async with self.throttle:
+                self._option_streams[key] = self.ib.reqMktData(contracts[key], "", False, False)
+
+    def _streamed_quote(self, key: str) -> Quote | None:
+        ticker = self._option_streams.get(key)
+        if ticker is None or not self.connected or self.degraded:
+            return None
+        try:
+            return m.quote_of(ticker)
+        except BadQuote:
+            return None  # not yet priced, or unusable: a snapshot decides
+
     @_transient
     async def quotes(self, options: Sequence[OptionSpec]) -> dict[str, Quote]:
         if not options:
             return {}
         if self.data_blocked:
             raise BadQuote(f"market data blocked ({self.data_blocked})")
-        contracts = await self._qualify(options)
-        keys = [o.key for o in options if o.key in contracts]
         out: dict[str, Quote] = {}
+        for o in options:
+            q = self._streamed_quote(o.key)
+            if q is not None:
+                out[o.key] = q  # streamed: no request
+        rest = [o for o in options if o.key not in out]
+        if not rest:
+            return out
+        contracts = await self._qualify(rest)
+        keys = [o.key for o in rest if o.key in contracts]
         tickers = await self._snapshots([contracts[k] for k in keys])
         for k, t in zip(keys, tickers):
             if t is None:
@@ -370,9 +482,10 @@ class IBBroker:
         """One snapshot per contract, each sent after its own throttle token (a batch sent at
         once bursts past the rate, FAILURES.md 19). None for a ticker no tick came for."""
         async def one(contract):
-            async with self.throttle:
-                asked = time.time()
-                [ticker] = await asyncio.wait_for(self.ib.reqTickersAsync(contract), self.timeout)
+            async with self._snapshot_line():
+                async with self.throttle:
+                    asked = time.time()
+                    [ticker] = await asyncio.wait_for(self.ib.reqTickersAsync(contract), self.timeout)
             return ticker if _fresh(ticker, asked) else None
 
         return list(await asyncio.gather(*(one(c) for c in contracts)))

@@ -93,6 +93,12 @@ class SimBroker:
     async def quotes(self, options: Sequence[OptionSpec]) -> dict[str, Quote]:
         return self.exchange.price_options(list(options), self._sync())
 
+    async def stream_quotes(self, options: Sequence[OptionSpec]) -> None:
+        """Quotes are computed on demand here: nothing to keep streaming."""
+
+    def market_data_lines(self) -> dict[str, int]:
+        return {"in_use": 0, "peak": 0, "limit": 0, "streamed_options": 0}
+
     async def place_combo(self, order_ref: str, legs: Sequence[Leg], quantity: int, limit: Decimal) -> OrderState:
         now = self._sync()
         try:
