@@ -36,6 +36,8 @@ from .protocol import (
     API_PREFIX,
     HEADER,
     MAX_FRAME,
+    MAX_VERSION,
+    MIN_VERSION,
     In,
     ProtocolError,
     Request,
@@ -46,6 +48,7 @@ from .protocol import (
     negotiate_version,
     parse_hello,
     parse_request,
+    request_id_of,
 )
 from .quotes import DELAY, QuoteSource, TickSet
 from .scenarios import Scenario
@@ -61,6 +64,26 @@ FARM_MESSAGES = (
     (2106, "HMDS data farm connection is OK:ushmds"),
     (2158, "Sec-def data farm connection is OK:secdefnj"),
 )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one local client may cost the gateway (and, embedded, the bot's own process).
+
+    A legitimate request is a few kilobytes (a placeOrder with conditions stays under 4 KiB),
+    so a frame of more than `max_frame` bytes is refused as soon as its length is read, before
+    any of it is buffered; `max_buffered` bounds the bytes of frames being read on all
+    connections together; `handshake_timeout` bounds the time from accept to startApi."""
+
+    max_connections: int = 32  # IB's own cap on API clients per TWS/Gateway
+    max_frame: int = 1 * 2**20
+    max_buffered: int = 16 * 2**20
+    handshake_timeout: float = 10.0
+    max_hello: int = 4096
+
+
+class LimitExceeded(ProtocolError):
+    """A client went past one of the `Limits`: its session is closed."""
 
 
 @dataclass
@@ -96,11 +119,19 @@ class Session:
     def error(self, req_id: int, code: int, text: str) -> None:
         self.send(msg.error(req_id, code, text, self.version))
 
-    async def _read_frame(self) -> bytes:
+    async def _read_frame(self, limit: int | None = None) -> bytes:
+        """One frame's body. The length is checked before a byte of the body is buffered, and
+        the body's bytes are reserved from the gateway-wide budget while they are read."""
         (size,) = HEADER.unpack(await self.reader.readexactly(HEADER.size))
-        if size > MAX_FRAME:
-            raise ProtocolError(f"frame of {size} bytes")
-        return await self.reader.readexactly(size)
+        limit = min(limit or self.gw.limits.max_frame, MAX_FRAME)
+        if size > limit:
+            raise LimitExceeded(f"a message of {size} bytes exceeds the gateway's limit of {limit}")
+        if not self.gw.reserve(size):
+            raise LimitExceeded(f"a message of {size} bytes exceeds what the gateway buffers for all clients")
+        try:
+            return await self.reader.readexactly(size)
+        finally:
+            self.gw.release(size)
 
     def close(self, abort: bool = False) -> None:
         self.closed = True
@@ -111,26 +142,66 @@ class Session:
                 self.writer.close()
 
     async def run(self) -> None:
-        if await self.reader.readexactly(len(API_PREFIX)) != API_PREFIX:
+        try:
+            started = await asyncio.wait_for(self._handshake(), self.gw.limits.handshake_timeout)
+        except asyncio.TimeoutError:
+            log.warning("gateway.handshake_timeout", seconds=self.gw.limits.handshake_timeout)
+            if self.version:
+                self.error(-1, 502, "Couldn't connect to TWS: no startApi within "
+                                    f"{self.gw.limits.handshake_timeout:g} s of the handshake")
             return
-        hello = parse_hello(await self._read_frame())
+        if not started:
+            return
+        await self._serve()
+
+    async def _handshake(self) -> bool:
+        """`API\0`, the version offer, our version and time, then requests until startApi."""
+        if await self.reader.readexactly(len(API_PREFIX)) != API_PREFIX:
+            return False
+        hello = parse_hello(await self._read_frame(self.gw.limits.max_hello))
         version = negotiate_version(hello)
         if version is None:
-            log.warning("gateway.version_refused", offered=f"{hello.min_version}..{hello.max_version}")
-            return
+            self._refuse_version(hello)
+            return False
         self.version = version
         self.writer.write(handshake_reply(version, self.gw.clock.now(), NY))
+        while self.client_id is None and not self.closed:
+            request = self._next_request(decode_body(await self._read_frame()))
+            if request is not None and request.msg_id == In.START_API:
+                self.gw.handle(self, request)  # nothing else is served before startApi, as at IB
+                await self.writer.drain()
+        return not self.closed
+
+    def _refuse_version(self, hello) -> None:
+        """Tell the client why instead of closing in silence: the two-field reply carries the
+        nearest version this gateway speaks (a client whose minimum is above it reports the
+        mismatch itself), then error 506 "Unsupported version" names both ranges."""
+        offered = f"{hello.min_version}..{hello.max_version}"
+        log.warning("gateway.version_refused", offered=offered, supported=f"{MIN_VERSION}..{MAX_VERSION}")
+        nearest = MAX_VERSION if hello.min_version > MAX_VERSION else MIN_VERSION
+        self.writer.write(handshake_reply(nearest, self.gw.clock.now(), NY))
+        self.writer.write(frame(msg.error(-1, 506, f"Unsupported version: this gateway speaks API versions "
+                                                   f"{MIN_VERSION}..{MAX_VERSION}, the client offered {offered}",
+                                          nearest)))
+
+    async def _serve(self) -> None:
         while not self.closed:
-            fields = decode_body(await self._read_frame())
-            try:
-                request = parse_request(fields, self.version)
-            except ProtocolError as e:
-                self.error(-1, 321, f"Error validating request: {e}")
+            request = self._next_request(decode_body(await self._read_frame()))
+            if request is None:
                 continue
-            if self.client_id is None and request.msg_id != In.START_API:
-                continue  # nothing is served before startApi, as at IB
             self.gw.handle(self, request)
             await self.writer.drain()
+
+    def _next_request(self, fields: list[str]) -> Request | None:
+        """The request a frame carries; None (answered with IB's 320) when it is malformed."""
+        try:
+            return parse_request(fields, self.version)
+        except ProtocolError as e:
+            msg_id = fields[0][:12] if fields else ""
+            log.info("gateway.request_malformed", client_id=self.client_id, msg_id=msg_id, reason=str(e)[:200])
+            self.error(request_id_of(fields), 320, f"Error reading request. Message id {msg_id}. "
+                                                   f"Unable to parse data. {str(e)[:200]}")
+            return None
 
 
 class SimGateway:
@@ -138,7 +209,8 @@ class SimGateway:
 
     def __init__(self, exchange, clock, calendar, host: str = "127.0.0.1", port: int = 4002,
                  account: str | None = None, scenario: Scenario | None = None, *,
-                 pump_interval: float = 0.05, quote_interval: float = 0.25, account_interval: float = 180.0):
+                 pump_interval: float = 0.05, quote_interval: float = 0.25, account_interval: float = 180.0,
+                 limits: Limits | None = None):
         if host not in LOOPBACK:
             raise ValueError(f"the simulated gateway binds the loopback interface only, not {host!r}")
         self.exchange = exchange
@@ -155,6 +227,8 @@ class SimGateway:
         self.pump_interval = pump_interval
         self.quote_interval = quote_interval
         self.account_interval = account_interval
+        self.limits = limits or Limits()
+        self._buffered = 0  # bytes reserved by frames being read, all connections together
         self._sessions: dict[int, Session] = {}  # live sessions by client id
         self._connections: dict[Session, asyncio.Task] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -229,11 +303,32 @@ class SimGateway:
             if o.hold == HOLD_TRANSMIT:
                 self.book.cancel(o, now, "not transmitted; gateway restarted")
 
+    def reserve(self, size: int) -> bool:
+        """Take `size` bytes of the gateway-wide read budget; False when it is spent."""
+        if self._buffered + size > self.limits.max_buffered:
+            return False
+        self._buffered += size
+        return True
+
+    def release(self, size: int) -> None:
+        self._buffered -= size
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)
+        if len(self._connections) >= self.limits.max_connections:
+            log.warning("gateway.connection_refused", connections=len(self._connections),
+                        limit=self.limits.max_connections)
+            session.close(abort=True)
+            return
         self._connections[session] = asyncio.current_task()
         try:
             await session.run()
+        except LimitExceeded as e:
+            log.warning("gateway.client_over_limit", client_id=session.client_id, reason=str(e))
+            if session.version:
+                session.error(-1, 320, f"Error reading request. {e}; the connection is closed")
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(session.writer.drain(), 1.0)
         except (asyncio.IncompleteReadError, ConnectionError, ProtocolError):
             pass
         except asyncio.CancelledError:
