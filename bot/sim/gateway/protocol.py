@@ -463,6 +463,18 @@ class CompletedOrdersRequest(Request):
 
 
 @dataclass(frozen=True)
+class GenericRequest(Request):
+    """Any other request a client can send: its request id (-1 when it has none) and the raw
+    fields after it, read by the service that answers it (`services.py`)."""
+
+    req_id: int
+    args: tuple[str, ...] = ()
+
+    def fields(self) -> Fields:
+        return Fields(list(self.args))
+
+
+@dataclass(frozen=True)
 class UnknownRequest(Request):
     fields: tuple[str, ...] = field(default_factory=tuple)
 
@@ -752,6 +764,29 @@ def request_id_of(fields: list[str]) -> int:
     if len(text) > 10 or not text.lstrip("-").isdigit():
         return -1
     return int(text)
+
+
+def _generic(msg_id: int) -> Callable[[Fields, int], GenericRequest]:
+    def parse(f: Fields, version: int) -> GenericRequest:
+        if msg_id not in UNVERSIONED:
+            f.int()  # version
+        if msg_id == 19:  # replaceFA: faData, cxml, then the request id
+            fa_data, cxml = f.str(), f.str()
+            return GenericRequest(msg_id, f.int(-1), (fa_data, cxml))
+        req_id = -1 if msg_id in NO_REQUEST_ID else f.int(-1)
+        rest = []
+        while f.remaining:
+            rest.append(f.str())
+        return GenericRequest(msg_id, req_id, tuple(rest))
+
+    return parse
+
+
+# every other id an EClient at server version 176..178 sends (ib_async 2.1 client.py)
+GENERIC_IDS = (10, 11, 12, 13, 14, 18, 19, 21, 22, 23, 24, *range(50, 58), *range(65, 71), 72, 73, 74, 75,
+               *range(79, 99), *range(100, 105))
+for _id in GENERIC_IDS:
+    REQUEST_PARSERS.setdefault(_id, _generic(_id))
 
 
 def parse_request(fields: list[str], version: int, strict: bool = False) -> Request:

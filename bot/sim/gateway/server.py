@@ -50,8 +50,10 @@ from .protocol import (
     parse_request,
     request_id_of,
 )
+from .activity import parse_generic_ticks
 from .quotes import DELAY, QuoteSource, TickSet
 from .scenarios import Scenario
+from .services import Services
 
 log = get_logger("bot.sim.gateway")
 
@@ -93,6 +95,7 @@ class Subscription:
     inst: Instrument
     snapshot: bool
     last: TickSet | None = None
+    generic: frozenset[int] = frozenset()  # generic tick ids asked for (100, 101, 104, 106)
 
 
 class Session:
@@ -109,6 +112,9 @@ class Session:
         self.positions_sub = False
         self.account_sub = False
         self.multi_subs: set[int] = set()
+        self.positions_multi: set[int] = set()
+        self.pnl_subs: dict[int, str | None] = {}  # reqPnL (None) / reqPnLSingle (option key)
+        self.groups: set[int] = set()
         self.closed = False
 
     # --- io ----------------------------------------------------------------------------------
@@ -239,6 +245,8 @@ class SimGateway:
         self._next_quotes = 0.0
         self._next_account = 0.0
         self._handler_table = None
+        self.services = Services(self)
+        self._next_pnl = 0.0
         self._started = False
         self._closed = False
         # instrumentation (bench/latency.py): probe("tick", (session, instrument, ticks), perf_counter())
@@ -375,11 +383,15 @@ class SimGateway:
             self._handler_table = self._handlers()
         handler = self._handler_table.get(r.msg_id)
         if handler is None:
-            if isinstance(r, UnknownRequest):
-                log.debug("gateway.request_ignored", msg_id=r.msg_id, client_id=s.client_id)
+            if isinstance(r, UnknownRequest):  # no client sends it: IB's "unknown message id"
+                log.info("gateway.request_unknown", msg_id=r.msg_id, client_id=s.client_id)
+                s.error(-1, 320, f"Error reading request. Message id {r.msg_id}. Unknown message id")
             return
         try:
             handler(s, r)
+        except ProtocolError as e:  # a generic request's fields, read by its service
+            s.error(getattr(r, "req_id", -1), 320, f"Error reading request. Message id {r.msg_id}. "
+                                                   f"Unable to parse data. {str(e)[:200]}")
         except MappingError as e:
             s.error(getattr(r, "req_id", getattr(r, "order_id", -1)), e.code, e.message)
         except Exception as e:  # noqa: BLE001 - answer, log, keep serving
@@ -387,6 +399,9 @@ class SimGateway:
             s.error(getattr(r, "req_id", getattr(r, "order_id", -1)), 321, f"Error validating request: {e}")
 
     def _handlers(self):
+        return {**self.services.handlers(), **self._own_handlers()}
+
+    def _own_handlers(self):
         return {
             In.START_API: self._start_api,
             In.REQ_IDS: lambda s, r: s.send(msg.next_valid_id(self.book.next_order_id())),
@@ -499,7 +514,7 @@ class SimGateway:
         if inst is None:
             return
         now = self.clock.now()
-        sub = Subscription(inst, r.snapshot or r.regulatory_snapshot)
+        sub = Subscription(inst, r.snapshot or r.regulatory_snapshot, generic=parse_generic_ticks(r.generic_ticks))
         data_type = self._shown_data_type(s, now)
         s.send(msg.market_data_type(r.req_id, data_type))
         if not sub.snapshot:
@@ -509,7 +524,7 @@ class SimGateway:
                 s.send(msg.tick_snapshot_end(r.req_id))
             return
         delayed = data_type in (3, 4)
-        ticks = self.quotes.ticks(inst, now - DELAY if delayed else now)
+        ticks = self.quotes.ticks(inst, now - DELAY if delayed else now, generic=sub.generic)
         if ticks is not None:
             self._send_ticks(s, r.req_id, ticks.delayed() if delayed else ticks)
             sub.last = ticks
@@ -524,6 +539,10 @@ class SimGateway:
                 s.send(msg.tick_size(req_id, size_type, size))  # IB follows a price with its size
         for tick_type, values in ticks.computations.items():
             s.send(msg.tick_option_computation(req_id, tick_type, *values))
+        for tick_type, size in ticks.sizes.items():
+            s.send(msg.tick_size(req_id, tick_type, size))
+        for tick_type, value in ticks.generics.items():
+            s.send(msg.tick_generic(req_id, tick_type, value))
 
     def _push_ticks(self, now: datetime) -> None:
         """Send every streaming line what changed, pricing all options of all lines at once."""
@@ -538,7 +557,7 @@ class SimGateway:
             options = {leg.option.key: leg.option for _, _, sub in lines for leg in _legs_of(sub.inst)}
             quotes = self.quotes.option_quotes(list(options.values()), t)
             for s, rid, sub in lines:
-                ticks = self.quotes.ticks(sub.inst, t, quotes)
+                ticks = self.quotes.ticks(sub.inst, t, quotes, sub.generic)
                 if ticks is None:
                     continue
                 change = ticks.changes_since(sub.last)
@@ -671,13 +690,15 @@ class SimGateway:
         if inst is None:
             return
         ex = mapping.to_exchange_order(inst, r.order)
-        acct = self.exchange.account(now)
-        book = {p.option.key: p.quantity for p in self.exchange.positions()}
+        extra: dict[str, int] = {}
         for leg in ex.legs:
-            book[leg.option.key] = book.get(leg.option.key, 0) + leg.signed_ratio * ex.quantity
-        margin_after = max(0.0, -_worst_payoff(book))
-        before = float(acct.maintenance_margin)
-        equity = float(acct.net_liquidation)
+            extra[leg.option.key] = extra.get(leg.option.key, 0) + leg.signed_ratio * ex.quantity
+        positions, marks, unders = self.services.book(now)
+        marks.update({k: float(q.mid) for k, q in self.exchange.price_options(
+            [OptionSpec.from_key(k) for k in extra if k not in marks], now).items()})
+        before = self.services.ib_margin(positions, marks, unders)
+        margin_after = self.services.ib_margin(positions, marks, unders, extra)
+        equity = float(self.exchange.account(now).net_liquidation)
         commission = float(self.exchange.settings.commission_per_contract) * ex.quantity * sum(
             leg.ratio for leg in ex.legs)
         margins = msg.WhatIfMargins(before, before, equity, margin_after - before, margin_after - before,
@@ -885,32 +906,16 @@ class SimGateway:
         if self.scenario.link_down:
             return
         for s in self._sessions.values():
-            if s.positions_sub:
-                for key in sorted(changed):
-                    qty, avg = current.get(key, (0, Decimal(0)))
+            for key in sorted(changed):
+                qty, avg = current.get(key, (0, Decimal(0)))
+                if s.positions_sub:
                     s.send(self._position_msg(key, qty, avg))
+                for req_id in s.positions_multi:
+                    s.send(self.services.position_multi_msg(req_id, key, qty, avg))
         self._push_account(now, keys=changed)
 
     def _account_values(self, now: datetime) -> list[tuple[str, str, str]]:
-        acct = self.exchange.account(now)
-        cash, nlv, margin = float(acct.cash), float(acct.net_liquidation), float(acct.maintenance_margin)
-        options = nlv - cash
-        cost = sum(float(p.avg_cost) * p.option.multiplier * p.quantity for p in self.exchange.positions())
-        money = lambda v: f"{v:.2f}"  # noqa: E731
-        values = [
-            ("AccountCode", self.account, ""), ("AccountType", "INDIVIDUAL", ""), ("Currency", "USD", "USD"),
-            ("NetLiquidation", money(nlv), "USD"), ("TotalCashValue", money(cash), "USD"),
-            ("CashBalance", money(cash), "USD"), ("CashBalance", money(cash), "BASE"),
-            ("SettledCash", money(cash), "USD"), ("EquityWithLoanValue", money(nlv), "USD"),
-            ("InitMarginReq", money(margin), "USD"), ("MaintMarginReq", money(margin), "USD"),
-            ("FullInitMarginReq", money(margin), "USD"), ("FullMaintMarginReq", money(margin), "USD"),
-            ("AvailableFunds", money(nlv - margin), "USD"), ("ExcessLiquidity", money(nlv - margin), "USD"),
-            ("FullAvailableFunds", money(nlv - margin), "USD"), ("FullExcessLiquidity", money(nlv - margin), "USD"),
-            ("BuyingPower", money(nlv - margin), "USD"), ("OptionMarketValue", money(options), "USD"),
-            ("UnrealizedPnL", money(options - cost), "USD"),
-            ("RealizedPnL", "0.00", "USD"),
-        ]
-        return values
+        return self.services.account_values(now)
 
     def _portfolio_msgs(self, now: datetime, keys: set[str] | None = None) -> list[list]:
         positions = self.exchange.positions()
@@ -966,7 +971,7 @@ class SimGateway:
     def _account_summary(self, s: Session, r) -> None:
         tags = {t.strip() for t in r.tags.split(",") if t.strip()}
         for key, value, currency in self._account_values(self.clock.now()):
-            if currency == "BASE" or key in ("AccountCode", "Currency"):
+            if currency == "BASE" or key in ("AccountCode", "Currency", "AccountReady"):
                 continue
             if "All" in tags or key in tags or (tags & {"$LEDGER", "$LEDGER:ALL", "$LEDGER:USD"}):
                 s.send(msg.account_summary(r.req_id, self.account, key, value, currency))
@@ -1005,6 +1010,11 @@ class SimGateway:
         if mono >= self._next_quotes:
             self._next_quotes = mono + self.quote_interval
             self._push_ticks(now)
+        if mono >= self._next_pnl:  # IB streams P&L about once a second
+            self._next_pnl = mono + 1.0
+            for s in list(self._sessions.values()):
+                if s.pnl_subs and not self.scenario.link_down:
+                    self.services.push_pnl(s)
         if mono >= self._next_account:
             if self._next_account:  # not at start: clients got everything on request
                 self._push_account(now)
@@ -1042,13 +1052,6 @@ def _error_of(e: Exception) -> tuple[int, str]:
     if code == 201 and not reason.startswith("Order rejected"):
         reason = f"Order rejected - reason:{reason}"
     return code, reason
-
-
-def _worst_payoff(book: dict[str, int]) -> float:
-    """Worst expiry payoff of a book of options: the exchange's max-loss margin rule."""
-    from bot.sim.exchange import _worst_expiry_payoff  # the exchange's own rule, not a copy
-
-    return _worst_expiry_payoff(book)
 
 
 def _dividend_yield() -> float:
