@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from datetime import timezone
 
 import pytest
 from test_gateway_limits import RawClient, spx_contract
@@ -14,6 +15,7 @@ from bot.sim.gateway.protocol import GENERIC_IDS, REQUEST_PARSERS
 from bot.sim.gateway.services import ACCEPTED, REFUSALS
 
 TIMEOUT = 10.0
+UTC = timezone.utc
 STANDARD_TAGS = (
     "AccountType,NetLiquidation,TotalCashValue,SettledCash,AccruedCash,BuyingPower,EquityWithLoanValue,"
     "PreviousDayEquityWithLoanValue,GrossPositionValue,RegTEquity,RegTMargin,SMA,InitMarginReq,MaintMarginReq,"
@@ -193,3 +195,42 @@ async def test_generic_ticks_open_interest_volume_and_volatility(sim, connect, l
     assert index.callOpenInterest > ticker.putOpenInterest
     ib.cancelMktData(opt)
     ib.cancelMktData(spx)
+
+
+async def test_bars_keep_up_to_date_and_option_bars(sim, connect, lib):
+    ib = await connect(sim)
+    spx = lib.Index("SPX", "CBOE")
+    opt = spxw(lib, strike(sim.spot()), "P")
+    await ib.qualifyContractsAsync(spx, opt)
+    bars = await asyncio.wait_for(ib.reqHistoricalDataAsync(spx, "", "1 D", "1 min", "TRADES", True,
+                                                             keepUpToDate=True), TIMEOUT)
+    updates = []
+    bars.updateEvent += lambda b, has_new_bar: updates.append(b[-1].close)
+    await wait_for(lambda: len(updates) >= 2, TIMEOUT, "historicalDataUpdate as the minute bars form")
+    assert bars[-1].date.astimezone(UTC) <= sim.clock.now()
+    ib.cancelHistoricalData(bars)
+    for what in ("MIDPOINT", "TRADES", "BID"):
+        option_bars = await asyncio.wait_for(ib.reqHistoricalDataAsync(opt, "", "2 D", "30 mins", what, True),
+                                             TIMEOUT)
+        assert option_bars and all(0 < b.low <= b.high for b in option_bars), what
+    daily = await asyncio.wait_for(ib.reqHistoricalDataAsync(opt, "", "5 D", "1 day", "MIDPOINT", True), TIMEOUT)
+    assert daily and all(b.close > 0 for b in daily)
+
+
+async def test_intraday_bars_reach_back_before_the_simulated_start(sim, connect, lib):
+    """Look-back sessions have only a close: their intraday bars follow a seeded bridge from
+    the previous close to that close, the same on every request."""
+    ib = await connect(sim)
+    spx = lib.Index("SPX", "CBOE")
+    await ib.qualifyContractsAsync(spx)
+    first = sim.market.first_session
+    bars = await asyncio.wait_for(ib.reqHistoricalDataAsync(spx, "", "10 D", "30 mins", "TRADES", True), TIMEOUT)
+    days = sorted({b.date.astimezone(UTC).date() for b in bars})
+    assert len(days) == 10 and days[0] < first
+    early = [b for b in bars if b.date.astimezone(UTC).date() < first]
+    assert len({b.close for b in early}) > 5
+    again = await asyncio.wait_for(ib.reqHistoricalDataAsync(spx, "", "10 D", "30 mins", "TRADES", True), TIMEOUT)
+    assert [b.close for b in again][: len(early)] == [b.close for b in early]
+    daily = {b.date: b for b in await ib.reqHistoricalDataAsync(spx, "", "10 D", "1 day", "TRADES", True)}
+    last_early = max(d for d in daily if d < first)
+    assert [b.close for b in early][-1] == pytest.approx(daily[last_early].close, abs=0.01)

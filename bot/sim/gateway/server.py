@@ -88,6 +88,20 @@ class LimitExceeded(ProtocolError):
     """A client went past one of the `Limits`: its session is closed."""
 
 
+SAMPLED_SHOW = ("TRADES", "MIDPOINT", "BID", "ASK")
+
+
+@dataclass
+class BarSubscription:
+    """One keepUpToDate line: the bar that holds now is sent as it forms."""
+
+    inst: Instrument
+    what: str
+    size: timedelta | None
+    format_date: int
+    last: tuple | None = None
+
+
 @dataclass
 class Subscription:
     """One reqMktData line of a session."""
@@ -115,6 +129,7 @@ class Session:
         self.positions_multi: set[int] = set()
         self.pnl_subs: dict[int, str | None] = {}  # reqPnL (None) / reqPnLSingle (option key)
         self.groups: set[int] = set()
+        self.bar_subs: dict[int, BarSubscription] = {}  # reqHistoricalData with keepUpToDate
         self.closed = False
 
     # --- io ----------------------------------------------------------------------------------
@@ -413,7 +428,7 @@ class SimGateway:
             In.CANCEL_MKT_DATA: lambda s, r: s.tickers.pop(r.req_id, None),
             In.REQ_MARKET_DATA_TYPE: self._req_market_data_type,
             In.REQ_HISTORICAL_DATA: self._historical_data,
-            In.CANCEL_HISTORICAL_DATA: lambda s, r: None,
+            In.CANCEL_HISTORICAL_DATA: lambda s, r: s.bar_subs.pop(r.req_id, None),
             In.PLACE_ORDER: self._place_order,
             In.CANCEL_ORDER: self._cancel_order,
             In.REQ_GLOBAL_CANCEL: self._global_cancel,
@@ -571,18 +586,80 @@ class SimGateway:
         inst = self._resolve_one(s, r.req_id, r.contract)
         if inst is None:
             return
-        if not isinstance(inst, Index):
+        what = r.what_to_show.upper() or "TRADES"
+        if isinstance(inst, Bag) or (not isinstance(inst, Index) and what not in SAMPLED_SHOW):
             s.error(r.req_id, 162, "Historical Market Data Service error message:No historical data query found "
-                                   "(the simulator serves SPX and VIX index bars only)")
+                                   f"(the simulator serves {'/'.join(SAMPLED_SHOW)} bars of indexes, options and "
+                                   "VX futures, not of combos)")
             return
+        if r.keep_up_to_date and r.end.strip():
+            s.error(r.req_id, 321, "Error validating request.-'bS' : cause - End date not supported with live "
+                                   "updates")
+            return
+        now = self.clock.now()
         try:
-            start, end, bars, daily = barsmod.bars_for(self.exchange.market, self.calendar, inst.symbol, r.end,
-                                                        r.duration, r.bar_size, self.clock.now())
+            size = barsmod.parse_bar_size(r.bar_size)
+            start, end, bars = self._bars(inst, what, r.end, r.duration, r.bar_size, now)
         except barsmod.HistoryError as e:
             s.error(r.req_id, 162, str(e))
             return
-        rows = barsmod.bar_rows(bars, daily, r.format_date)
+        rows = barsmod.bar_rows(bars, size is None, r.format_date)
         s.send(msg.historical_data(r.req_id, barsmod.header_time(start), barsmod.header_time(end), rows))
+        if r.keep_up_to_date:
+            s.bar_subs[r.req_id] = BarSubscription(inst, what, size, r.format_date)
+
+    def _bars(self, inst: Instrument, what: str, end_text: str, duration: str, bar_size: str, now: datetime):
+        if isinstance(inst, Index):
+            start, end, bars, _ = barsmod.bars_for(self.exchange.market, self.calendar, inst.symbol, end_text,
+                                                   duration, bar_size, now)
+            return start, end, bars
+        size = barsmod.parse_bar_size(bar_size)
+        end = barsmod.parse_end(end_text, now)
+        start = barsmod.parse_duration(duration, end, self.calendar)
+        first = getattr(self.exchange.market, "first_session", None)
+        last = inst.expiry if isinstance(inst, (OptionSpec, mapping.Future)) else None
+        return start, end, barsmod.sampled_bars(self._value_at(inst, what), self.calendar, start, end, size,
+                                                first, last)
+
+    def _value_at(self, inst: Instrument, what: str):
+        """The model price of an option (mid, bid or ask) or a VX future at t; None when it has none."""
+        def option(t: datetime) -> float | None:
+            q = self.exchange.price_options([inst], t).get(inst.key)
+            if q is None:
+                return None
+            return float(q.bid if what == "BID" else q.ask if what == "ASK" else q.mid)
+
+        def future(t: datetime) -> float | None:
+            return dict(self.exchange.market.state_at(t).vx).get(inst.expiry)
+
+        return option if isinstance(inst, OptionSpec) else future
+
+    def _push_bars(self, now: datetime) -> None:
+        """keepUpToDate: the bar that holds now, as historicalDataUpdate, when it changed."""
+        for s in list(self._sessions.values()):
+            for req_id, sub in list(s.bar_subs.items()):
+                b0 = barsmod.bar_start(self.calendar, now, sub.size)
+                if b0 is None:
+                    continue
+                try:
+                    if isinstance(sub.inst, Index):
+                        bars = (barsmod.daily_bars(self.exchange.market, self.calendar, sub.inst.symbol, b0, now)
+                                if sub.size is None else
+                                barsmod.intraday_bars(self.exchange.market, self.calendar, sub.inst.symbol, b0, now,
+                                                      sub.size))
+                    else:
+                        bars = barsmod.sampled_bars(self._value_at(sub.inst, sub.what), self.calendar, b0, now,
+                                                    sub.size)
+                except (barsmod.HistoryError, ValueError):
+                    continue
+                if not bars:
+                    continue
+                [row] = barsmod.bar_rows(bars[-1:], sub.size is None, sub.format_date)
+                if row == sub.last:
+                    continue
+                sub.last = row
+                label, o, h, low, c, volume, wap, count = row
+                s.send(msg.historical_data_update(req_id, -1, label, o, c, h, low, wap, volume))
 
     # --- orders ------------------------------------------------------------------------------------
     def _advance(self, now: datetime) -> None:
@@ -1010,8 +1087,10 @@ class SimGateway:
         if mono >= self._next_quotes:
             self._next_quotes = mono + self.quote_interval
             self._push_ticks(now)
-        if mono >= self._next_pnl:  # IB streams P&L about once a second
+        if mono >= self._next_pnl:  # IB streams P&L about once a second, bar updates every few
             self._next_pnl = mono + 1.0
+            if not self.scenario.link_down and not self.scenario.ticks_paused:
+                self._push_bars(now)
             for s in list(self._sessions.values()):
                 if s.pnl_subs and not self.scenario.link_down:
                     self.services.push_pnl(s)
