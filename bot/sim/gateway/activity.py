@@ -30,7 +30,7 @@ from bot.domain import OptionSpec, Right
 from .listing import NY
 from .mapping import STRIKE_STEP
 
-OPEN_INTEREST_ATM = {"SPXW": 4000.0, "SPX": 8000.0, "VIX": 20000.0, "VIXW": 2000.0}
+OPEN_INTEREST_ATM = {"SPXW": 4000.0, "SPX": 8000.0, "VIX": 20000.0, "VIXW": 2000.0, "SPY": 20000.0, "QQQ": 10000.0}
 TURNOVER_NEAR, TURNOVER_FAR = 0.6, 0.2
 FUTURE_VOLUME_FRONT = 60000.0
 YEAR_S = 365.0 * 24 * 3600
@@ -63,7 +63,7 @@ def _atm_sigma(state, symbol: str) -> float:
 
 def _roundness(o: OptionSpec) -> float:
     k = float(o.strike)
-    big, mid = (5.0, 1.0) if o.symbol == "VIX" else (100.0, 25.0)
+    big, mid = (5.0, 1.0) if o.symbol in ("VIX", "SPY", "QQQ") else (100.0, 25.0)
     return 1.5 if k % big == 0 else 1.2 if k % mid == 0 else 1.0
 
 
@@ -82,6 +82,10 @@ def _underlying(state, o: OptionSpec) -> float:
     if o.symbol == "VIX":
         curve = dict(state.vx)
         return curve.get(o.expiry, state.vix)
+    if o.symbol in ("SPY", "QQQ"):
+        from .equities import price
+
+        return price(o.symbol, state.spx)
     return state.spx
 
 

@@ -18,9 +18,9 @@ from decimal import Decimal
 
 from bot.domain import Action, OptionSpec, Quote
 
-from . import activity
+from . import activity, equities
 from .listing import NY
-from .mapping import FUTURE_TICK, Bag, Future, Index, Instrument
+from .mapping import FUTURE_TICK, Bag, Future, Index, Instrument, Stock
 
 BID, ASK, LAST, HIGH, LOW, CLOSE, OPEN = 1, 2, 4, 6, 7, 9, 14
 BID_SIZE, ASK_SIZE, LAST_SIZE, VOLUME = 0, 3, 5, 8
@@ -67,7 +67,13 @@ class QuoteSource:
         self._closes: dict[tuple[str, datetime], float | None] = {}
 
     def option_quotes(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
-        return self.exchange.price_options(options, t) if options else {}
+        if not options:
+            return {}
+        listed = [o for o in options if o.symbol not in equities.EQUITIES]
+        out = self.exchange.price_options(listed, t) if listed else {}
+        if len(listed) < len(options):
+            out.update(equities.price_options(self.exchange.market, self.calendar, options, t))
+        return out
 
     def ticks(self, inst: Instrument, t: datetime, quotes: dict[str, Quote] | None = None,
               generic: frozenset[int] = frozenset()) -> TickSet | None:
@@ -77,6 +83,8 @@ class QuoteSource:
             ticks = self._index(inst.symbol, t)
             self._index_activity(inst.symbol, t, generic, ticks)
             return ticks
+        if isinstance(inst, Stock):
+            return self._stock(inst.symbol, t, generic)
         if isinstance(inst, Future):
             ticks = self._future(inst, t)
             if ticks is not None:
@@ -131,7 +139,7 @@ class QuoteSource:
         if activity.OPTION_VOLUME in generic:
             ticks.sizes[activity.volume_tick(opt)] = ticks.sizes[activity.VOLUME_TICK]
         if activity.HISTORICAL_VOL in generic:
-            hv = self._historical_vol(opt.symbol, t)
+            hv = self._historical_vol("SPX" if opt.symbol in equities.EQUITIES else opt.symbol, t)
             if hv is not None:
                 ticks.generics[activity.HV_TICK] = round(hv, 6)
         if activity.IMPLIED_VOL in generic and q is not None and q.greeks is not None:
@@ -180,6 +188,26 @@ class QuoteSource:
         close_t = self._previous_close_time(t)
         if close_t is not None:
             ticks.prices[CLOSE] = (round(_index_value(market.state_at(close_t), symbol), 2), 0.0)
+        return ticks
+
+    def _stock(self, symbol: str, t: datetime, generic: frozenset[int]) -> TickSet:
+        """A penny-wide quote around the model price; volume grows through the session."""
+        market = self.exchange.market
+        price = equities.price_at(market, symbol, t)
+        ticks = TickSet({BID: (round(price - 0.01, 2), 100.0), ASK: (round(price + 0.01, 2), 100.0),
+                         LAST: (price, 100.0)})
+        close_t = self._previous_close_time(t)
+        if close_t is not None:
+            ticks.prices[CLOSE] = (equities.price_at(market, symbol, close_t), 0.0)
+        ticks.sizes[VOLUME] = float(round(60_000_000 * activity.session_fraction(self.calendar, t) / 100))
+        if activity.HISTORICAL_VOL in generic:
+            hv = self._historical_vol("SPX", t)
+            if hv is not None:
+                ticks.generics[activity.HV_TICK] = round(hv * equities.EQUITIES[symbol].vol_scale, 6)
+        if activity.IMPLIED_VOL in generic:
+            state = market.state_at(t)
+            ticks.generics[activity.IV_TICK] = round(activity.index_implied_vol("SPX", state)
+                                                     * equities.EQUITIES[symbol].vol_scale, 6)
         return ticks
 
     def _future(self, fut: Future, t: datetime) -> TickSet | None:
@@ -234,6 +262,8 @@ class QuoteSource:
         if spot <= 0 or not self.calendar.is_session(opt.expiry):
             return -1.0
         years = max(0.0, (self.calendar.spxw_expiry_time(opt.expiry) - t).total_seconds() / YEAR_S)
+        if opt.symbol in equities.EQUITIES:
+            return round(equities.pv_dividend(opt.symbol, spot, years), 4)
         return round(spot * (1.0 - math.exp(-self.dividend_yield * years)), 4)
 
     def _bag(self, bag: Bag, quotes: dict[str, Quote]) -> TickSet | None:

@@ -27,6 +27,7 @@ from bot.domain import OptionSpec
 from bot.log import get_logger
 
 from . import bars as barsmod
+from . import equities
 from . import mapping
 from . import messages as msg
 from .listing import NY, ExchangeListing, ny_text
@@ -501,11 +502,13 @@ class SimGateway:
             return ("CBOE",)
         if isinstance(inst, mapping.Future):
             return ("CFE",)
+        if isinstance(inst, mapping.Stock):
+            return mapping.STOCK_EXCHANGES
         return mapping.EXCHANGES_OPT
 
     def _sec_def_opt_params(self, s: Session, r) -> None:
         symbol = r.underlying_symbol.upper()
-        under = mapping.INDEX_CON_IDS.get(symbol)
+        under = mapping.INDEX_CON_IDS.get(symbol) or mapping.STOCK_CON_IDS.get(symbol)
         if under is not None and r.underlying_con_id in (0, under):
             for tclass, multiplier, expirations, strikes in self.listing.option_chains(symbol):
                 for exchange in mapping.EXCHANGES_OPT:
@@ -632,6 +635,11 @@ class SimGateway:
         def future(t: datetime) -> float | None:
             return dict(self.exchange.market.state_at(t).vx).get(inst.expiry)
 
+        def stock(t: datetime) -> float | None:
+            return equities.price_at(self.exchange.market, inst.symbol, t)
+
+        if isinstance(inst, mapping.Stock):
+            return stock
         return option if isinstance(inst, OptionSpec) else future
 
     def _push_bars(self, now: datetime) -> None:

@@ -25,16 +25,21 @@ from bot.domain import OptionSpec, Right
 
 from . import mapping
 from . import messages as msg
+from .equities import EQUITIES, price
 from .listing import NY
 from .margin import Holding, requirement
 from .protocol import GenericRequest
 
 # marketRuleIds named in contract details -> (lowEdge, increment) rows
-MARKET_RULES = {110: [(0.0, 0.05), (3.0, 0.10)]}  # Cboe index options: 0.05 below $3, 0.10 from $3
+MARKET_RULES = {
+    110: [(0.0, 0.05), (3.0, 0.10)],  # Cboe index options: 0.05 below $3, 0.10 from $3
+    26: [(0.0, 0.01)],  # stocks and penny-pilot options (SPY, QQQ)
+}
 
 SYMBOLS = [  # (symbol, secType, conId, primary exchange, derivative sec types, description)
     ("SPX", "IND", mapping.SPX_CON_ID, "CBOE", ("OPT",), mapping.INDEX_NAMES["SPX"]),
     ("VIX", "IND", mapping.VIX_CON_ID, "CBOE", ("FUT", "OPT"), mapping.INDEX_NAMES["VIX"]),
+    *[(e.symbol, "STK", e.con_id, e.primary_exchange, ("OPT",), e.name) for e in EQUITIES.values()],
 ]
 
 NOT_FA = "Error validating request.-'bA' : cause - FA data operations ignored for non FA customers."
@@ -182,6 +187,15 @@ class Services:
             f = under if under else ex.vix_future(opt.expiry, t)
             return (lambda sig: float(pricing.black76_price(f, k, t_years, sig, state.rate, call)),
                     lambda sig: pricing.black76_greeks(f, k, t_years, sig, state.rate, call), f, t_years, 0.0)
+        if opt.symbol in EQUITIES:
+            from . import equities
+
+            eq = EQUITIES[opt.symbol]
+            t_years = equities.years_to_expiry(self.gw.calendar, opt, t)
+            spot = under if under else equities.price(opt.symbol, state.spx)
+            return (lambda sig: float(pricing.bs_price(spot, k, t_years, sig, state.rate, eq.dividend_yield, call)),
+                    lambda sig: pricing.bs_greeks(spot, k, t_years, sig, state.rate, eq.dividend_yield, call), spot,
+                    t_years, equities.pv_dividend(opt.symbol, spot, t_years))
         t_years = ex._years_to_expiry(opt, t)
         spot = under if under else state.spx
         return (lambda sig: float(pricing.bs_price(spot, k, t_years, sig, state.rate, DIVIDEND_YIELD, call)),
@@ -278,7 +292,9 @@ class Services:
         quotes = ex.price_options([p.option for p in positions], now)
         marks = {k: float(q.mid) for k, q in quotes.items()}
         state = ex.market.state_at(now)
-        return positions, marks, {"SPX": state.spx, "VIX": state.vix}
+        unders = {"SPX": state.spx, "VIX": state.vix}
+        unders.update({symbol: price(symbol, state.spx) for symbol in EQUITIES})
+        return positions, marks, unders
 
     def day_mark(self, now: datetime) -> DayMark:
         """Values at the first look of the session day (the gateway's 'previous close')."""
