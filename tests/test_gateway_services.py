@@ -35,6 +35,16 @@ def test_every_client_request_id_has_a_parser():
     assert set(REFUSALS) | ACCEPTED <= set(GENERIC_IDS)
 
 
+def expected_request_id(msg_id: int, fields: list) -> int:
+    """Where each message carries its request id: none (-1), last (replaceFA), after the
+    version field, or right after the id (the unversioned requests)."""
+    if msg_id in (18, 65, 66, 72, 73):
+        return -1
+    if msg_id == 19:
+        return fields[-1]
+    return fields[2] if msg_id in (10, 21, 50, 52) else fields[1]
+
+
 async def test_refused_requests_get_ibs_error_on_their_request_id(sim):
     """Each refused id, sent as the client encodes it, is answered on its own request id."""
     raw = await RawClient.open(sim.port)
@@ -62,10 +72,7 @@ async def test_refused_requests_get_ibs_error_on_their_request_id(sim):
     assert set(messages) == set(REFUSALS)
     for msg_id, fields in messages.items():
         raw.send(fields)
-        expected_id = -1 if msg_id in (18, 65, 66, 72, 73) else int(f"{fields[2] if msg_id in (10, 19, 21, 50, 52) else fields[1]}")
-        if msg_id == 19:
-            expected_id = 1019
-        code, _ = await raw.error_for(expected_id)
+        code, _ = await raw.error_for(expected_request_id(msg_id, fields))
         assert code == REFUSALS[msg_id][0], msg_id
     raw.send([49, 1])
     await raw.until(lambda f: f[0] == "49")
