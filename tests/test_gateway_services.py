@@ -82,7 +82,7 @@ async def test_refused_requests_get_ibs_error_on_their_request_id(sim):
 async def test_served_requests_through_the_clients(sim, connect, lib):
     ib = await connect(sim)
     samples = await asyncio.wait_for(ib.reqMatchingSymbolsAsync("SP"), TIMEOUT)
-    assert [d.contract.symbol for d in samples] == ["SPX"] and "OPT" in samples[0].derivativeSecTypes
+    assert [d.contract.symbol for d in samples] == ["SPX", "SPY"] and "OPT" in samples[0].derivativeSecTypes
     [details] = await ib.reqContractDetailsAsync(spxw(lib, strike(sim.spot()) + 50))
     rule_id = int(details.marketRuleIds.split(",")[0])
     increments = await asyncio.wait_for(ib.reqMarketRuleAsync(rule_id), TIMEOUT)
