@@ -40,3 +40,13 @@ def test_run_gateway_reports_missing_history_in_one_line(short_tmp, capsys):
     assert run_gateway(params) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sim-gateway: ")
+
+
+def test_bad_port_and_speed_are_one_line_errors(short_tmp, capsys):
+    """Issue 10: `sim-gateway --speed abc`, `--port 99999`, `--port -1`, `speed = 1e-300`."""
+    base = GatewayParams(state_path=short_tmp / "s.sqlite", source="synthetic", start=date(2022, 3, 1))
+    for overrides in ({"port": 99999}, {"port": -1}, {"speed": "abc"}, {"speed": 1e-300}, {"speed": "nan"},
+                      {"speed": "inf"}):
+        assert run_gateway(base, **overrides) == 2, overrides
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sim-gateway: --"), (overrides, err)

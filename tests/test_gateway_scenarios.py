@@ -93,14 +93,14 @@ async def test_delayed_fills_and_legs_reported_one_by_one(sim, connect, lib):
 
 
 async def test_order_placed_before_the_open_waits_for_it(make_sim, connect, lib, ib_errors):
-    sim = await make_sim(start_time="09:29:57")
+    sim = await make_sim(start_time="09:29:00")  # one real second before the open: room for a loaded machine
     ib = await connect(sim)
     combo, _ = await condor(ib, lib, sim)
     codes = []
     ib.errorEvent += lambda req_id, code, text, contract: codes.append(code)
     trade = ib.placeOrder(combo, lib.LimitOrder("BUY", 1, 0.5, orderRef="ic-early"))  # a generous debit
     await wait_for(lambda: 399 in codes, what="the 'not until the open' warning")
-    await wait_for(lambda: trade.orderStatus.status == "Filled", what="the fill after the open", timeout=5)
+    await wait_for(lambda: trade.orderStatus.status == "Filled", what="the fill after the open", timeout=15)
     assert sim.exchange.order("ic-early").status is OrderStatus.FILLED
 
 

@@ -12,6 +12,6 @@ gateway: status sequences, error texts and commission timing are configurable in
 
 from .runner import GatewayParams, GatewayStartError, params_from_config, run_gateway, serve
 from .scenarios import Scenario
-from .server import SimGateway
+from .server import Limits, SimGateway
 
-__all__ = ["GatewayParams", "GatewayStartError", "Scenario", "SimGateway", "params_from_config", "run_gateway", "serve"]
+__all__ = ["GatewayParams", "GatewayStartError", "Limits", "Scenario", "SimGateway", "params_from_config", "run_gateway", "serve"]

@@ -119,19 +119,62 @@ def _sessions(market, calendar, start: datetime, end: datetime) -> list[date]:
     return [d for d in days if (first is None or d >= first) and (last is None or d <= last)]
 
 
-def _warm_up_bars(market, calendar, symbol: str, start: datetime, end: datetime) -> list[Bar]:
-    """Close-only bars for the sessions before the model's first session (the replay's
-    look-back rows, the synthetic model's burn-in), so a client warming indicators up with
-    reqHistoricalData gets a year of daily bars at the start of a simulated run."""
+def _warm_up_closes(market, calendar, symbol: str, start: datetime, end: datetime) -> dict[date, tuple[float, float]]:
+    """(previous close, close) of the sessions between start and end that come before the
+    model's first session (the replay's look-back rows, the synthetic model's burn-in)."""
     first = getattr(market, "first_session", None)
     if first is None or not hasattr(market, "daily_closes"):
-        return []
+        return {}
     days = [d for d in calendar.sessions_between(start.astimezone(NY).date(), end.astimezone(NY).date()) if d < first]
     if not days:
-        return []
-    closes = dict(market.daily_closes(symbol, len(calendar.sessions_between(days[0], first)) + 1,
+        return {}
+    closes = dict(market.daily_closes(symbol, len(calendar.sessions_between(days[0], first)) + 2,
                                       calendar.open_close(first)[0]))
-    return [Bar(d, closes[d], closes[d], closes[d], closes[d]) for d in days if d in closes]
+    out = {}
+    for d in days:
+        if d in closes:
+            prev = calendar.previous_session(d)
+            out[d] = (closes.get(prev, closes[d]), closes[d])
+    return out
+
+
+# daily volatility of the bridged path of a look-back session (SPX about 1%, VIX about 6%)
+BRIDGE_DAILY_VOL = {"SPX": 0.01, "VIX": 0.06}
+
+
+def bridge_path(symbol: str, d: date, prev_close: float, close: float, open_: datetime,
+                close_t: datetime) -> tuple[np.ndarray, np.ndarray]:
+    """A look-back session has only its close: its intraday path is a Brownian bridge (one
+    point a minute, log space) from the previous close to the close, seeded by the symbol and
+    the day so that every request sees the same path. (times as epoch seconds, values)."""
+    n = max(2, int((close_t - open_).total_seconds() // 60))
+    seed = int.from_bytes(f"{symbol}{d:%Y%m%d}".encode()[-8:], "big") % 2**32
+    steps = np.random.default_rng(seed).normal(0.0, BRIDGE_DAILY_VOL.get(symbol, 0.01) / np.sqrt(n), n)
+    walk = np.concatenate(([0.0], np.cumsum(steps)))
+    frac = np.linspace(0.0, 1.0, n + 1)
+    log_path = np.log(prev_close) + frac * (np.log(close) - np.log(prev_close)) + walk - frac * walk[-1]
+    times = open_.timestamp() + frac * (close_t - open_).total_seconds()
+    return times, np.exp(log_path)
+
+
+def _bridge_values(path: tuple[np.ndarray, np.ndarray], t0: datetime, t1: datetime) -> np.ndarray:
+    times, values = path
+    inside = values[(times > t0.timestamp()) & (times <= t1.timestamp())]
+    first = np.interp(t0.timestamp(), times, values)
+    return np.concatenate(([first], inside))
+
+
+def _warm_up_bars(market, calendar, symbol: str, start: datetime, end: datetime) -> list[Bar]:
+    """Daily bars of the look-back sessions: open at the previous close, high and low from
+    the bridged path, close as recorded, so a client warming indicators up with
+    reqHistoricalData gets a year of daily bars at the start of a simulated run."""
+    out = []
+    for d, (prev, close) in _warm_up_closes(market, calendar, symbol, start, end).items():
+        open_, close_t = calendar.open_close(d)
+        path = bridge_path(symbol, d, prev, close, open_, close_t)
+        v = path[1]
+        out.append(Bar(d, round(float(v[0]), 2), round(float(v.max()), 2), round(float(v.min()), 2), close))
+    return out
 
 
 def daily_bars(market, calendar, symbol: str, start: datetime, end: datetime) -> list[Bar]:
@@ -146,17 +189,24 @@ def daily_bars(market, calendar, symbol: str, start: datetime, end: datetime) ->
 
 
 def intraday_bars(market, calendar, symbol: str, start: datetime, end: datetime, size: timedelta) -> list[Bar]:
+    """Intraday bars of the sessions the model has paths for and, before its first session,
+    of the look-back sessions along their bridged path (`bridge_path`)."""
     step = size.total_seconds()
     out: list[Bar] = []
-    for d in _sessions(market, calendar, start, end):
+    warm = _warm_up_closes(market, calendar, symbol, start, end)
+    days = sorted(set(_sessions(market, calendar, start, end)) | set(warm))
+    for d in days:
         open_, close = calendar.open_close(d)
+        path = bridge_path(symbol, d, *warm[d], open_, close) if d in warm else None
         midnight = datetime(d.year, d.month, d.day, tzinfo=NY).astimezone(UTC)
         b0 = open_
         while b0 < close and b0 < end:
             k = (b0 - midnight).total_seconds() // step + 1
             b1 = min(midnight + timedelta(seconds=k * step), close)
             if b0 >= start:
-                out.append(Bar(b0, *_ohlc(_values(market, symbol, b0, min(b1, end)))))
+                t1 = min(b1, end)
+                v = _bridge_values(path, b0, t1) if path is not None else _values(market, symbol, b0, t1)
+                out.append(Bar(b0, *_ohlc(v)))
                 if len(out) > MAX_BARS:
                     raise HistoryError("Historical Market Data Service error message:Time length exceed max.")
             b0 = b1
@@ -199,3 +249,72 @@ def bar_rows(bars: list[Bar], daily: bool, format_date: int) -> list[tuple]:
 
 def header_time(t: datetime) -> str:
     return t.astimezone(NY).strftime("%Y%m%d %H:%M:%S ") + TZ_LABEL
+
+
+# --------------------------------------------------------------------------- sampled series
+# Options and VX futures have no stored path: their bars sample the model's price at a few
+# instants inside each bar (`SAMPLES` per bar, the ends included), from the same exchange
+# models the quotes come from. Coarser than an index bar's high/low, honest about it.
+
+SAMPLES = 4
+DAILY_SAMPLE = timedelta(minutes=30)
+
+
+def _sampled(value_at, t0: datetime, t1: datetime, n: int) -> list[float]:
+    out = []
+    for i in range(n + 1):
+        v = value_at(t0 + (t1 - t0) * i / n)
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def sampled_bars(value_at, calendar, start: datetime, end: datetime, size: timedelta | None,
+                 first: date | None = None, last: date | None = None) -> list[Bar]:
+    """Bars of a series known only through `value_at(t)` (None where it has no value),
+    for the sessions between start and end (clipped to first..last: listing to expiry)."""
+    days = calendar.sessions_between(start.astimezone(NY).date(), end.astimezone(NY).date())
+    days = [d for d in days if (first is None or d >= first) and (last is None or d <= last)]
+    out: list[Bar] = []
+    for d in days:
+        open_, close = calendar.open_close(d)
+        if open_ > end:
+            break
+        if size is None:
+            t1 = min(close, end)
+            n = max(1, int((t1 - open_) / DAILY_SAMPLE))
+            v = _sampled(value_at, open_, t1, n)
+            if v:
+                out.append(Bar(d, *_ohlc(np.array(v))))
+            continue
+        midnight = datetime(d.year, d.month, d.day, tzinfo=NY).astimezone(UTC)
+        step = size.total_seconds()
+        b0 = open_
+        while b0 < close and b0 < end:
+            k = (b0 - midnight).total_seconds() // step + 1
+            b1 = min(midnight + timedelta(seconds=k * step), close)
+            if b0 >= start:
+                v = _sampled(value_at, b0, min(b1, end), SAMPLES)
+                if v:
+                    out.append(Bar(b0, *_ohlc(np.array(v))))
+                if len(out) > MAX_BARS // 4:
+                    raise HistoryError("Historical Market Data Service error message:Time length exceed max.")
+            b0 = b1
+    return out
+
+
+def bar_start(calendar, t: datetime, size: timedelta | None) -> datetime | None:
+    """The start of the bar that holds t (the session's open for a daily bar); None outside
+    a session."""
+    d = t.astimezone(NY).date()
+    if not calendar.is_session(d):
+        return None
+    open_, close = calendar.open_close(d)
+    if t < open_ or t > close:
+        return None
+    if size is None:
+        return open_
+    midnight = datetime(d.year, d.month, d.day, tzinfo=NY).astimezone(UTC)
+    step = size.total_seconds()
+    k = (t - midnight).total_seconds() // step
+    return max(open_, midnight + timedelta(seconds=k * step))

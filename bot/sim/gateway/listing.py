@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from bot.calendar import TradingCalendar
 from bot.domain import OptionSpec, Right
 
-from . import mapping
+from . import equities, mapping
 from .mapping import Bag, Future, Index, Instrument
 from .messages import DetailsInfo
 
@@ -40,6 +40,9 @@ class ExchangeListing:
         t = self.now
         if trading_class == "SPXW":
             return list(self.exchange.expiries(t))
+        if trading_class in mapping.EQUITY_CLASSES:
+            days = equities.expiries(self.calendar, t.astimezone(NY).date())
+            return [d for d in days if self._alive(trading_class, d, t)]
         if trading_class == "SPX":
             return [d for d in self._monthly(t, 12, self.spx_monthly_expiry) if self._alive(trading_class, d, t)]
         if not self.vix_options_supported():
@@ -60,6 +63,8 @@ class ExchangeListing:
             return False
         if trading_class == "SPXW":
             return True
+        if trading_class in mapping.EQUITY_CLASSES:
+            return equities.is_expiry(self.calendar, expiry)
         if trading_class == "SPX":
             return expiry == self.spx_monthly_expiry(expiry.year, expiry.month)
         if trading_class in ("VIX", "VIXW") and not self.vix_options_supported():
@@ -72,6 +77,8 @@ class ExchangeListing:
     def option_strikes(self, trading_class: str, expiry: date) -> list[Decimal]:
         if trading_class in ("SPXW", "SPX"):
             return list(self.exchange.strikes(expiry, self.now))
+        if trading_class in mapping.EQUITY_CLASSES:
+            return equities.strikes(equities.price_at(self.exchange.market, trading_class, self.now))
         return list(VIX_STRIKES)
 
     def future_expiries(self) -> list[date]:
@@ -84,7 +91,7 @@ class ExchangeListing:
         if not self.calendar.is_session(expiry):
             return False
         open_, close = self.calendar.open_close(expiry)
-        return (close if trading_class == "SPXW" else open_) > t
+        return (close if trading_class in ("SPXW", *mapping.EQUITY_CLASSES) else open_) > t
 
     def spx_monthly_expiry(self, year: int, month: int) -> date:
         """SPX AM options: the third Friday, or the session before it when it is a holiday."""
@@ -149,6 +156,21 @@ class ExchangeListing:
             )
         if isinstance(inst, Bag):
             return DetailsInfo(market_name=inst.symbol, valid_exchanges="SMART", time_zone_id=TZ_LABEL)
+        if isinstance(inst, mapping.Stock):
+            eq = equities.EQUITIES[inst.symbol]
+            return DetailsInfo(
+                market_name=inst.symbol, min_tick=0.01, order_types="LMT,MKT,DAY,GTC,WHATIF",
+                valid_exchanges=",".join(mapping.STOCK_EXCHANGES), long_name=eq.name, time_zone_id=TZ_LABEL,
+                trading_hours=hours, liquid_hours=hours, market_rule_ids=",".join(["26"] * len(mapping.STOCK_EXCHANGES)),
+            )
+        if inst.symbol in equities.EQUITIES:
+            eq = equities.EQUITIES[inst.symbol]
+            return DetailsInfo(
+                market_name=inst.trading_class, min_tick=0.01, valid_exchanges="SMART,CBOE",
+                under_con_id=eq.con_id, long_name=eq.name, contract_month=f"{inst.expiry:%Y%m}",
+                time_zone_id=TZ_LABEL, trading_hours=hours, liquid_hours=hours, under_symbol=inst.symbol,
+                under_sec_type="STK", market_rule_ids="26,26", real_expiration_date=f"{inst.expiry:%Y%m%d}",
+            )
         under = mapping.INDEX_CON_IDS[inst.symbol]
         return DetailsInfo(
             market_name=inst.trading_class, min_tick=0.05, valid_exchanges="SMART,CBOE",

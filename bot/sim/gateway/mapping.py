@@ -36,9 +36,13 @@ INDEX_NAMES = {"SPX": "S&P 500 Stock Index", "VIX": "CBOE Volatility Index"}
 BAG_CON_IDS = {"SPX": 28812380, "VIX": 28812381}
 
 CLASSES = ("SPXW", "SPX", "VIX", "VIXW")  # order = code in the conId encoding: do not reorder
-CLASS_SYMBOL = {"SPXW": "SPX", "SPX": "SPX", "VIX": "VIX", "VIXW": "VIX"}
-SYMBOL_CLASSES = {"SPX": ("SPXW", "SPX"), "VIX": ("VIX", "VIXW")}
-STRIKE_STEP = {"SPXW": Decimal(5), "SPX": Decimal(5), "VIX": Decimal("0.5"), "VIXW": Decimal("0.5")}
+CLASS_SYMBOL = {"SPXW": "SPX", "SPX": "SPX", "VIX": "VIX", "VIXW": "VIX", "SPY": "SPY", "QQQ": "QQQ"}
+SYMBOL_CLASSES = {"SPX": ("SPXW", "SPX"), "VIX": ("VIX", "VIXW"), "SPY": ("SPY",), "QQQ": ("QQQ",)}
+STRIKE_STEP = {"SPXW": Decimal(5), "SPX": Decimal(5), "VIX": Decimal("0.5"), "VIXW": Decimal("0.5"),
+               "SPY": Decimal(1), "QQQ": Decimal(1)}
+STOCK_CON_IDS = {"SPY": 756733, "QQQ": 320227571}  # IB's real conIds (equities.EQUITIES)
+STOCK_EXCHANGES = ("SMART", "ARCA", "NASDAQ", "ISLAND", "NYSE")
+EQUITY_CLASSES = ("SPY", "QQQ")
 OPTION_MULTIPLIER = 100
 FUTURE_MULTIPLIER = 1000
 FUTURE_TICK = Decimal("0.05")
@@ -52,6 +56,12 @@ FUTURE_BASE = 100_000_000
 OPTION_BASE = 2**27
 assert FUTURE_BASE + N_DAYS < OPTION_BASE
 assert OPTION_BASE + len(CLASSES) * 2 * N_DAYS * N_STRIKES < 2**31
+# equity options above the index options: (class, right, expiry day from 2015, $1 strike)
+EQUITY_OPTION_BASE = OPTION_BASE + len(CLASSES) * 2 * N_DAYS * N_STRIKES
+EQUITY_EPOCH = date(2015, 1, 1)
+N_EQUITY_DAYS = 20089  # 2015-01-01 .. 2069-12-31
+N_EQUITY_STRIKES = 1000  # $1 .. $999
+assert EQUITY_OPTION_BASE + len(EQUITY_CLASSES) * 2 * N_EQUITY_DAYS * N_EQUITY_STRIKES < 2**31
 
 MONTH_CODES = "FGHJKMNQUVXZ"
 EXCHANGES_OPT = ("SMART", "CBOE")
@@ -72,6 +82,11 @@ class Index:
 
 
 @dataclass(frozen=True)
+class Stock:
+    symbol: str  # SPY | QQQ (equities.py)
+
+
+@dataclass(frozen=True)
 class Future:
     """A monthly VX future, by its expiry (final settlement) date."""
 
@@ -86,7 +101,7 @@ class Bag:
     legs: tuple[Leg, ...]
 
 
-Instrument = Union[Index, Future, OptionSpec, Bag]
+Instrument = Union[Index, Stock, Future, OptionSpec, Bag]
 
 
 # --------------------------------------------------------------------------- conIds
@@ -101,12 +116,16 @@ def encode_con_id(inst: Instrument) -> int | None:
     grid, expiry outside 1990..2069): such a contract is not listed."""
     if isinstance(inst, Index):
         return INDEX_CON_IDS.get(inst.symbol)
+    if isinstance(inst, Stock):
+        return STOCK_CON_IDS.get(inst.symbol)
     if isinstance(inst, Bag):
         return BAG_CON_IDS.get(inst.symbol)
     if isinstance(inst, Future):
         day = _days(inst.expiry)
         return FUTURE_BASE + day if 0 <= day < N_DAYS else None
     tclass = inst.trading_class
+    if tclass in EQUITY_CLASSES:
+        return _encode_equity_option(inst)
     if tclass not in CLASSES:
         return None
     try:
@@ -121,13 +140,41 @@ def encode_con_id(inst: Instrument) -> int | None:
     return OPTION_BASE + code
 
 
+def _encode_equity_option(inst: OptionSpec) -> int | None:
+    units, day = inst.strike, (inst.expiry - EQUITY_EPOCH).days
+    if units != units.to_integral_value() or not (1 <= units < N_EQUITY_STRIKES) or not (0 <= day < N_EQUITY_DAYS):
+        return None
+    right = 0 if inst.right is Right.CALL else 1
+    code = ((EQUITY_CLASSES.index(inst.trading_class) * 2 + right) * N_EQUITY_DAYS + day) * N_EQUITY_STRIKES + int(units)
+    return EQUITY_OPTION_BASE + code
+
+
+def _decode_equity_option(con_id: int) -> OptionSpec | None:
+    code = con_id - EQUITY_OPTION_BASE
+    if not (0 <= code < len(EQUITY_CLASSES) * 2 * N_EQUITY_DAYS * N_EQUITY_STRIKES):
+        return None
+    rest, units = divmod(code, N_EQUITY_STRIKES)
+    rest, day = divmod(rest, N_EQUITY_DAYS)
+    class_code, right = divmod(rest, 2)
+    if units == 0:
+        return None
+    tclass = EQUITY_CLASSES[class_code]
+    return OptionSpec(tclass, EQUITY_EPOCH + timedelta(days=day), Decimal(units),
+                      Right.CALL if right == 0 else Right.PUT, tclass)
+
+
 def decode_con_id(con_id: int) -> Instrument | None:
     """The instrument a conId names (indexes, VX futures and options), or None."""
     for symbol, known in INDEX_CON_IDS.items():
         if con_id == known:
             return Index(symbol)
+    for symbol, known in STOCK_CON_IDS.items():
+        if con_id == known:
+            return Stock(symbol)
     if FUTURE_BASE <= con_id < FUTURE_BASE + N_DAYS:
         return Future(EPOCH + timedelta(days=con_id - FUTURE_BASE))
+    if con_id >= EQUITY_OPTION_BASE:
+        return _decode_equity_option(con_id)
     code = con_id - OPTION_BASE
     if not (0 <= code < len(CLASSES) * 2 * N_DAYS * N_STRIKES):
         return None
@@ -211,6 +258,10 @@ def contract_fields(inst: Instrument, exchange: str | None = None) -> ContractFi
         )
     if isinstance(inst, Bag):
         return ContractFields(con_id, inst.symbol, "BAG", exchange=exchange or "SMART")
+    if isinstance(inst, Stock):
+        primary = "NASDAQ" if inst.symbol == "QQQ" else "ARCA"
+        return ContractFields(con_id, inst.symbol, "STK", exchange=exchange or "SMART", local_symbol=inst.symbol,
+                              trading_class=inst.symbol, primary_exchange=primary)
     return ContractFields(
         con_id, inst.symbol, "OPT", f"{inst.expiry:%Y%m%d}", float(inst.strike), inst.right.value,
         str(OPTION_MULTIPLIER), exchange or "SMART", "USD", occ_symbol(inst), inst.trading_class,
@@ -291,6 +342,9 @@ def resolve(wc: WireContract, listing: Listing, limit: int = 20_000) -> list[Ins
     symbol = wc.symbol.upper()
     if sec_type == "IND":
         return [Index(symbol)] if symbol in INDEX_CON_IDS and wc.exchange.upper() in ("", "CBOE", "SMART") else []
+    if sec_type == "STK":
+        ok = symbol in STOCK_CON_IDS and wc.exchange.upper() in ("",) + STOCK_EXCHANGES
+        return [Stock(symbol)] if ok and wc.currency.upper() in ("", "USD") else []
     if sec_type == "OPT":
         return _resolve_options(wc, listing, limit)
     if sec_type == "FUT":
@@ -305,7 +359,7 @@ def _resolve_con_id(wc: WireContract, listing: Listing) -> list[Instrument]:
     inst = decode_con_id(wc.con_id)
     if inst is None:
         return []
-    expected = {Index: "IND", Future: "FUT", OptionSpec: "OPT"}[type(inst)]
+    expected = {Index: "IND", Stock: "STK", Future: "FUT", OptionSpec: "OPT"}[type(inst)]
     if wc.sec_type and wc.sec_type.upper() != expected:
         return []
     if isinstance(inst, OptionSpec) and not listing.is_option_expiry(inst.trading_class, inst.expiry, wc.include_expired):
@@ -406,11 +460,12 @@ class ExchangeOrder:
 
 def defined_legs(inst: Instrument) -> tuple[Leg, ...]:
     """The legs a BUY of the instrument buys."""
-    if isinstance(inst, Bag):
+    if isinstance(inst, Bag) and inst.symbol not in EQUITY_CLASSES:
         return inst.legs
-    if isinstance(inst, OptionSpec):
+    if isinstance(inst, OptionSpec) and inst.symbol not in EQUITY_CLASSES:
         return (Leg(inst, Action.BUY, 1),)
-    raise MappingError(201, "Order rejected - reason: the simulated exchange trades SPX/VIX options and combos only")
+    raise MappingError(201, "Order rejected - reason: the simulated exchange trades SPX/VIX options and combos only "
+                            "(SPY and QQQ are listed and quoted, not traded)")
 
 
 def to_exchange_order(inst: Instrument, order: WireOrder) -> ExchangeOrder:

@@ -401,3 +401,101 @@ def account_summary(req_id: int, account: str, tag: str, value: str, currency: s
 def account_summary_end(req_id: int) -> list:
     return [Out.ACCOUNT_SUMMARY_END, 1, req_id]
 
+
+
+# --------------------------------------------------------------------------- the rest of the API
+# (no version field after the id where the decoders use skip=1)
+
+
+def tick_generic(req_id: int, tick_type: int, value: float) -> list:
+    return [45, 6, req_id, tick_type, value]
+
+
+def scanner_parameters(xml: str) -> list:
+    return [19, 1, xml]
+
+
+def position_multi(req_id: int, account: str, model_code: str, c: ContractFields, quantity: float,
+                   avg_cost: float) -> list:
+    return [71, 1, req_id, account, *c.wire(exchange=""), quantity, avg_cost, model_code]
+
+
+def position_multi_end(req_id: int) -> list:
+    return [72, 1, req_id]
+
+
+def display_group_list(req_id: int, groups: str) -> list:
+    return [67, 1, req_id, groups]
+
+
+def display_group_updated(req_id: int, contract_info: str) -> list:
+    return [68, 1, req_id, contract_info]
+
+
+def soft_dollar_tiers(req_id: int) -> list:
+    return [77, req_id, 0]
+
+
+def family_codes(pairs: list[tuple[str, str]]) -> list:
+    return [78, len(pairs), *[x for pair in pairs for x in pair]]
+
+
+@dataclass(frozen=True)
+class SymbolSample:
+    con_id: int
+    symbol: str
+    sec_type: str
+    primary_exchange: str
+    derivative_sec_types: tuple[str, ...]
+    description: str
+
+
+def symbol_samples(req_id: int, samples: list[SymbolSample], version: int) -> list:
+    fields = [79, req_id, len(samples)]
+    for s in samples:
+        fields += [s.con_id, s.symbol, s.sec_type, s.primary_exchange, "USD", len(s.derivative_sec_types),
+                   *s.derivative_sec_types]
+        if version >= 176:
+            fields += [s.description, ""]  # description, issuerId
+    return fields
+
+
+def mkt_depth_exchanges(rows: list[tuple[str, str, str, str, int]]) -> list:
+    return [80, len(rows), *[x for row in rows for x in row]]
+
+
+def smart_components(req_id: int, rows: list[tuple[int, str, str]]) -> list:
+    return [82, req_id, len(rows), *[x for row in rows for x in row]]
+
+
+def news_providers(rows: list[tuple[str, str]]) -> list:
+    return [85, len(rows), *[x for row in rows for x in row]]
+
+
+def historical_news_end(req_id: int, has_more: bool = False) -> list:
+    return [87, req_id, has_more]
+
+
+def head_timestamp(req_id: int, text: str) -> list:
+    return [88, req_id, text]
+
+
+def historical_data_update(req_id: int, bar_count: int, when: str, open_: float, close: float, high: float,
+                           low: float, average: float, volume: float) -> list:
+    return [90, req_id, bar_count, when, open_, close, high, low, average, volume]
+
+
+def market_rule(rule_id: int, increments: list[tuple[float, float]]) -> list:
+    return [93, rule_id, len(increments), *[x for inc in increments for x in inc]]
+
+
+def pnl(req_id: int, daily: float, unrealized: float, realized: float) -> list:
+    return [94, req_id, daily, unrealized, realized]
+
+
+def pnl_single(req_id: int, position: float, daily: float, unrealized: float, realized: float, value: float) -> list:
+    return [95, req_id, position, daily, unrealized, realized, value]
+
+
+def user_info(req_id: int, white_branding_id: str = "") -> list:
+    return [107, req_id, white_branding_id]

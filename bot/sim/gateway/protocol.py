@@ -28,7 +28,8 @@ UNSET_DOUBLE_TEXT = "1.7976931348623157E308"  # how IB writes "no value" in text
 
 HEADER = struct.Struct(">I")
 API_PREFIX = b"API\0"
-MAX_FRAME = 16 * 1024 * 1024  # a sanity bound: nothing legitimate comes close
+MAX_FRAME = 16 * 1024 * 1024  # IB's own bound (ibapi MAX_MSG_LEN); the server's is far lower
+MAX_NUMBER_TEXT = 64  # longest numeric field accepted: a 4,400-digit id is an attack, not an id
 
 
 class ProtocolError(ValueError):
@@ -159,7 +160,7 @@ def decode_body(body: bytes) -> list[str]:
 
 # --------------------------------------------------------------------------- handshake
 
-_VERSIONS = re.compile(r"v(\d+)(?:\.\.(\d+))?(?:\s+(.*))?$", re.S)
+_VERSIONS = re.compile(r"v(\d{1,6})(?:\.\.(\d{1,6}))?(?:\s+(.*))?$", re.S)
 
 
 @dataclass(frozen=True)
@@ -222,12 +223,14 @@ class Fields:
         text = self.str()
         if text == "":
             return default
+        if len(text) > MAX_NUMBER_TEXT:
+            raise ProtocolError(f"not an integer: a field of {len(text)} characters")
         try:
             return int(text)
         except ValueError:
             try:
-                return int(float(text))
-            except ValueError:
+                return int(float(text))  # "3.0": some clients write whole numbers as floats
+            except (ValueError, OverflowError):  # "inf", "1e999", "nan"
                 raise ProtocolError(f"not an integer: {text!r}") from None
 
     def float(self, default: float | None = None) -> float | None:
@@ -235,11 +238,15 @@ class Fields:
         if text == "":
             return default
         if text == "Infinite":
-            return math.inf
+            return math.inf  # IB's own spelling, sent for PEG BEST offsets only
+        if len(text) > MAX_NUMBER_TEXT:
+            raise ProtocolError(f"not a number: a field of {len(text)} characters")
         try:
             value = float(text)
         except ValueError:
             raise ProtocolError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):  # "inf", "nan", "1e999": Java's parser refuses them too
+            raise ProtocolError(f"not a number: {text!r}")
         return default if value == UNSET_DOUBLE else value
 
     def bool(self) -> bool:
@@ -453,6 +460,18 @@ class SecDefOptParamsRequest(Request):
 @dataclass(frozen=True)
 class CompletedOrdersRequest(Request):
     api_only: bool
+
+
+@dataclass(frozen=True)
+class GenericRequest(Request):
+    """Any other request a client can send: its request id (-1 when it has none) and the raw
+    fields after it, read by the service that answers it (`services.py`)."""
+
+    req_id: int
+    args: tuple[str, ...] = ()
+
+    def fields(self) -> Fields:
+        return Fields(list(self.args))
 
 
 @dataclass(frozen=True)
@@ -724,6 +743,52 @@ REQUEST_PARSERS: dict[int, Callable[[Fields, int], Request]] = {
 }
 
 
+# Requests whose second field is the request id (no version field since the server versions
+# this gateway speaks); every other request with an id carries it third, after its version.
+UNVERSIONED = frozenset({3, 20, 22, *range(78, 105)})
+NO_REQUEST_ID = frozenset({5, 6, 8, 12, 13, 14, 15, 16, 17, 18, 24, 49, 58, 59, 61, 64, 65, 66, 71, 72, 73,
+                           80, 82, 85, 91, 99})
+
+
+def request_id_of(fields: list[str]) -> int:
+    """The request (or order) id a possibly malformed message names, for the error answering
+    it; -1 when it names none or the field is not a plain integer."""
+    try:
+        msg_id = int(fields[0]) if len(fields[0]) <= MAX_NUMBER_TEXT else -1
+    except (ValueError, IndexError):
+        return -1
+    if msg_id in NO_REQUEST_ID:
+        return -1
+    index = 1 if msg_id in UNVERSIONED else 2
+    text = fields[index] if index < len(fields) else ""
+    if len(text) > 10 or not text.lstrip("-").isdigit():
+        return -1
+    return int(text)
+
+
+def _generic(msg_id: int) -> Callable[[Fields, int], GenericRequest]:
+    def parse(f: Fields, version: int) -> GenericRequest:
+        if msg_id not in UNVERSIONED:
+            f.int()  # version
+        if msg_id == 19:  # replaceFA: faData, cxml, then the request id
+            fa_data, cxml = f.str(), f.str()
+            return GenericRequest(msg_id, f.int(-1), (fa_data, cxml))
+        req_id = -1 if msg_id in NO_REQUEST_ID else f.int(-1)
+        rest = []
+        while f.remaining:
+            rest.append(f.str())
+        return GenericRequest(msg_id, req_id, tuple(rest))
+
+    return parse
+
+
+# every other id an EClient at server version 176..178 sends (ib_async 2.1 client.py)
+GENERIC_IDS = (10, 11, 12, 13, 14, 18, 19, 21, 22, 23, 24, *range(50, 58), *range(65, 71), 72, 73, 74, 75,
+               *range(79, 99), *range(100, 105))
+for _id in GENERIC_IDS:
+    REQUEST_PARSERS.setdefault(_id, _generic(_id))
+
+
 def parse_request(fields: list[str], version: int, strict: bool = False) -> Request:
     """The request a message carries; `UnknownRequest` for ids this gateway does not serve.
     Raises ProtocolError when a known request is malformed (with `strict`, also when fields
@@ -731,9 +796,11 @@ def parse_request(fields: list[str], version: int, strict: bool = False) -> Requ
     if not fields:
         raise ProtocolError("empty message")
     try:
+        if len(fields[0]) > MAX_NUMBER_TEXT:
+            raise ValueError
         msg_id = int(fields[0])
     except ValueError:
-        raise ProtocolError(f"bad message id {fields[0]!r}") from None
+        raise ProtocolError(f"bad message id {fields[0][:20]!r}") from None
     parser = REQUEST_PARSERS.get(msg_id)
     if parser is None:
         return UnknownRequest(msg_id, tuple(fields))

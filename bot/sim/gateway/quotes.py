@@ -18,8 +18,9 @@ from decimal import Decimal
 
 from bot.domain import Action, OptionSpec, Quote
 
+from . import activity, equities
 from .listing import NY
-from .mapping import FUTURE_TICK, Bag, Future, Index, Instrument
+from .mapping import FUTURE_TICK, Bag, Future, Index, Instrument, Stock
 
 BID, ASK, LAST, HIGH, LOW, CLOSE, OPEN = 1, 2, 4, 6, 7, 9, 14
 BID_SIZE, ASK_SIZE, LAST_SIZE, VOLUME = 0, 3, 5, 8
@@ -36,19 +37,24 @@ DELAYED = {BID: 66, ASK: 67, LAST: 68, HIGH: 72, LOW: 73, CLOSE: 75, OPEN: 76, B
 class TickSet:
     prices: dict[int, tuple[float, float]] = field(default_factory=dict)
     computations: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    sizes: dict[int, float] = field(default_factory=dict)  # tickSize alone: volume, open interest
+    generics: dict[int, float] = field(default_factory=dict)  # tickGeneric: historical / implied vol
 
     def delayed(self) -> TickSet:
         return TickSet({DELAYED[k]: v for k, v in self.prices.items()},
-                       {DELAYED[k]: v for k, v in self.computations.items()})
+                       {DELAYED[k]: v for k, v in self.computations.items()},
+                       {DELAYED.get(k, k): v for k, v in self.sizes.items()}, dict(self.generics))
 
     def changes_since(self, before: TickSet | None) -> TickSet:
         if before is None:
             return self
         return TickSet({k: v for k, v in self.prices.items() if before.prices.get(k) != v},
-                       {k: v for k, v in self.computations.items() if before.computations.get(k) != v})
+                       {k: v for k, v in self.computations.items() if before.computations.get(k) != v},
+                       {k: v for k, v in self.sizes.items() if before.sizes.get(k) != v},
+                       {k: v for k, v in self.generics.items() if before.generics.get(k) != v})
 
     def empty(self) -> bool:
-        return not self.prices and not self.computations
+        return not self.prices and not self.computations and not self.sizes and not self.generics
 
 
 class QuoteSource:
@@ -61,20 +67,109 @@ class QuoteSource:
         self._closes: dict[tuple[str, datetime], float | None] = {}
 
     def option_quotes(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
-        return self.exchange.price_options(options, t) if options else {}
+        if not options:
+            return {}
+        listed = [o for o in options if o.symbol not in equities.EQUITIES]
+        out = self.exchange.price_options(listed, t) if listed else {}
+        if len(listed) < len(options):
+            out.update(equities.price_options(self.exchange.market, self.calendar, options, t))
+        return out
 
-    def ticks(self, inst: Instrument, t: datetime, quotes: dict[str, Quote] | None = None) -> TickSet | None:
-        """Ticks of one instrument at t; None when there is nothing to show (expired)."""
+    def ticks(self, inst: Instrument, t: datetime, quotes: dict[str, Quote] | None = None,
+              generic: frozenset[int] = frozenset()) -> TickSet | None:
+        """Ticks of one instrument at t, with the generic ticks asked for (`activity.py`);
+        None when there is nothing to show (expired)."""
         if isinstance(inst, Index):
-            return self._index(inst.symbol, t)
+            ticks = self._index(inst.symbol, t)
+            self._index_activity(inst.symbol, t, generic, ticks)
+            return ticks
+        if isinstance(inst, Stock):
+            return self._stock(inst.symbol, t, generic)
         if isinstance(inst, Future):
-            return self._future(inst, t)
+            ticks = self._future(inst, t)
+            if ticks is not None:
+                days = (inst.expiry - t.astimezone(NY).date()).days
+                ticks.sizes[activity.VOLUME_TICK] = activity.future_volume(days, self.calendar, t)
+            return ticks
         if quotes is None:
             options = [leg.option for leg in inst.legs] if isinstance(inst, Bag) else [inst]
             quotes = self.option_quotes(options, t)
         if isinstance(inst, Bag):
             return self._bag(inst, quotes)
-        return self._option(inst, quotes.get(inst.key), t)
+        ticks = self._option(inst, quotes.get(inst.key), t)
+        if ticks is not None:
+            self._option_activity(inst, quotes.get(inst.key), t, generic, ticks)
+        return ticks
+
+    # --- volume, open interest, volatility (activity.py) -----------------------------------------
+    def _close_state(self, t: datetime):
+        close_t = self._previous_close_time(t)
+        return (close_t, self.exchange.market.state_at(close_t)) if close_t is not None else (None, None)
+
+    def _open_interest(self, opt: OptionSpec, t: datetime) -> float:
+        close_t, state = self._close_state(t)
+        if close_t is None:
+            return 0.0
+        key = ("oi", opt.key, close_t)
+        if key not in self._closes:
+            if len(self._closes) > 20_000:
+                self._closes.clear()
+            expiry_t = (self.exchange.vix_expiry_time(opt.expiry) if opt.symbol == "VIX"
+                        else self.calendar.spxw_expiry_time(opt.expiry))
+            self._closes[key] = activity.open_interest(opt, state, close_t, expiry_t)
+        return self._closes[key]
+
+    def _historical_vol(self, symbol: str, t: datetime) -> float | None:
+        close_t = self._previous_close_time(t)
+        key = ("hv", symbol, close_t)
+        if key not in self._closes:
+            try:
+                closes = [c for _, c in self.exchange.daily_closes(symbol, 31, t)]
+            except ValueError:
+                closes = []
+            self._closes[key] = activity.historical_vol(closes)
+        return self._closes[key]
+
+    def _option_activity(self, opt: OptionSpec, q: Quote | None, t: datetime, generic: frozenset[int],
+                         ticks: TickSet) -> None:
+        oi = self._open_interest(opt, t)
+        ticks.sizes[activity.VOLUME_TICK] = activity.option_volume(opt, oi, self.calendar, t)
+        if activity.OPTION_OPEN_INTEREST in generic:
+            ticks.sizes[activity.oi_tick(opt)] = oi
+        if activity.OPTION_VOLUME in generic:
+            ticks.sizes[activity.volume_tick(opt)] = ticks.sizes[activity.VOLUME_TICK]
+        if activity.HISTORICAL_VOL in generic:
+            hv = self._historical_vol("SPX" if opt.symbol in equities.EQUITIES else opt.symbol, t)
+            if hv is not None:
+                ticks.generics[activity.HV_TICK] = round(hv, 6)
+        if activity.IMPLIED_VOL in generic and q is not None and q.greeks is not None:
+            ticks.generics[activity.IV_TICK] = round(q.greeks.iv, 6)
+
+    def _index_activity(self, symbol: str, t: datetime, generic: frozenset[int], ticks: TickSet) -> None:
+        if not generic:
+            return
+        state = self.exchange.market.state_at(t)
+        if generic & {activity.OPTION_VOLUME, activity.OPTION_OPEN_INTEREST}:
+            expiries = []
+            for d, tclass in self._listed_expiries(symbol, t):
+                expiry_t = self.exchange.vix_expiry_time(d) if symbol == "VIX" else self.calendar.spxw_expiry_time(d)
+                expiries.append((tclass, d, (expiry_t - t).total_seconds() / YEAR_S))
+            oi, vol = activity.chain_totals(symbol, state, expiries, self.calendar, t)
+            if activity.OPTION_OPEN_INTEREST in generic:
+                ticks.sizes[activity.CALL_OI] = ticks.sizes[activity.PUT_OI] = oi
+            if activity.OPTION_VOLUME in generic:
+                ticks.sizes[activity.CALL_VOLUME] = ticks.sizes[activity.PUT_VOLUME] = vol
+        if activity.HISTORICAL_VOL in generic:
+            hv = self._historical_vol(symbol, t)
+            if hv is not None:
+                ticks.generics[activity.HV_TICK] = round(hv, 6)
+        if activity.IMPLIED_VOL in generic:
+            ticks.generics[activity.IV_TICK] = round(activity.index_implied_vol(symbol, state), 6)
+
+    def _listed_expiries(self, symbol: str, t: datetime) -> list[tuple[object, str]]:
+        if symbol == "VIX":
+            return list(self.exchange.vix_expiries(t))
+        return [(d, "SPXW") for d in self.exchange.expiries(t, horizon_days=45)]
 
     # --- instruments ------------------------------------------------------------------------
     def _previous_close_time(self, t: datetime) -> datetime | None:
@@ -93,6 +188,26 @@ class QuoteSource:
         close_t = self._previous_close_time(t)
         if close_t is not None:
             ticks.prices[CLOSE] = (round(_index_value(market.state_at(close_t), symbol), 2), 0.0)
+        return ticks
+
+    def _stock(self, symbol: str, t: datetime, generic: frozenset[int]) -> TickSet:
+        """A penny-wide quote around the model price; volume grows through the session."""
+        market = self.exchange.market
+        price = equities.price_at(market, symbol, t)
+        ticks = TickSet({BID: (round(price - 0.01, 2), 100.0), ASK: (round(price + 0.01, 2), 100.0),
+                         LAST: (price, 100.0)})
+        close_t = self._previous_close_time(t)
+        if close_t is not None:
+            ticks.prices[CLOSE] = (equities.price_at(market, symbol, close_t), 0.0)
+        ticks.sizes[VOLUME] = float(round(60_000_000 * activity.session_fraction(self.calendar, t) / 100))
+        if activity.HISTORICAL_VOL in generic:
+            hv = self._historical_vol("SPX", t)
+            if hv is not None:
+                ticks.generics[activity.HV_TICK] = round(hv * equities.EQUITIES[symbol].vol_scale, 6)
+        if activity.IMPLIED_VOL in generic:
+            state = market.state_at(t)
+            ticks.generics[activity.IV_TICK] = round(activity.index_implied_vol("SPX", state)
+                                                     * equities.EQUITIES[symbol].vol_scale, 6)
         return ticks
 
     def _future(self, fut: Future, t: datetime) -> TickSet | None:
@@ -147,6 +262,8 @@ class QuoteSource:
         if spot <= 0 or not self.calendar.is_session(opt.expiry):
             return -1.0
         years = max(0.0, (self.calendar.spxw_expiry_time(opt.expiry) - t).total_seconds() / YEAR_S)
+        if opt.symbol in equities.EQUITIES:
+            return round(equities.pv_dividend(opt.symbol, spot, years), 4)
         return round(spot * (1.0 - math.exp(-self.dividend_yield * years)), 4)
 
     def _bag(self, bag: Bag, quotes: dict[str, Quote]) -> TickSet | None:

@@ -52,7 +52,7 @@ def params_from_config(cfg, *, port: int | None = None, speed: float | str | Non
     s = cfg.sim
     return GatewayParams(
         state_path=Path(s.state_path),
-        port=port if port is not None else cfg.broker.port,
+        port=_port(port if port is not None else cfg.broker.port),
         host="127.0.0.1",
         account=s.account,
         speed=_speed(speed if speed is not None else s.speed),
@@ -67,13 +67,25 @@ def params_from_config(cfg, *, port: int | None = None, speed: float | str | Non
     )
 
 
+MIN_SPEED, MAX_SPEED = 0.01, 100_000.0  # below: a clock that hardly moves; above: use "max"
+
+
 def _speed(value: float | str) -> float | str:
     if isinstance(value, str) and value.strip().lower() == "max":
         return "max"
-    speed = float(value)
-    if speed <= 0:
-        raise GatewayStartError(f"speed must be a positive number or 'max', not {value!r}")
+    try:
+        speed = float(value)
+    except (TypeError, ValueError):
+        raise GatewayStartError(f"--speed: expected a number or 'max', not {value!r}") from None
+    if not MIN_SPEED <= speed <= MAX_SPEED:  # also refuses nan and inf
+        raise GatewayStartError(f"--speed: must be between {MIN_SPEED:g} and {MAX_SPEED:g} or 'max', not {value!r}")
     return speed
+
+
+def _port(value: int) -> int:
+    if not isinstance(value, int) or not 0 <= value <= 65535:
+        raise GatewayStartError(f"--port: must be 0..65535, not {value!r}")
+    return value
 
 
 def _start_time(calendar, start: date | None, resumed_at: datetime | None) -> datetime:
@@ -144,6 +156,7 @@ def run_gateway(params_or_config, **overrides) -> int:
     try:
         if isinstance(params_or_config, GatewayParams):
             params = replace(params_or_config, **{k: v for k, v in overrides.items() if v is not None})
+            params = replace(params, port=_port(params.port), speed=_speed(params.speed))
         else:
             params = params_from_config(params_or_config, **overrides)
 

@@ -27,6 +27,7 @@ from bot.domain import OptionSpec
 from bot.log import get_logger
 
 from . import bars as barsmod
+from . import equities
 from . import mapping
 from . import messages as msg
 from .listing import NY, ExchangeListing, ny_text
@@ -36,6 +37,8 @@ from .protocol import (
     API_PREFIX,
     HEADER,
     MAX_FRAME,
+    MAX_VERSION,
+    MIN_VERSION,
     In,
     ProtocolError,
     Request,
@@ -46,9 +49,12 @@ from .protocol import (
     negotiate_version,
     parse_hello,
     parse_request,
+    request_id_of,
 )
+from .activity import parse_generic_ticks
 from .quotes import DELAY, QuoteSource, TickSet
 from .scenarios import Scenario
+from .services import Services
 
 log = get_logger("bot.sim.gateway")
 
@@ -63,6 +69,40 @@ FARM_MESSAGES = (
 )
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one local client may cost the gateway (and, embedded, the bot's own process).
+
+    A legitimate request is a few kilobytes (a placeOrder with conditions stays under 4 KiB),
+    so a frame of more than `max_frame` bytes is refused as soon as its length is read, before
+    any of it is buffered; `max_buffered` bounds the bytes of frames being read on all
+    connections together; `handshake_timeout` bounds the time from accept to startApi."""
+
+    max_connections: int = 32  # IB's own cap on API clients per TWS/Gateway
+    max_frame: int = 1 * 2**20
+    max_buffered: int = 16 * 2**20
+    handshake_timeout: float = 10.0
+    max_hello: int = 4096
+
+
+class LimitExceeded(ProtocolError):
+    """A client went past one of the `Limits`: its session is closed."""
+
+
+SAMPLED_SHOW = ("TRADES", "MIDPOINT", "BID", "ASK")
+
+
+@dataclass
+class BarSubscription:
+    """One keepUpToDate line: the bar that holds now is sent as it forms."""
+
+    inst: Instrument
+    what: str
+    size: timedelta | None
+    format_date: int
+    last: tuple | None = None
+
+
 @dataclass
 class Subscription:
     """One reqMktData line of a session."""
@@ -70,6 +110,7 @@ class Subscription:
     inst: Instrument
     snapshot: bool
     last: TickSet | None = None
+    generic: frozenset[int] = frozenset()  # generic tick ids asked for (100, 101, 104, 106)
 
 
 class Session:
@@ -86,6 +127,10 @@ class Session:
         self.positions_sub = False
         self.account_sub = False
         self.multi_subs: set[int] = set()
+        self.positions_multi: set[int] = set()
+        self.pnl_subs: dict[int, str | None] = {}  # reqPnL (None) / reqPnLSingle (option key)
+        self.groups: set[int] = set()
+        self.bar_subs: dict[int, BarSubscription] = {}  # reqHistoricalData with keepUpToDate
         self.closed = False
 
     # --- io ----------------------------------------------------------------------------------
@@ -96,11 +141,19 @@ class Session:
     def error(self, req_id: int, code: int, text: str) -> None:
         self.send(msg.error(req_id, code, text, self.version))
 
-    async def _read_frame(self) -> bytes:
+    async def _read_frame(self, limit: int | None = None) -> bytes:
+        """One frame's body. The length is checked before a byte of the body is buffered, and
+        the body's bytes are reserved from the gateway-wide budget while they are read."""
         (size,) = HEADER.unpack(await self.reader.readexactly(HEADER.size))
-        if size > MAX_FRAME:
-            raise ProtocolError(f"frame of {size} bytes")
-        return await self.reader.readexactly(size)
+        limit = min(limit or self.gw.limits.max_frame, MAX_FRAME)
+        if size > limit:
+            raise LimitExceeded(f"a message of {size} bytes exceeds the gateway's limit of {limit}")
+        if not self.gw.reserve(size):
+            raise LimitExceeded(f"a message of {size} bytes exceeds what the gateway buffers for all clients")
+        try:
+            return await self.reader.readexactly(size)
+        finally:
+            self.gw.release(size)
 
     def close(self, abort: bool = False) -> None:
         self.closed = True
@@ -111,26 +164,66 @@ class Session:
                 self.writer.close()
 
     async def run(self) -> None:
-        if await self.reader.readexactly(len(API_PREFIX)) != API_PREFIX:
+        try:
+            started = await asyncio.wait_for(self._handshake(), self.gw.limits.handshake_timeout)
+        except asyncio.TimeoutError:
+            log.warning("gateway.handshake_timeout", seconds=self.gw.limits.handshake_timeout)
+            if self.version:
+                self.error(-1, 502, "Couldn't connect to TWS: no startApi within "
+                                    f"{self.gw.limits.handshake_timeout:g} s of the handshake")
             return
-        hello = parse_hello(await self._read_frame())
+        if not started:
+            return
+        await self._serve()
+
+    async def _handshake(self) -> bool:
+        """`API\0`, the version offer, our version and time, then requests until startApi."""
+        if await self.reader.readexactly(len(API_PREFIX)) != API_PREFIX:
+            return False
+        hello = parse_hello(await self._read_frame(self.gw.limits.max_hello))
         version = negotiate_version(hello)
         if version is None:
-            log.warning("gateway.version_refused", offered=f"{hello.min_version}..{hello.max_version}")
-            return
+            self._refuse_version(hello)
+            return False
         self.version = version
         self.writer.write(handshake_reply(version, self.gw.clock.now(), NY))
+        while self.client_id is None and not self.closed:
+            request = self._next_request(decode_body(await self._read_frame()))
+            if request is not None and request.msg_id == In.START_API:
+                self.gw.handle(self, request)  # nothing else is served before startApi, as at IB
+                await self.writer.drain()
+        return not self.closed
+
+    def _refuse_version(self, hello) -> None:
+        """Tell the client why instead of closing in silence: the two-field reply carries the
+        nearest version this gateway speaks (a client whose minimum is above it reports the
+        mismatch itself), then error 506 "Unsupported version" names both ranges."""
+        offered = f"{hello.min_version}..{hello.max_version}"
+        log.warning("gateway.version_refused", offered=offered, supported=f"{MIN_VERSION}..{MAX_VERSION}")
+        nearest = MAX_VERSION if hello.min_version > MAX_VERSION else MIN_VERSION
+        self.writer.write(handshake_reply(nearest, self.gw.clock.now(), NY))
+        self.writer.write(frame(msg.error(-1, 506, f"Unsupported version: this gateway speaks API versions "
+                                                   f"{MIN_VERSION}..{MAX_VERSION}, the client offered {offered}",
+                                          nearest)))
+
+    async def _serve(self) -> None:
         while not self.closed:
-            fields = decode_body(await self._read_frame())
-            try:
-                request = parse_request(fields, self.version)
-            except ProtocolError as e:
-                self.error(-1, 321, f"Error validating request: {e}")
+            request = self._next_request(decode_body(await self._read_frame()))
+            if request is None:
                 continue
-            if self.client_id is None and request.msg_id != In.START_API:
-                continue  # nothing is served before startApi, as at IB
             self.gw.handle(self, request)
             await self.writer.drain()
+
+    def _next_request(self, fields: list[str]) -> Request | None:
+        """The request a frame carries; None (answered with IB's 320) when it is malformed."""
+        try:
+            return parse_request(fields, self.version)
+        except ProtocolError as e:
+            msg_id = fields[0][:12] if fields else ""
+            log.info("gateway.request_malformed", client_id=self.client_id, msg_id=msg_id, reason=str(e)[:200])
+            self.error(request_id_of(fields), 320, f"Error reading request. Message id {msg_id}. "
+                                                   f"Unable to parse data. {str(e)[:200]}")
+            return None
 
 
 class SimGateway:
@@ -138,7 +231,8 @@ class SimGateway:
 
     def __init__(self, exchange, clock, calendar, host: str = "127.0.0.1", port: int = 4002,
                  account: str | None = None, scenario: Scenario | None = None, *,
-                 pump_interval: float = 0.05, quote_interval: float = 0.25, account_interval: float = 180.0):
+                 pump_interval: float = 0.05, quote_interval: float = 0.25, account_interval: float = 180.0,
+                 limits: Limits | None = None):
         if host not in LOOPBACK:
             raise ValueError(f"the simulated gateway binds the loopback interface only, not {host!r}")
         self.exchange = exchange
@@ -155,6 +249,8 @@ class SimGateway:
         self.pump_interval = pump_interval
         self.quote_interval = quote_interval
         self.account_interval = account_interval
+        self.limits = limits or Limits()
+        self._buffered = 0  # bytes reserved by frames being read, all connections together
         self._sessions: dict[int, Session] = {}  # live sessions by client id
         self._connections: dict[Session, asyncio.Task] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -165,6 +261,8 @@ class SimGateway:
         self._next_quotes = 0.0
         self._next_account = 0.0
         self._handler_table = None
+        self.services = Services(self)
+        self._next_pnl = 0.0
         self._started = False
         self._closed = False
         # instrumentation (bench/latency.py): probe("tick", (session, instrument, ticks), perf_counter())
@@ -229,11 +327,32 @@ class SimGateway:
             if o.hold == HOLD_TRANSMIT:
                 self.book.cancel(o, now, "not transmitted; gateway restarted")
 
+    def reserve(self, size: int) -> bool:
+        """Take `size` bytes of the gateway-wide read budget; False when it is spent."""
+        if self._buffered + size > self.limits.max_buffered:
+            return False
+        self._buffered += size
+        return True
+
+    def release(self, size: int) -> None:
+        self._buffered -= size
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)
+        if len(self._connections) >= self.limits.max_connections:
+            log.warning("gateway.connection_refused", connections=len(self._connections),
+                        limit=self.limits.max_connections)
+            session.close(abort=True)
+            return
         self._connections[session] = asyncio.current_task()
         try:
             await session.run()
+        except LimitExceeded as e:
+            log.warning("gateway.client_over_limit", client_id=session.client_id, reason=str(e))
+            if session.version:
+                session.error(-1, 320, f"Error reading request. {e}; the connection is closed")
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(session.writer.drain(), 1.0)
         except (asyncio.IncompleteReadError, ConnectionError, ProtocolError):
             pass
         except asyncio.CancelledError:
@@ -280,11 +399,15 @@ class SimGateway:
             self._handler_table = self._handlers()
         handler = self._handler_table.get(r.msg_id)
         if handler is None:
-            if isinstance(r, UnknownRequest):
-                log.debug("gateway.request_ignored", msg_id=r.msg_id, client_id=s.client_id)
+            if isinstance(r, UnknownRequest):  # no client sends it: IB's "unknown message id"
+                log.info("gateway.request_unknown", msg_id=r.msg_id, client_id=s.client_id)
+                s.error(-1, 320, f"Error reading request. Message id {r.msg_id}. Unknown message id")
             return
         try:
             handler(s, r)
+        except ProtocolError as e:  # a generic request's fields, read by its service
+            s.error(getattr(r, "req_id", -1), 320, f"Error reading request. Message id {r.msg_id}. "
+                                                   f"Unable to parse data. {str(e)[:200]}")
         except MappingError as e:
             s.error(getattr(r, "req_id", getattr(r, "order_id", -1)), e.code, e.message)
         except Exception as e:  # noqa: BLE001 - answer, log, keep serving
@@ -292,6 +415,9 @@ class SimGateway:
             s.error(getattr(r, "req_id", getattr(r, "order_id", -1)), 321, f"Error validating request: {e}")
 
     def _handlers(self):
+        return {**self.services.handlers(), **self._own_handlers()}
+
+    def _own_handlers(self):
         return {
             In.START_API: self._start_api,
             In.REQ_IDS: lambda s, r: s.send(msg.next_valid_id(self.book.next_order_id())),
@@ -303,7 +429,7 @@ class SimGateway:
             In.CANCEL_MKT_DATA: lambda s, r: s.tickers.pop(r.req_id, None),
             In.REQ_MARKET_DATA_TYPE: self._req_market_data_type,
             In.REQ_HISTORICAL_DATA: self._historical_data,
-            In.CANCEL_HISTORICAL_DATA: lambda s, r: None,
+            In.CANCEL_HISTORICAL_DATA: lambda s, r: s.bar_subs.pop(r.req_id, None),
             In.PLACE_ORDER: self._place_order,
             In.CANCEL_ORDER: self._cancel_order,
             In.REQ_GLOBAL_CANCEL: self._global_cancel,
@@ -376,11 +502,13 @@ class SimGateway:
             return ("CBOE",)
         if isinstance(inst, mapping.Future):
             return ("CFE",)
+        if isinstance(inst, mapping.Stock):
+            return mapping.STOCK_EXCHANGES
         return mapping.EXCHANGES_OPT
 
     def _sec_def_opt_params(self, s: Session, r) -> None:
         symbol = r.underlying_symbol.upper()
-        under = mapping.INDEX_CON_IDS.get(symbol)
+        under = mapping.INDEX_CON_IDS.get(symbol) or mapping.STOCK_CON_IDS.get(symbol)
         if under is not None and r.underlying_con_id in (0, under):
             for tclass, multiplier, expirations, strikes in self.listing.option_chains(symbol):
                 for exchange in mapping.EXCHANGES_OPT:
@@ -404,7 +532,7 @@ class SimGateway:
         if inst is None:
             return
         now = self.clock.now()
-        sub = Subscription(inst, r.snapshot or r.regulatory_snapshot)
+        sub = Subscription(inst, r.snapshot or r.regulatory_snapshot, generic=parse_generic_ticks(r.generic_ticks))
         data_type = self._shown_data_type(s, now)
         s.send(msg.market_data_type(r.req_id, data_type))
         if not sub.snapshot:
@@ -414,7 +542,7 @@ class SimGateway:
                 s.send(msg.tick_snapshot_end(r.req_id))
             return
         delayed = data_type in (3, 4)
-        ticks = self.quotes.ticks(inst, now - DELAY if delayed else now)
+        ticks = self.quotes.ticks(inst, now - DELAY if delayed else now, generic=sub.generic)
         if ticks is not None:
             self._send_ticks(s, r.req_id, ticks.delayed() if delayed else ticks)
             sub.last = ticks
@@ -429,6 +557,10 @@ class SimGateway:
                 s.send(msg.tick_size(req_id, size_type, size))  # IB follows a price with its size
         for tick_type, values in ticks.computations.items():
             s.send(msg.tick_option_computation(req_id, tick_type, *values))
+        for tick_type, size in ticks.sizes.items():
+            s.send(msg.tick_size(req_id, tick_type, size))
+        for tick_type, value in ticks.generics.items():
+            s.send(msg.tick_generic(req_id, tick_type, value))
 
     def _push_ticks(self, now: datetime) -> None:
         """Send every streaming line what changed, pricing all options of all lines at once."""
@@ -443,7 +575,7 @@ class SimGateway:
             options = {leg.option.key: leg.option for _, _, sub in lines for leg in _legs_of(sub.inst)}
             quotes = self.quotes.option_quotes(list(options.values()), t)
             for s, rid, sub in lines:
-                ticks = self.quotes.ticks(sub.inst, t, quotes)
+                ticks = self.quotes.ticks(sub.inst, t, quotes, sub.generic)
                 if ticks is None:
                     continue
                 change = ticks.changes_since(sub.last)
@@ -457,18 +589,85 @@ class SimGateway:
         inst = self._resolve_one(s, r.req_id, r.contract)
         if inst is None:
             return
-        if not isinstance(inst, Index):
+        what = r.what_to_show.upper() or "TRADES"
+        if isinstance(inst, Bag) or (not isinstance(inst, Index) and what not in SAMPLED_SHOW):
             s.error(r.req_id, 162, "Historical Market Data Service error message:No historical data query found "
-                                   "(the simulator serves SPX and VIX index bars only)")
+                                   f"(the simulator serves {'/'.join(SAMPLED_SHOW)} bars of indexes, options and "
+                                   "VX futures, not of combos)")
             return
+        if r.keep_up_to_date and r.end.strip():
+            s.error(r.req_id, 321, "Error validating request.-'bS' : cause - End date not supported with live "
+                                   "updates")
+            return
+        now = self.clock.now()
         try:
-            start, end, bars, daily = barsmod.bars_for(self.exchange.market, self.calendar, inst.symbol, r.end,
-                                                        r.duration, r.bar_size, self.clock.now())
+            size = barsmod.parse_bar_size(r.bar_size)
+            start, end, bars = self._bars(inst, what, r.end, r.duration, r.bar_size, now)
         except barsmod.HistoryError as e:
             s.error(r.req_id, 162, str(e))
             return
-        rows = barsmod.bar_rows(bars, daily, r.format_date)
+        rows = barsmod.bar_rows(bars, size is None, r.format_date)
         s.send(msg.historical_data(r.req_id, barsmod.header_time(start), barsmod.header_time(end), rows))
+        if r.keep_up_to_date:
+            s.bar_subs[r.req_id] = BarSubscription(inst, what, size, r.format_date)
+
+    def _bars(self, inst: Instrument, what: str, end_text: str, duration: str, bar_size: str, now: datetime):
+        if isinstance(inst, Index):
+            start, end, bars, _ = barsmod.bars_for(self.exchange.market, self.calendar, inst.symbol, end_text,
+                                                   duration, bar_size, now)
+            return start, end, bars
+        size = barsmod.parse_bar_size(bar_size)
+        end = barsmod.parse_end(end_text, now)
+        start = barsmod.parse_duration(duration, end, self.calendar)
+        first = getattr(self.exchange.market, "first_session", None)
+        last = inst.expiry if isinstance(inst, (OptionSpec, mapping.Future)) else None
+        return start, end, barsmod.sampled_bars(self._value_at(inst, what), self.calendar, start, end, size,
+                                                first, last)
+
+    def _value_at(self, inst: Instrument, what: str):
+        """The model price of an option (mid, bid or ask) or a VX future at t; None when it has none."""
+        def option(t: datetime) -> float | None:
+            q = self.exchange.price_options([inst], t).get(inst.key)
+            if q is None:
+                return None
+            return float(q.bid if what == "BID" else q.ask if what == "ASK" else q.mid)
+
+        def future(t: datetime) -> float | None:
+            return dict(self.exchange.market.state_at(t).vx).get(inst.expiry)
+
+        def stock(t: datetime) -> float | None:
+            return equities.price_at(self.exchange.market, inst.symbol, t)
+
+        if isinstance(inst, mapping.Stock):
+            return stock
+        return option if isinstance(inst, OptionSpec) else future
+
+    def _push_bars(self, now: datetime) -> None:
+        """keepUpToDate: the bar that holds now, as historicalDataUpdate, when it changed."""
+        for s in list(self._sessions.values()):
+            for req_id, sub in list(s.bar_subs.items()):
+                b0 = barsmod.bar_start(self.calendar, now, sub.size)
+                if b0 is None:
+                    continue
+                try:
+                    if isinstance(sub.inst, Index):
+                        bars = (barsmod.daily_bars(self.exchange.market, self.calendar, sub.inst.symbol, b0, now)
+                                if sub.size is None else
+                                barsmod.intraday_bars(self.exchange.market, self.calendar, sub.inst.symbol, b0, now,
+                                                      sub.size))
+                    else:
+                        bars = barsmod.sampled_bars(self._value_at(sub.inst, sub.what), self.calendar, b0, now,
+                                                    sub.size)
+                except (barsmod.HistoryError, ValueError):
+                    continue
+                if not bars:
+                    continue
+                [row] = barsmod.bar_rows(bars[-1:], sub.size is None, sub.format_date)
+                if row == sub.last:
+                    continue
+                sub.last = row
+                label, o, h, low, c, volume, wap, count = row
+                s.send(msg.historical_data_update(req_id, -1, label, o, c, h, low, wap, volume))
 
     # --- orders ------------------------------------------------------------------------------------
     def _advance(self, now: datetime) -> None:
@@ -576,13 +775,15 @@ class SimGateway:
         if inst is None:
             return
         ex = mapping.to_exchange_order(inst, r.order)
-        acct = self.exchange.account(now)
-        book = {p.option.key: p.quantity for p in self.exchange.positions()}
+        extra: dict[str, int] = {}
         for leg in ex.legs:
-            book[leg.option.key] = book.get(leg.option.key, 0) + leg.signed_ratio * ex.quantity
-        margin_after = max(0.0, -_worst_payoff(book))
-        before = float(acct.maintenance_margin)
-        equity = float(acct.net_liquidation)
+            extra[leg.option.key] = extra.get(leg.option.key, 0) + leg.signed_ratio * ex.quantity
+        positions, marks, unders = self.services.book(now)
+        marks.update({k: float(q.mid) for k, q in self.exchange.price_options(
+            [OptionSpec.from_key(k) for k in extra if k not in marks], now).items()})
+        before = self.services.ib_margin(positions, marks, unders)
+        margin_after = self.services.ib_margin(positions, marks, unders, extra)
+        equity = float(self.exchange.account(now).net_liquidation)
         commission = float(self.exchange.settings.commission_per_contract) * ex.quantity * sum(
             leg.ratio for leg in ex.legs)
         margins = msg.WhatIfMargins(before, before, equity, margin_after - before, margin_after - before,
@@ -790,32 +991,16 @@ class SimGateway:
         if self.scenario.link_down:
             return
         for s in self._sessions.values():
-            if s.positions_sub:
-                for key in sorted(changed):
-                    qty, avg = current.get(key, (0, Decimal(0)))
+            for key in sorted(changed):
+                qty, avg = current.get(key, (0, Decimal(0)))
+                if s.positions_sub:
                     s.send(self._position_msg(key, qty, avg))
+                for req_id in s.positions_multi:
+                    s.send(self.services.position_multi_msg(req_id, key, qty, avg))
         self._push_account(now, keys=changed)
 
     def _account_values(self, now: datetime) -> list[tuple[str, str, str]]:
-        acct = self.exchange.account(now)
-        cash, nlv, margin = float(acct.cash), float(acct.net_liquidation), float(acct.maintenance_margin)
-        options = nlv - cash
-        cost = sum(float(p.avg_cost) * p.option.multiplier * p.quantity for p in self.exchange.positions())
-        money = lambda v: f"{v:.2f}"  # noqa: E731
-        values = [
-            ("AccountCode", self.account, ""), ("AccountType", "INDIVIDUAL", ""), ("Currency", "USD", "USD"),
-            ("NetLiquidation", money(nlv), "USD"), ("TotalCashValue", money(cash), "USD"),
-            ("CashBalance", money(cash), "USD"), ("CashBalance", money(cash), "BASE"),
-            ("SettledCash", money(cash), "USD"), ("EquityWithLoanValue", money(nlv), "USD"),
-            ("InitMarginReq", money(margin), "USD"), ("MaintMarginReq", money(margin), "USD"),
-            ("FullInitMarginReq", money(margin), "USD"), ("FullMaintMarginReq", money(margin), "USD"),
-            ("AvailableFunds", money(nlv - margin), "USD"), ("ExcessLiquidity", money(nlv - margin), "USD"),
-            ("FullAvailableFunds", money(nlv - margin), "USD"), ("FullExcessLiquidity", money(nlv - margin), "USD"),
-            ("BuyingPower", money(nlv - margin), "USD"), ("OptionMarketValue", money(options), "USD"),
-            ("UnrealizedPnL", money(options - cost), "USD"),
-            ("RealizedPnL", "0.00", "USD"),
-        ]
-        return values
+        return self.services.account_values(now)
 
     def _portfolio_msgs(self, now: datetime, keys: set[str] | None = None) -> list[list]:
         positions = self.exchange.positions()
@@ -871,7 +1056,7 @@ class SimGateway:
     def _account_summary(self, s: Session, r) -> None:
         tags = {t.strip() for t in r.tags.split(",") if t.strip()}
         for key, value, currency in self._account_values(self.clock.now()):
-            if currency == "BASE" or key in ("AccountCode", "Currency"):
+            if currency == "BASE" or key in ("AccountCode", "Currency", "AccountReady"):
                 continue
             if "All" in tags or key in tags or (tags & {"$LEDGER", "$LEDGER:ALL", "$LEDGER:USD"}):
                 s.send(msg.account_summary(r.req_id, self.account, key, value, currency))
@@ -910,6 +1095,13 @@ class SimGateway:
         if mono >= self._next_quotes:
             self._next_quotes = mono + self.quote_interval
             self._push_ticks(now)
+        if mono >= self._next_pnl:  # IB streams P&L about once a second, bar updates every few
+            self._next_pnl = mono + 1.0
+            if not self.scenario.link_down and not self.scenario.ticks_paused:
+                self._push_bars(now)
+            for s in list(self._sessions.values()):
+                if s.pnl_subs and not self.scenario.link_down:
+                    self.services.push_pnl(s)
         if mono >= self._next_account:
             if self._next_account:  # not at start: clients got everything on request
                 self._push_account(now)
@@ -947,13 +1139,6 @@ def _error_of(e: Exception) -> tuple[int, str]:
     if code == 201 and not reason.startswith("Order rejected"):
         reason = f"Order rejected - reason:{reason}"
     return code, reason
-
-
-def _worst_payoff(book: dict[str, int]) -> float:
-    """Worst expiry payoff of a book of options: the exchange's max-loss margin rule."""
-    from bot.sim.exchange import _worst_expiry_payoff  # the exchange's own rule, not a copy
-
-    return _worst_expiry_payoff(book)
 
 
 def _dividend_yield() -> float:
