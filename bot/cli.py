@@ -81,7 +81,9 @@ async def _run(cfg, args) -> int:
     from bot.clock import SystemClock, wall_now
     from bot.control import ControlServer, ControlUnavailable, request
     from bot.engine import Engine
-    from bot.log import get_logger, setup_logging
+    from bot.log import get_logger, reopen_log, setup_logging
+    from bot.ops.notify import NotifyError
+    from bot.ops.wiring import Ops
     from bot.store import Store
 
     socket_path = cfg.bot.control_socket
@@ -109,11 +111,29 @@ async def _run(cfg, args) -> int:
         clock, cal, broker, log, until, started = sim.clock, sim.calendar, sim.broker, sim.log, sim.until, sim.info
     store = Store(cfg.bot.store_path)
     engine = Engine(cfg, clock, cal, broker, store, log, until=until)
-    server = ControlServer(engine, socket_path)
+    try:
+        ops = Ops.build(cfg, engine, broker, clock, log)
+    except NotifyError as e:
+        store.close()
+        if sim is not None:
+            await sim.close()
+        raise UserError(f"{args.config}: {e}") from None
+    server = ControlServer(ops.surface, socket_path)
     await server.start()
+    try:
+        await ops.start(watch=getattr(clock, "speed", None) != "max")
+    except OSError as e:
+        await ops.close()
+        await server.close()
+        store.close()
+        if sim is not None:
+            await sim.close()
+        raise UserError(f"{args.config}: http: cannot listen on {cfg.http.host}:{cfg.http.port}: "
+                        f"{e.strerror or e}") from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, engine.stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reopen_log() and log.info("log.reopened", path=cfg.bot.log_path))
     halted, why = store.halted()
     log.info("bot.started", config=str(args.config), halted=halted, halt_reason=why, pid=os.getpid(),
              wall_started=wall_now().isoformat(), **started)
@@ -131,6 +151,7 @@ async def _run(cfg, args) -> int:
         await engine.shutdown()
         await server.close()
         log.info("bot.stopped", reason=reason, sim_time=clock.now().isoformat())
+        await ops.close()
         store.close()
         if sim is not None:
             await sim.close()
@@ -151,7 +172,11 @@ class _Simulator:
     until: datetime | None
     info: dict
 
+    restarts: object | None = None  # the gateway's scheduled restarts ([sim_gateway] restart_at)
+
     async def close(self) -> None:
+        if self.restarts is not None:
+            await self.restarts.close()
         if self.gateway is not None:
             await self.gateway.close()
         self.exchange.close()
@@ -212,8 +237,16 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
                 data_dir=str(data_dir), speed=str(s.speed), start=start.isoformat(),
                 until=until.isoformat() if until else None, resumed=resumed,
                 gateway_port=gateway.port if gateway else None, broker_note=broker_note or None)
-    return _Simulator(clock=clock, calendar=cal, exchange=exchange, market=market, gateway=gateway, broker=broker,
-                      log=log, until=until, info=info)
+    sim = _Simulator(clock=clock, calendar=cal, exchange=exchange, market=market, gateway=gateway, broker=broker,
+                     log=log, until=until, info=info)
+    if gateway is not None and cfg.sim_gateway.restart_at:
+        from bot.sim.gateway.restarts import ScheduledRestart
+
+        g = cfg.sim_gateway
+        sim.restarts = ScheduledRestart(lambda: sim.gateway, lambda new: setattr(sim, "gateway", new),
+                                        g.restart_at, g.restart_days, g.restart_down_s)
+        sim.restarts.start()
+    return sim
 
 
 # --- control commands ---------------------------------------------------------------------

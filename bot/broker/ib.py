@@ -112,6 +112,7 @@ class IBBroker:
         self.server_version: int | None = None
         self._watches: dict[str, Callable[[float], None]] = {}
         self._streams: dict[str, object] = {}
+        self.last_tick_at = None
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
 
@@ -303,6 +304,7 @@ class IBBroker:
             value = m.index_value(ticker)
         except BadQuote:
             return
+        self.last_tick_at = self.clock.now()  # health: age of the last market tick
         callback = self._watches.get(symbol)
         if callback is not None:
             callback(value)
