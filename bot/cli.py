@@ -20,6 +20,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FATAL = 3
+EXIT_NO_DAEMON = 1  # `status`: no daemon answered; what the store holds was printed
 
 
 class UserError(Exception):
@@ -266,13 +267,14 @@ def _ask(cfg, payload: dict):
 def cmd_status(args) -> int:
     cfg = _load(args.config)
     result = _ask(cfg, {"cmd": "status"})
+    answered = result is not None
     if result is None:
         result = _offline_status(cfg)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_status(result)
-    return 0
+    return 0 if answered else EXIT_NO_DAEMON
 
 
 def _offline_status(cfg) -> dict:
@@ -410,7 +412,8 @@ def cmd_resume(args) -> int:
 def cmd_sim_gateway(args) -> int:
     from bot.sim.gateway import run_gateway
 
-    cfg = _load(args.config)
+    overrides = {"sim_gateway.restart_at": args.restart_at, "sim_gateway.restart_down_s": args.restart_down}
+    cfg = _load(args.config, **overrides)
     return run_gateway(cfg, port=args.port, speed=args.speed, start=args.start, data_dir=_data_dir(cfg, args.data))
 
 
@@ -450,71 +453,101 @@ def cmd_logs(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spx-bot", description="SPX iron condors with a layered VIX hedge (IB paper)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="spx-bot", description="SPX iron condors with a layered VIX hedge (IB paper)",
+        epilog="exit codes: 0 done; 1 `status`: no daemon answered (the stored state was printed); "
+               "2 user error (one line); 3 fatal broker condition")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     default_cfg = "config/sim.toml"
+    cfg_help = f"the bot's config file (default: {default_cfg})"
 
     r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("--config", default=default_cfg)
+    r.add_argument("--config", default=default_cfg, help=cfg_help)
     r.add_argument("--speed", help="simulated seconds per real second, or 'max'")
     r.add_argument("--start", type=parse_start, help="simulated start: YYYY-MM-DD (09:00) or YYYY-MM-DDTHH:MM, New York")
     r.add_argument("--for", dest="duration", type=parse_duration, help="simulated duration of entries, e.g. 5d")
     r.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("status", help="show the book of the running daemon (or the stored one)")
-    s.add_argument("--config", default=default_cfg)
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("status", help="show the book of the running daemon (or the stored one)",
+                       description="Exit 0 when the daemon answered, 1 when none did (the stored state is "
+                                   "printed), 2 on a user error.")
+    s.add_argument("--config", default=default_cfg, help=cfg_help)
+    s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_status)
 
     k = sub.add_parser("kill", help="kill switch: halt, cancel working orders")
-    k.add_argument("--config", default=default_cfg)
+    k.add_argument("--config", default=default_cfg, help=cfg_help)
     k.add_argument("--flatten", action="store_true", help="also close every position")
-    k.add_argument("--reason", default="")
+    k.add_argument("--reason", default="", help="why (stored with the halt, logged, notified)")
     k.set_defaults(func=cmd_kill)
 
     u = sub.add_parser("resume", help="release the kill switch")
-    u.add_argument("--config", default=default_cfg)
+    u.add_argument("--config", default=default_cfg, help=cfg_help)
     u.set_defaults(func=cmd_resume)
 
     c = sub.add_parser("check-config", help="validate a config file")
-    c.add_argument("path")
+    c.add_argument("path", help="the config file to check (exit 0 valid, 2 invalid)")
     c.set_defaults(func=cmd_check_config)
 
     w = sub.add_parser("sim-gateway", help="run the simulated IB paper gateway alone, for any TWS API client")
-    w.add_argument("--config", default=default_cfg)
-    w.add_argument("--port", type=int, default=4002)
+    w.add_argument("--config", default=default_cfg, help=cfg_help)
+    w.add_argument("--port", type=int, default=4002, help="TCP port on 127.0.0.1 (default 4002, IB Gateway paper)")
     w.add_argument("--speed", help="simulated seconds per real second (max = 3600)")
     w.add_argument("--start", type=parse_date, help="simulated start date YYYY-MM-DD")
     w.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
+    w.add_argument("--restart-at", metavar="HH:MM", help="restart daily at this New York time, like IB Gateway")
+    w.add_argument("--restart-down", type=float, metavar="SECONDS", help="simulated seconds away on a restart")
     w.set_defaults(func=cmd_sim_gateway)
 
     bt = sub.add_parser("backtest", help="replay history: condors unhedged, + ALVH, + VIX tail hedge, SPX")
-    bt.add_argument("--config", default=default_cfg)
-    bt.add_argument("--from", dest="start", type=parse_date, default=date(2004, 3, 26))
-    bt.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 23))
-    bt.add_argument("--out", default="backtest-out")
+    bt.add_argument("--config", default=default_cfg, help=cfg_help)
+    bt.add_argument("--from", dest="start", type=parse_date, default=date(2004, 3, 26), help="first day, YYYY-MM-DD")
+    bt.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 23), help="last day, YYYY-MM-DD")
+    bt.add_argument("--out", default="backtest-out", help="directory for report.md, report.json, charts")
     bt.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
     bt.add_argument("--sweep", action="store_true", help="also sweep the hedge size (cost against drawdown cut)")
     bt.add_argument("--workers", type=int, help="processes for the variants (default: the cores)")
-    bt.add_argument("--commissions", choices=("ib", "flat"), default="ib")
-    bt.add_argument("--no-progress", action="store_true")
+    bt.add_argument("--commissions", choices=("ib", "flat"), default="ib", help="IB's tiered schedule or flat")
+    bt.add_argument("--no-progress", action="store_true", help="no progress bar")
     bt.set_defaults(func=cmd_backtest)
 
     dt = sub.add_parser("data", help="check or fetch the daily history files")
-    dt.add_argument("action", choices=("check", "fetch"))
+    dt.add_argument("action", choices=("check", "fetch"), help="check: validate the files; fetch: download them")
     dt.add_argument("dir", nargs="?", help="the data directory (default: market.data_dir or SPX_BOT_DATA)")
-    dt.add_argument("--config", default=default_cfg)
-    dt.add_argument("--source", choices=("cboe", "ib"), default="cboe")
+    dt.add_argument("--config", default=default_cfg, help=cfg_help)
+    dt.add_argument("--source", choices=("cboe", "ib"), default="cboe", help="where `fetch` downloads from")
     dt.set_defaults(func=cmd_data)
 
     g = sub.add_parser("logs", help="print the JSON log readably")
-    g.add_argument("--config", default=default_cfg)
-    g.add_argument("--path")
-    g.add_argument("-f", "--follow", action="store_true")
+    g.add_argument("--config", default=default_cfg, help=cfg_help + "; its bot.log_path is read")
+    g.add_argument("--path", help="a log file to read instead of the config's")
+    g.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (across rotation)")
     g.add_argument("--event", help="only events matching this glob, e.g. 'condor.*'")
     g.set_defaults(func=cmd_logs)
+
+    sh = sub.add_parser("completion", help="print a shell completion script",
+                        description="e.g. spx-bot completion bash > /etc/bash_completion.d/spx-bot")
+    sh.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
+    sh.set_defaults(func=lambda a: cmd_completion(a, p))
     return p
+
+
+def cmd_completion(args, parser) -> int:
+    import shtab
+
+    print(shtab.complete(parser, shell=args.shell))
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spx-bot")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

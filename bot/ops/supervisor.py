@@ -67,8 +67,11 @@ class Supervisor:
             self._tasks.append(asyncio.create_task(self._watch(), name="ops.watch"))
 
     def ready(self) -> None:
-        """The engine is connected and reconciled: tell systemd (READY=1)."""
-        self.sd.ready(self.status_line())
+        """The daemon is up (control socket and HTTP listening; the broker may still be
+        connecting, which can take a weekend): tell systemd (READY=1). Liveness from here on is
+        the watchdog's business."""
+        self._status_line = self.status_line()
+        self.sd.ready(self._status_line)
 
     async def close(self) -> None:
         self.sd.stopping()
@@ -175,7 +178,12 @@ class Supervisor:
         self._last_msg_count, self._last_msg_time = count, now
 
     def status_line(self) -> str:
-        parts = ["connected" if self.broker.connected else "broker down"]
+        if self.broker.connected:
+            parts = ["connected"]
+        elif not self._was_connected:
+            parts = ["connecting"]
+        else:
+            parts = ["broker down (maintenance window)" if self.window is not None else "broker down"]
         if self.engine.entry_blockers:
             parts.append("entries halted: " + "; ".join(self.engine.entry_blockers.values()))
         with suppress(Exception):
