@@ -138,10 +138,12 @@ def start_daemon(cfg: Path, env: dict | None = None) -> subprocess.Popen:
 
 
 def events(tmp: Path) -> list[dict]:
-    path = tmp / "bot.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every event, across a rotation (bot.jsonl.1 then bot.jsonl); each line must be whole JSON."""
+    out = []
+    for path in (tmp / "bot.jsonl.1", tmp / "bot.jsonl"):
+        if path.exists():
+            out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
 
 
 def named(evs, name, **match):
@@ -235,6 +237,10 @@ def test_restart_outside_the_window_alerts_halts_entries_then_resumes(short_tmp,
         listening = wait_for(lambda: named(events(short_tmp), "http.listening"), what="http.listening", proc=proc)
         url = listening[0]["url"]
         assert url.startswith("http://127.0.0.1:")
+        # logrotate: move the file away, SIGHUP; the daemon writes on into a new bot.jsonl
+        os.rename(short_tmp / "bot.jsonl", short_tmp / "bot.jsonl.1")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: (short_tmp / "bot.jsonl").exists(), what="the reopened log", proc=proc)
 
         def blocked():
             seen.append(get(url + "/health"))
@@ -253,6 +259,8 @@ def test_restart_outside_the_window_alerts_halts_entries_then_resumes(short_tmp,
     evs = events(short_tmp)
     assert proc.returncode == 0, proc.stderr.read()[-2000:]
     assert not named(evs, "broker.maintenance")
+    reopened = json.loads((short_tmp / "bot.jsonl").read_text().splitlines()[0])
+    assert reopened["event"] == "log.reopened" and len(named(evs, "bot.started")) == 1
     [down] = named(evs, "broker.down")
     [halted] = named(evs, "broker.entries_halted")
     [resumed] = named(evs, "broker.entries_resumed")
