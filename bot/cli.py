@@ -277,6 +277,18 @@ def cmd_status(args) -> int:
     return 0 if answered else EXIT_NO_DAEMON
 
 
+def cmd_health(args) -> int:
+    """The daemon's health through the control socket (no HTTP, no token): for container
+    health checks and scripts. 0 healthy, 1 unhealthy or no daemon answered."""
+    cfg = _load(args.config)
+    result = _ask(cfg, {"cmd": "status"})
+    if result is None or "health" not in result:
+        print(json.dumps({"healthy": False, "reasons": ["no daemon answered"]}))
+        return EXIT_NO_DAEMON
+    print(json.dumps(result["health"], default=str))
+    return 0 if result["health"].get("healthy") else 1
+
+
 def _offline_status(cfg) -> dict:
     from bot.store import Store
 
@@ -476,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=default_cfg, help=cfg_help)
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_status)
+
+    h = sub.add_parser("health", help="the daemon's health as JSON (exit 0 healthy, 1 not or no daemon)")
+    h.add_argument("--config", default=default_cfg, help=cfg_help)
+    h.set_defaults(func=cmd_health)
 
     k = sub.add_parser("kill", help="kill switch: halt, cancel working orders")
     k.add_argument("--config", default=default_cfg, help=cfg_help)
