@@ -415,3 +415,33 @@ def test_status_exits_1_when_no_daemon_answers(short_tmp):
                    f'log_path = "{short_tmp}/b.jsonl"\n')
     r = cli("status", "--config", str(cfg), "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["daemon"] == "not running"
+    r = cli("health", "--config", str(cfg))
+    assert r.returncode == 1 and json.loads(r.stdout) == {"healthy": False, "reasons": ["no daemon answered"]}
+
+
+async def test_engine_skips_entries_while_blocked(make_cfg, calendar):
+    """The one hook in the engine: a reason in entry_blockers skips the scheduled entry."""
+    from datetime import timedelta as td
+
+    from bot.calendar import ny_time
+    from bot.sim.market import SyntheticMarket
+
+    from test_engine import START, Rig
+
+    cfg = make_cfg(**{"condor.credit_floor": 0.05})
+    market = SyntheticMarket(calendar, seed=3, start=START - td(days=5), vix0=24.0)
+    rig = Rig(cfg, calendar, market, ny_time(START, "15:30"))
+    try:
+        await rig.engine.start()
+        rig.engine.entry_blockers[BROKER_DOWN] = "broker down since 15:00"
+        with capture_logs() as logs:
+            await rig.engine.on_entry()
+        assert [(e["event"], e.get("reason")) for e in logs] == [("condor.skipped", "broker down since 15:00")]
+        assert rig.store.open_condors() == []
+        rig.engine.entry_blockers.clear()
+        with capture_logs() as logs:
+            await rig.engine.on_entry()
+        assert [e["event"] for e in logs if e["event"] == "condor.opened"] == ["condor.opened"]
+    finally:
+        await rig.engine.shutdown()
+        rig.close()

@@ -250,6 +250,9 @@ def test_restart_outside_the_window_alerts_halts_entries_then_resumes(short_tmp,
         wait_for(lambda: named(events(short_tmp), "broker.entries_resumed"), what="entries resumed", proc=proc)
         seen.append(get(url + "/health"))
         wait_for(lambda: named(events(short_tmp), "condor.opened"), timeout=90, what="the 15:45 entry", proc=proc)
+        health = subprocess.run([*BIN, "health", "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60)
+        assert health.returncode == 0 and json.loads(health.stdout)["connected"] is True, health.stdout
         kill = subprocess.run([*BIN, "kill", "--flatten", "--reason", "test: flatten", "--config", str(cfg)],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert kill.returncode == 0, kill.stderr
