@@ -314,6 +314,11 @@ def _offline_status(cfg) -> dict:
 def _print_status(s: dict) -> None:
     print(f"daemon:   {s.get('daemon', 'running')}   time: {s.get('time', '-')}")
     print(f"halted:   {s.get('halted')}" + (f" ({s.get('halt_reason')})" if s.get("halted") else ""))
+    if "health" in s:
+        h = s["health"]
+        print(f"health:   {'healthy' if h['healthy'] else 'UNHEALTHY: ' + '; '.join(h['reasons'])}"
+              f"  connected={h['connected']} maintenance_window={h['in_maintenance_window']}"
+              + (f"  entries blocked: {'; '.join(h['entries_blocked'].values())}" if h.get("entries_blocked") else ""))
     if "account" in s:
         a = s["account"]
         print(f"account:  {a['id']} paper={a['paper']} net_liq={a['net_liquidation']} cash={a['cash']}")

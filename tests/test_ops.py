@@ -445,3 +445,25 @@ async def test_engine_skips_entries_while_blocked(make_cfg, calendar):
     finally:
         await rig.engine.shutdown()
         rig.close()
+
+
+async def test_ib_1100_counts_as_down():
+    """Connected but DEGRADED (1100): the same rules as a dropped socket."""
+    clock = SimClock(ny("2022-03-01", "10:00"), None)
+    sup, broker, engine = supervisor(clock)
+    broker.degraded = True
+    with capture_logs() as logs:
+        for t in ("10:00", "10:03", "10:06"):
+            await clock.advance_to(ny("2022-03-01", t))
+            sup.check(clock.now())
+    assert [e["event"] for e in logs] == ["broker.down", "broker.entries_halted"]
+    assert sup.health()["reasons"] == ["IB link lost (1100) outside a maintenance window"]
+
+
+def test_sim_gateway_restart_option_reaches_the_runner(make_cfg):
+    from bot.sim.gateway.runner import params_from_config
+
+    cfg = make_cfg(**{"sim_gateway.restart_at": "23:45", "sim_gateway.restart_down_s": 60})
+    p = params_from_config(cfg, port=0)
+    assert (p.restart_at, p.restart_down_s) == ("23:45", 60)
+    assert params_from_config(make_cfg(), port=0).restart_at is None

@@ -102,7 +102,7 @@ class Supervisor:
             self._loop.call_soon_threadsafe(self._release_entries)  # not from inside the logger
 
     def _release_entries(self) -> None:
-        if self.broker.connected and self.engine.entry_blockers.pop(BROKER_DOWN, None) is not None:
+        if self._up() and self.engine.entry_blockers.pop(BROKER_DOWN, None) is not None:
             self.log.warning("broker.entries_resumed", note="reconnected and reconciled")
 
     # --- the broker's connection against IB's schedule -----------------------------------------------
@@ -115,8 +115,12 @@ class Supervisor:
                 self.log.error("ops.check_failed", error=repr(exc))
             await self.clock.sleep_until(self.clock.now() + step)
 
+    def _up(self) -> bool:
+        """Connected and not DEGRADED (IB 1100: the socket is up but IB is not behind it)."""
+        return bool(self.broker.connected) and not getattr(self.broker, "degraded", False)
+
     def check(self, now: datetime) -> None:
-        if self.broker.connected:
+        if self._up():
             if self.down_since is not None and self._was_connected:
                 self.log.info("broker.restored", down_s=round((now - self.down_since).total_seconds(), 1),
                               expected=self.outside_since is None and self.window is not None,
@@ -178,7 +182,7 @@ class Supervisor:
         self._last_msg_count, self._last_msg_time = count, now
 
     def status_line(self) -> str:
-        if self.broker.connected:
+        if self._up():
             parts = ["connected"]
         elif not self._was_connected:
             parts = ["connecting"]
@@ -198,6 +202,7 @@ class Supervisor:
 
         now = self.clock.now()
         connected = bool(self.broker.connected)
+        degraded = bool(getattr(self.broker, "degraded", False))
         window = window_at(now, self.m.windows, self.m.timezone)
         halted, why = self.engine.store.halted()
         tick = getattr(self.broker, "last_tick_at", None)
@@ -205,6 +210,8 @@ class Supervisor:
         reasons = []
         if not connected and window is None:
             reasons.append("broker disconnected outside a maintenance window")
+        elif degraded and window is None:
+            reasons.append("IB link lost (1100) outside a maintenance window")
         if self.fatal:
             reasons.append(f"fatal: {self.fatal}")
         return {
@@ -212,6 +219,7 @@ class Supervisor:
             "reasons": reasons,
             "time": now.isoformat(),
             "connected": connected,
+            "degraded": degraded,
             "in_maintenance_window": window is not None,
             "broker_down_s": None if self.down_since is None else round((now - self.down_since).total_seconds(), 1),
             "last_tick": tick.isoformat() if tick else None,
