@@ -83,8 +83,7 @@ async def _run(cfg, args) -> int:
     from bot.control import ControlServer, ControlUnavailable, request
     from bot.engine import Engine
     from bot.log import get_logger, reopen_log, setup_logging
-    from bot.ops.notify import NotifyError
-    from bot.ops.wiring import Ops
+    from bot.ops.wiring import Ops, OpsConfigError
     from bot.store import Store
 
     socket_path = cfg.bot.control_socket
@@ -114,7 +113,7 @@ async def _run(cfg, args) -> int:
     engine = Engine(cfg, clock, cal, broker, store, log, until=until)
     try:
         ops = Ops.build(cfg, engine, broker, clock, log)
-    except NotifyError as e:
+    except OpsConfigError as e:
         store.close()
         if sim is not None:
             await sim.close()

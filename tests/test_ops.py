@@ -467,3 +467,33 @@ def test_sim_gateway_restart_option_reaches_the_runner(make_cfg):
     p = params_from_config(cfg, port=0)
     assert (p.restart_at, p.restart_down_s) == ("23:45", 60)
     assert params_from_config(make_cfg(), port=0).restart_at is None
+
+
+@pytest.mark.parametrize("section, needle", [
+    ('[http]\nenabled = true\nport = 0\ntoken_file = "{tmp}/missing"\n', "http.token_file: cannot read"),
+    ('[http]\nenabled = true\nport = 0\ntoken_file = "{tmp}/empty"\n', "holds no token"),
+    ('[[notify.targets]]\nurl = "nosuchscheme://x"\n', "not a URL Apprise understands"),
+])
+def test_run_refuses_unusable_ops_files_with_one_line(short_tmp, section, needle):
+    (short_tmp / "empty").write_text("\n")
+    cfg = short_tmp / "c.toml"
+    cfg.write_text(f'[bot]\nstore_path = "{short_tmp}/b.sqlite"\ncontrol_socket = "{short_tmp}/c.sock"\n'
+                   f'log_path = "{short_tmp}/b.jsonl"\nconsole_log = false\n[sim]\nstate_path = "{short_tmp}/s.sqlite"\n'
+                   f'[market]\nsource = "synthetic"\n' + section.format(tmp=short_tmp))
+    r = cli("run", "--config", str(cfg), "--start", "2022-03-01", "--for", "1d", "--speed", "max")
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_run_refuses_a_taken_http_port_with_one_line(short_tmp):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = short_tmp / "c.toml"
+        cfg.write_text(f'[bot]\nstore_path = "{short_tmp}/b.sqlite"\ncontrol_socket = "{short_tmp}/c.sock"\n'
+                       f'log_path = "{short_tmp}/b.jsonl"\nconsole_log = false\n[sim]\nstate_path = "{short_tmp}/s.sqlite"\n'
+                       f'[market]\nsource = "synthetic"\n[http]\nenabled = true\nport = {port}\n')
+        r = cli("run", "--config", str(cfg), "--start", "2022-03-01", "--for", "1d", "--speed", "max")
+    assert r.returncode == 2 and f"http: cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (short_tmp / "c.sock").exists()  # the control socket was closed again

@@ -22,12 +22,23 @@ from bot.ops.metrics import render
 STATUS_TIMEOUT_S = 10.0
 
 
+class HttpConfigError(Exception):
+    """The token file cannot be used; one line for the operator."""
+
+
 class HttpServer:
     def __init__(self, cfg, surface, log):
         self.cfg = cfg
         self.surface = surface
         self.log = log
-        self.token = cfg.token or (Path(cfg.token_file).read_text(encoding="utf-8").strip() if cfg.token_file else "")
+        self.token = cfg.token
+        if cfg.token_file:
+            try:
+                self.token = Path(cfg.token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise HttpConfigError(f"http.token_file: cannot read {cfg.token_file}: {exc.strerror}") from None
+            if len(self.token) < 16:  # an empty file must not leave a non-loopback endpoint open
+                raise HttpConfigError(f"http.token_file: {cfg.token_file} holds no token of 16+ characters")
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 

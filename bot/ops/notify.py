@@ -57,7 +57,6 @@ class Message:
     title: str
     body: str
     kind: str  # apprise notify type: info | success | warning | failure
-    payload: dict[str, Any]
 
 
 def render(event: dict[str, Any], title_prefix: str = "spx-bot") -> tuple[str, str, str]:
@@ -101,10 +100,9 @@ class _Target:
 
 
 class Notifier:
-    def __init__(self, cfg: NotifyConfig, log, clock=None):
+    def __init__(self, cfg: NotifyConfig, log):
         self.cfg = cfg
         self.log = log
-        self.clock = clock
         self.targets: list[_Target] = []
         for i, t in enumerate(cfg.targets):
             url = t.url
@@ -157,9 +155,8 @@ class Notifier:
             self.dropped[klass] += 1
             return
         title, body, kind = render(event, self.cfg.title)
-        payload = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in event.items()}
         try:
-            self._queue.put_nowait(Message(event["event"], klass, title, body, kind, payload))
+            self._queue.put_nowait(Message(event["event"], klass, title, body, kind))
         except asyncio.QueueFull:
             self.dropped[klass] += 1
             return

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.log import add_tap
-from bot.ops.http import HttpServer
-from bot.ops.notify import Notifier
+from bot.ops.http import HttpConfigError, HttpServer
+from bot.ops.notify import Notifier, NotifyError
 from bot.ops.supervisor import ControlSurface, Supervisor
 from bot.ops.systemd import SdNotifier
+
+
+class OpsConfigError(Exception):
+    """A configured file or URL that cannot be used: one line, exit 2."""
 
 
 @dataclass
@@ -21,11 +25,15 @@ class Ops:
 
     @classmethod
     def build(cls, cfg, engine, broker, clock, log, environ=None) -> Ops:
-        """Raises NotifyError (a bad notification target) before anything starts."""
-        notifier = Notifier(cfg.notify, log, clock)
-        supervisor = Supervisor(cfg, engine, broker, clock, log, notifier, SdNotifier(environ))
-        surface = ControlSurface(engine, supervisor)
-        http = HttpServer(cfg.http, surface, log) if cfg.http.enabled else None
+        """Raises OpsConfigError (a bad notification target, an unreadable token file) before
+        anything starts."""
+        try:
+            notifier = Notifier(cfg.notify, log)
+            supervisor = Supervisor(cfg, engine, broker, clock, log, notifier, SdNotifier(environ))
+            surface = ControlSurface(engine, supervisor)
+            http = HttpServer(cfg.http, surface, log) if cfg.http.enabled else None
+        except (NotifyError, HttpConfigError) as exc:
+            raise OpsConfigError(str(exc)) from None
         return cls(supervisor, surface, notifier, http)
 
     async def start(self, watch: bool = True) -> None:
