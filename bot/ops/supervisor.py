@@ -107,7 +107,10 @@ class Supervisor:
 
     # --- the broker's connection against IB's schedule -----------------------------------------------
     async def _watch(self) -> None:
-        step = timedelta(seconds=self.m.check_interval_s)
+        # on an accelerated clock at most four checks per real second (300x: every 75 s simulated)
+        speed = getattr(self.clock, "speed", None)
+        floor = 0.25 * float(speed) if isinstance(speed, (int, float)) else 0.0
+        step = timedelta(seconds=max(self.m.check_interval_s, floor))
         while True:
             try:
                 self.check(self.clock.now())
