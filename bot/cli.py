@@ -20,6 +20,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FATAL = 3
+EXIT_NO_DAEMON = 1  # `status`: no daemon answered; what the store holds was printed
 
 
 class UserError(Exception):
@@ -81,7 +82,8 @@ async def _run(cfg, args) -> int:
     from bot.clock import SystemClock, wall_now
     from bot.control import ControlServer, ControlUnavailable, request
     from bot.engine import Engine
-    from bot.log import get_logger, setup_logging
+    from bot.log import get_logger, reopen_log, setup_logging
+    from bot.ops.wiring import Ops, OpsConfigError
     from bot.store import Store
 
     socket_path = cfg.bot.control_socket
@@ -109,11 +111,29 @@ async def _run(cfg, args) -> int:
         clock, cal, broker, log, until, started = sim.clock, sim.calendar, sim.broker, sim.log, sim.until, sim.info
     store = Store(cfg.bot.store_path)
     engine = Engine(cfg, clock, cal, broker, store, log, until=until)
-    server = ControlServer(engine, socket_path)
+    try:
+        ops = Ops.build(cfg, engine, broker, clock, log)
+    except OpsConfigError as e:
+        store.close()
+        if sim is not None:
+            await sim.close()
+        raise UserError(f"{args.config}: {e}") from None
+    server = ControlServer(ops.surface, socket_path)
     await server.start()
+    try:
+        await ops.start(watch=getattr(clock, "speed", None) != "max")
+    except OSError as e:
+        await ops.close()
+        await server.close()
+        store.close()
+        if sim is not None:
+            await sim.close()
+        raise UserError(f"{args.config}: http: cannot listen on {cfg.http.host}:{cfg.http.port}: "
+                        f"{e.strerror or e}") from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, engine.stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reopen_log() and log.info("log.reopened", path=cfg.bot.log_path))
     halted, why = store.halted()
     log.info("bot.started", config=str(args.config), halted=halted, halt_reason=why, pid=os.getpid(),
              wall_started=wall_now().isoformat(), **started)
@@ -131,6 +151,7 @@ async def _run(cfg, args) -> int:
         await engine.shutdown()
         await server.close()
         log.info("bot.stopped", reason=reason, sim_time=clock.now().isoformat())
+        await ops.close()
         store.close()
         if sim is not None:
             await sim.close()
@@ -151,7 +172,11 @@ class _Simulator:
     until: datetime | None
     info: dict
 
+    restarts: object | None = None  # the gateway's scheduled restarts ([sim_gateway] restart_at)
+
     async def close(self) -> None:
+        if self.restarts is not None:
+            await self.restarts.close()
         if self.gateway is not None:
             await self.gateway.close()
         self.exchange.close()
@@ -212,8 +237,16 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
                 data_dir=str(data_dir), speed=str(s.speed), start=start.isoformat(),
                 until=until.isoformat() if until else None, resumed=resumed,
                 gateway_port=gateway.port if gateway else None, broker_note=broker_note or None)
-    return _Simulator(clock=clock, calendar=cal, exchange=exchange, market=market, gateway=gateway, broker=broker,
-                      log=log, until=until, info=info)
+    sim = _Simulator(clock=clock, calendar=cal, exchange=exchange, market=market, gateway=gateway, broker=broker,
+                     log=log, until=until, info=info)
+    if gateway is not None and cfg.sim_gateway.restart_at:
+        from bot.sim.gateway.restarts import ScheduledRestart
+
+        g = cfg.sim_gateway
+        sim.restarts = ScheduledRestart(lambda: sim.gateway, lambda new: setattr(sim, "gateway", new),
+                                        g.restart_at, g.restart_days, g.restart_down_s)
+        sim.restarts.start()
+    return sim
 
 
 # --- control commands ---------------------------------------------------------------------
@@ -233,13 +266,26 @@ def _ask(cfg, payload: dict):
 def cmd_status(args) -> int:
     cfg = _load(args.config)
     result = _ask(cfg, {"cmd": "status"})
+    answered = result is not None
     if result is None:
         result = _offline_status(cfg)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_status(result)
-    return 0
+    return 0 if answered else EXIT_NO_DAEMON
+
+
+def cmd_health(args) -> int:
+    """The daemon's health through the control socket (no HTTP, no token): for container
+    health checks and scripts. 0 healthy, 1 unhealthy or no daemon answered."""
+    cfg = _load(args.config)
+    result = _ask(cfg, {"cmd": "status"})
+    if result is None or "health" not in result:
+        print(json.dumps({"healthy": False, "reasons": ["no daemon answered"]}))
+        return EXIT_NO_DAEMON
+    print(json.dumps(result["health"], default=str))
+    return 0 if result["health"].get("healthy") else 1
 
 
 def _offline_status(cfg) -> dict:
@@ -277,6 +323,11 @@ def _print_status(s: dict) -> None:
               " agree again, or `spx-bot resume`)")
         for k, d in s["position_mismatch"].items():
             print(f"  {k:28s} store {d['store']:+d}  broker {d['broker']:+d}")
+    if "health" in s:
+        h = s["health"]
+        print(f"health:   {'healthy' if h['healthy'] else 'UNHEALTHY: ' + '; '.join(h['reasons'])}"
+              f"  connected={h['connected']} maintenance_window={h['in_maintenance_window']}"
+              + (f"  entries blocked: {'; '.join(h['entries_blocked'].values())}" if h.get("entries_blocked") else ""))
     if "account" in s:
         a = s["account"]
         print(f"account:  {a['id']} paper={a['paper']} net_liq={a['net_liquidation']} cash={a['cash']}")
@@ -389,7 +440,8 @@ def cmd_resume(args) -> int:
 def cmd_sim_gateway(args) -> int:
     from bot.sim.gateway import run_gateway
 
-    cfg = _load(args.config)
+    overrides = {"sim_gateway.restart_at": args.restart_at, "sim_gateway.restart_down_s": args.restart_down}
+    cfg = _load(args.config, **overrides)
     return run_gateway(cfg, port=args.port, speed=args.speed, start=args.start, data_dir=_data_dir(cfg, args.data))
 
 
@@ -429,71 +481,105 @@ def cmd_logs(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spx-bot", description="SPX iron condors with a layered VIX hedge (IB paper)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="spx-bot", description="SPX iron condors with a layered VIX hedge (IB paper)",
+        epilog="exit codes: 0 done; 1 `status`: no daemon answered (the stored state was printed); "
+               "2 user error (one line); 3 fatal broker condition")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     default_cfg = "config/sim.toml"
+    cfg_help = f"the bot's config file (default: {default_cfg})"
 
     r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("--config", default=default_cfg)
+    r.add_argument("--config", default=default_cfg, help=cfg_help)
     r.add_argument("--speed", help="simulated seconds per real second, or 'max'")
     r.add_argument("--start", type=parse_start, help="simulated start: YYYY-MM-DD (09:00) or YYYY-MM-DDTHH:MM, New York")
     r.add_argument("--for", dest="duration", type=parse_duration, help="simulated duration of entries, e.g. 5d")
     r.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("status", help="show the book of the running daemon (or the stored one)")
-    s.add_argument("--config", default=default_cfg)
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("status", help="show the book of the running daemon (or the stored one)",
+                       description="Exit 0 when the daemon answered, 1 when none did (the stored state is "
+                                   "printed), 2 on a user error.")
+    s.add_argument("--config", default=default_cfg, help=cfg_help)
+    s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_status)
 
+    h = sub.add_parser("health", help="the daemon's health as JSON (exit 0 healthy, 1 not or no daemon)")
+    h.add_argument("--config", default=default_cfg, help=cfg_help)
+    h.set_defaults(func=cmd_health)
+
     k = sub.add_parser("kill", help="kill switch: halt, cancel working orders")
-    k.add_argument("--config", default=default_cfg)
+    k.add_argument("--config", default=default_cfg, help=cfg_help)
     k.add_argument("--flatten", action="store_true", help="also close every position")
-    k.add_argument("--reason", default="")
+    k.add_argument("--reason", default="", help="why (stored with the halt, logged, notified)")
     k.set_defaults(func=cmd_kill)
 
     u = sub.add_parser("resume", help="release the kill switch")
-    u.add_argument("--config", default=default_cfg)
+    u.add_argument("--config", default=default_cfg, help=cfg_help)
     u.set_defaults(func=cmd_resume)
 
     c = sub.add_parser("check-config", help="validate a config file")
-    c.add_argument("path")
+    c.add_argument("path", help="the config file to check (exit 0 valid, 2 invalid)")
     c.set_defaults(func=cmd_check_config)
 
     w = sub.add_parser("sim-gateway", help="run the simulated IB paper gateway alone, for any TWS API client")
-    w.add_argument("--config", default=default_cfg)
-    w.add_argument("--port", type=int, default=4002)
+    w.add_argument("--config", default=default_cfg, help=cfg_help)
+    w.add_argument("--port", type=int, default=4002, help="TCP port on 127.0.0.1 (default 4002, IB Gateway paper)")
     w.add_argument("--speed", help="simulated seconds per real second (max = 3600)")
     w.add_argument("--start", type=parse_date, help="simulated start date YYYY-MM-DD")
     w.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
+    w.add_argument("--restart-at", metavar="HH:MM", help="restart daily at this New York time, like IB Gateway")
+    w.add_argument("--restart-down", type=float, metavar="SECONDS", help="simulated seconds away on a restart")
     w.set_defaults(func=cmd_sim_gateway)
 
     bt = sub.add_parser("backtest", help="replay history: condors unhedged, + ALVH, + VIX tail hedge, SPX")
-    bt.add_argument("--config", default=default_cfg)
-    bt.add_argument("--from", dest="start", type=parse_date, default=date(2004, 3, 26))
-    bt.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 23))
-    bt.add_argument("--out", default="backtest-out")
+    bt.add_argument("--config", default=default_cfg, help=cfg_help)
+    bt.add_argument("--from", dest="start", type=parse_date, default=date(2004, 3, 26), help="first day, YYYY-MM-DD")
+    bt.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 23), help="last day, YYYY-MM-DD")
+    bt.add_argument("--out", default="backtest-out", help="directory for report.md, report.json, charts")
     bt.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
     bt.add_argument("--sweep", action="store_true", help="also sweep the hedge size (cost against drawdown cut)")
     bt.add_argument("--workers", type=int, help="processes for the variants (default: the cores)")
-    bt.add_argument("--commissions", choices=("ib", "flat"), default="ib")
-    bt.add_argument("--no-progress", action="store_true")
+    bt.add_argument("--commissions", choices=("ib", "flat"), default="ib", help="IB's tiered schedule or flat")
+    bt.add_argument("--no-progress", action="store_true", help="no progress bar")
     bt.set_defaults(func=cmd_backtest)
 
     dt = sub.add_parser("data", help="check or fetch the daily history files")
-    dt.add_argument("action", choices=("check", "fetch"))
+    dt.add_argument("action", choices=("check", "fetch"), help="check: validate the files; fetch: download them")
     dt.add_argument("dir", nargs="?", help="the data directory (default: market.data_dir or SPX_BOT_DATA)")
-    dt.add_argument("--config", default=default_cfg)
-    dt.add_argument("--source", choices=("cboe", "ib"), default="cboe")
+    dt.add_argument("--config", default=default_cfg, help=cfg_help)
+    dt.add_argument("--source", choices=("cboe", "ib"), default="cboe", help="where `fetch` downloads from")
     dt.set_defaults(func=cmd_data)
 
     g = sub.add_parser("logs", help="print the JSON log readably")
-    g.add_argument("--config", default=default_cfg)
-    g.add_argument("--path")
-    g.add_argument("-f", "--follow", action="store_true")
+    g.add_argument("--config", default=default_cfg, help=cfg_help + "; its bot.log_path is read")
+    g.add_argument("--path", help="a log file to read instead of the config's")
+    g.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (across rotation)")
     g.add_argument("--event", help="only events matching this glob, e.g. 'condor.*'")
     g.set_defaults(func=cmd_logs)
+
+    sh = sub.add_parser("completion", help="print a shell completion script",
+                        description="e.g. spx-bot completion bash > /etc/bash_completion.d/spx-bot")
+    sh.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
+    sh.set_defaults(func=lambda a: cmd_completion(a, p))
     return p
+
+
+def cmd_completion(args, parser) -> int:
+    import shtab
+
+    print(shtab.complete(parser, shell=args.shell))
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spx-bot")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -378,6 +378,142 @@ class HedgeConfig(Section):
         return {"front": self.front, "mid": self.mid, "back": self.back}[name]
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EventClass = Literal["condor", "hedge", "alert", "killswitch", "mismatch", "fatal", "broker", "summary"]
+EVENT_CLASSES: tuple[str, ...] = ("condor", "hedge", "alert", "killswitch", "mismatch", "fatal", "broker", "summary")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpConfig(Section):
+    """The read-only health and metrics endpoint (`/health`, `/metrics`). Port 0 picks a free
+    port (tests); the daemon logs `http.listening` with the URL."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8787, ge=0, le=65535)
+    token: str = ""  # bearer token; required when host is not loopback
+    token_file: str = ""  # or a file holding it (a Docker/systemd secret)
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpConfig:
+        if self.token and self.token_file:
+            raise RuleViolation("token_file", "set token or token_file, not both")
+        if self.token and len(self.token) < 16:
+            raise RuleViolation("token", "must be at least 16 characters")
+        if not _is_loopback(self.host) and not (self.token or self.token_file):
+            raise RuleViolation("token", f"required when host ({self.host}) is not loopback")
+        return self
+
+
+class NotifyTarget(Section):
+    """One notification target: an Apprise URL (tgram://, discord://, slack://, ntfy://,
+    mailto://, json://...) and the event classes it receives."""
+
+    url: str = ""
+    url_file: str = ""  # a file holding the URL (it carries a token: keep it out of the config)
+    events: tuple[EventClass, ...] = EVENT_CLASSES
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyTarget:
+        if bool(self.url) == bool(self.url_file):
+            raise RuleViolation("url", "set exactly one of url and url_file")
+        if self.url and "://" not in self.url:
+            raise RuleViolation("url", "must be an Apprise URL like tgram://TOKEN/CHAT or json://host:port/path")
+        return self
+
+
+class NotifyConfig(Section):
+    """Push notifications (Apprise): sent from a queue by a worker, never from the trading loop."""
+
+    targets: tuple[NotifyTarget, ...] = ()
+    max_per_hour: int = Field(30, ge=1, le=3600)  # per event class; the rest are dropped and counted
+    queue_size: int = Field(200, ge=1, le=100_000)
+    timeout_s: float = Field(15.0, ge=1, le=300)  # one delivery, all targets
+    title: str = Field("spx-bot", min_length=1, max_length=64)
+
+
+class MaintenanceWindow(Section):
+    """A time when IB or its gateway is expected to be away: `minutes` from `start` on `days`
+    (a window may run past midnight; it belongs to the day it starts)."""
+
+    days: tuple[Weekday, ...] = WEEKDAYS  # type: ignore[assignment]
+    start: str
+    minutes: int = Field(ge=1, le=24 * 60)
+
+    @field_validator("start")
+    @classmethod
+    def _hh_mm_start(cls, value: str) -> str:
+        try:
+            time.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f'must be "HH:MM", got {value!r}') from None
+        return value
+
+
+def _default_windows() -> tuple[MaintenanceWindow, ...]:
+    # IB Gateway's own daily auto-restart (IBC AUTO_RESTART_TIME 11:45 PM) and IB's nightly
+    # server reset; the weekly re-authentication early on Sunday (New York time)
+    return (MaintenanceWindow(start="23:40", minutes=35), MaintenanceWindow(days=("sun",), start="00:15", minutes=165))
+
+
+class MaintenanceConfig(Section):
+    """IB's schedule: disconnects inside a window are expected (logged, no alert); outside,
+    one longer than `alert_after_s` alerts and one longer than `halt_entries_after_s` stops new
+    entries until the connection is back and reconciled. Seconds on the bot's clock."""
+
+    timezone: str = EXCHANGE_TIMEZONE
+    windows: tuple[MaintenanceWindow, ...] = Field(default_factory=_default_windows)
+    alert_after_s: float = Field(300.0, ge=0, le=86_400)
+    halt_entries_after_s: float = Field(600.0, ge=0, le=86_400)
+    check_interval_s: float = Field(5.0, ge=0.1, le=300)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone_maintenance(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (expected e.g. America/New_York)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceConfig:
+        if self.halt_entries_after_s < self.alert_after_s:
+            raise RuleViolation("halt_entries_after_s", f"must be >= alert_after_s ({self.alert_after_s:g})")
+        return self
+
+
+class SimGatewayConfig(Section):
+    """The in-process simulated gateway restarts itself, like IB Gateway's nightly restart:
+    at `restart_at` (New York, on `restart_days`) it drops every client and is away for
+    `restart_down_s` simulated seconds. Unset: never."""
+
+    restart_at: str | None = None
+    restart_days: tuple[Weekday, ...] = WEEKDAYS  # type: ignore[assignment]
+    restart_down_s: float = Field(120.0, ge=1, le=86_400)
+
+    @field_validator("restart_at")
+    @classmethod
+    def _hh_mm_restart(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                time.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f'must be "HH:MM", got {value!r}') from None
+        return value
+
+
 class Config(Section):
     """The whole file. Sections left out take their defaults."""
 
@@ -390,6 +526,10 @@ class Config(Section):
     condor: CondorConfig = CondorConfig()
     execution: ExecutionConfig = ExecutionConfig()
     hedge: HedgeConfig = HedgeConfig()
+    http: HttpConfig = HttpConfig()
+    notify: NotifyConfig = NotifyConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    sim_gateway: SimGatewayConfig = SimGatewayConfig()
 
     @field_validator("schema_version")
     @classmethod

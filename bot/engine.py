@@ -84,6 +84,8 @@ class Engine:
         self._vix_task: asyncio.Task | None = None  # a hedge evaluation started by a live tick
         self.winding_down = False  # `--for` has passed: no entries, no hedge trades but buy-backs
         self.account = None
+        self.entry_blockers: dict[str, str] = {}  # why new entries wait (bot.ops: broker down too long)
+        self.last_loop: datetime | None = None  # when the schedule loop last woke (health)
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -217,7 +219,7 @@ class Engine:
         # time passed while the clock overshot a sleep still runs (late), never silently skipped
         pending = [job.next_fire(self.cal, self.clock.now()) for job in self.jobs]
         while not self._stop.is_set():
-            now = self.clock.now()
+            now = self.last_loop = self.clock.now()
             if self.until is not None and now >= self.until:
                 if not winding_down:
                     winding_down = self.winding_down = True
@@ -332,6 +334,9 @@ class Engine:
             return
         if self.store.get_control(MISMATCH_KEY):
             self.log.info("condor.skipped", reason="store positions differ from the broker's (see reconcile.mismatch)")
+            return
+        if self.entry_blockers:
+            self.log.info("condor.skipped", reason="; ".join(self.entry_blockers.values()))
             return
         cfg = self.cfg.condor
         expiries = await self.broker.expiries("SPX", "SPXW")

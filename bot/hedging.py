@@ -440,6 +440,7 @@ class HedgeManager:
                      for lot in lots],
             "layers": {layer: {"premium_paid": str(b.premium_paid), "premium_collected": str(b.premium_collected),
                                "realized_pnl": str(b.realized), "unrealized_pnl": str(b.unrealized),
+                               "market_value": str(b.market_value),
                                "held": sum(lot.quantity for lot in self.lots() if lot.layer == layer and lot.quantity > 0),
                                "short": -sum(lot.quantity for lot in self.lots() if lot.layer == layer and lot.quantity < 0)}
                        for layer, b in books.items()},

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -102,8 +102,10 @@ class _Sinks:
 
     def __init__(self) -> None:
         self._file: IO[str] | None = None
+        self._path: Path | None = None
         self._console: structlog.dev.ConsoleRenderer | None = None
         self._lock = threading.Lock()  # structlog's `ainfo` & co. log from executor threads
+        self.taps: list[Callable[[dict[str, Any]], None]] = []
 
     def open(self, path: Path, console: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,8 +113,22 @@ class _Sinks:
         with self._lock:
             if self._file is not None:
                 self._file.close()
-            self._file = new_file
+            self._file, self._path = new_file, path
             self._console = structlog.dev.ConsoleRenderer(colors=False) if console else None
+
+    def reopen(self) -> bool:
+        """Close the log file and open its path again (logrotate moved it away: SIGHUP). Under
+        the lock, so no line is split between the old file and the new one. True when a new
+        file was opened."""
+        with self._lock:
+            if self._path is None:
+                return False
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            new_file = open(self._path, "a", buffering=1, encoding="utf-8")
+            if self._file is not None:
+                self._file.close()
+            self._file = new_file
+            return True
 
     def write(self, **event: Any) -> None:
         # timestamp, level and event first: the line reads well under `tail -f`.
@@ -126,6 +142,11 @@ class _Sinks:
                 # From the JSON, so values print as they are stored (1.25, not Decimal('1.25')).
                 text = self._console(None, event.get("level", ""), json.loads(line))
                 print(text, file=sys.stderr, flush=True)  # sys.stderr now, not at import
+        for tap in list(self.taps):  # observers of events (notifications, metrics): must not block
+            try:
+                tap(event)
+            except Exception:  # noqa: BLE001 - an observer never stops logging or trading
+                pass
 
     # The level names structlog's filtering loggers call (`exception` arrives as `error`).
     debug = info = warning = error = critical = write
@@ -161,6 +182,18 @@ def setup_logging(
         # Loggers made at import time, before setup, must pick up this configuration.
         cache_logger_on_first_use=False,
     )
+
+
+def reopen_log() -> bool:
+    """Reopen the JSON log at its path (after logrotate renamed it); see `_Sinks.reopen`."""
+    return _SINKS.reopen()
+
+
+def add_tap(tap: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+    """Call `tap(event_dict)` after every event written (in the logging thread: it must only
+    record or enqueue). Returns the function that removes it."""
+    _SINKS.taps.append(tap)
+    return lambda: _SINKS.taps.remove(tap) if tap in _SINKS.taps else None
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -47,6 +47,7 @@ def make_config(tmp: Path, **overrides):
         "bot.console_log": False,
         "sim.state_path": str(tmp / "sim.sqlite"),
         "hedge.enabled": False,  # condor tests; the hedge has its own
+        "http.port": 0,  # a free port: tests run in parallel
     }
     base.update(overrides)
     return cfg.with_overrides(**base)

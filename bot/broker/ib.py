@@ -127,6 +127,7 @@ class IBBroker:
         self._snapshot_lines = 0
         self.peak_lines = 0
         self._lines = asyncio.Condition()
+        self.last_tick_at = None
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
 
@@ -346,6 +347,7 @@ class IBBroker:
             value = m.index_value(ticker)
         except BadQuote:
             return
+        self.last_tick_at = self.clock.now()  # health: age of the last market tick
         callback = self._watches.get(symbol)
         if callback is not None:
             callback(value)

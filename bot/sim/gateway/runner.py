@@ -43,6 +43,9 @@ class GatewayParams:
     starting_cash: float = 1_000_000.0
     commission_per_contract: float = 0.65
     fill_fraction: float = 0.25
+    restart_at: str | None = None  # HH:MM New York: the gateway restarts itself daily (restarts.py)
+    restart_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    restart_down_s: float = 120.0
 
 
 def params_from_config(cfg, *, port: int | None = None, speed: float | str | None = None,
@@ -64,6 +67,9 @@ def params_from_config(cfg, *, port: int | None = None, speed: float | str | Non
         starting_cash=s.starting_cash,
         commission_per_contract=s.commission_per_contract,
         fill_fraction=s.fill_fraction,
+        restart_at=cfg.sim_gateway.restart_at,
+        restart_days=cfg.sim_gateway.restart_days,
+        restart_down_s=cfg.sim_gateway.restart_down_s,
     )
 
 
@@ -135,11 +141,22 @@ async def serve(params: GatewayParams, *, ready: Callable[[SimGateway], None] | 
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await gateway.start()
+        restarts = None
+        if params.restart_at:
+            from .restarts import ScheduledRestart
+
+            holder = [gateway]
+            restarts = ScheduledRestart(lambda: holder[0], lambda g: holder.__setitem__(0, g), params.restart_at,
+                                        params.restart_days, params.restart_down_s)
+            restarts.start()
         try:
             if ready is not None:
                 ready(gateway)
             await stop.wait()
         finally:
+            if restarts is not None:
+                await restarts.close()
+                gateway = holder[0]
             await gateway.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
