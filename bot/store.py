@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from bot.statefiles import prepare_state_file
 from bot.domain import (
     Action,
     ComboOrder,
@@ -136,24 +137,6 @@ class StoreWriteError(StoreError):
 
 
 BUSY_TIMEOUT_S = 10.0  # a second process (the CLI's offline kill) waits this long for the write lock
-
-
-def prepare_state_file(path: Path) -> None:
-    """The state folder 0700 and the file 0600 before SQLite opens it: positions, orders and
-    the account are nobody else's business. The folder is only tightened when it is ours and
-    not a shared one such as /tmp (sticky)."""
-    folder = path.parent
-    if not folder.exists():
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    else:
-        st = folder.stat()
-        if st.st_uid == os.getuid() and not st.st_mode & stat.S_ISVTX and stat.S_IMODE(st.st_mode) & 0o077:
-            with suppress(OSError):
-                os.chmod(folder, 0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
-        os.chmod(path, 0o600)
 
 
 def damaged(path: Path, what: str, exc: BaseException) -> StoreError:
