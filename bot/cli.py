@@ -130,7 +130,7 @@ def _preflight(cfg, source: str) -> None:
 
     try:
         check_files(cfg, source)
-        check_pair(cfg.bot.store_path, cfg.sim.state_path if cfg.broker.kind != "ib" else None)
+        check_pair(cfg.bot.store_path, _partner(cfg))
     except (ConfigError, StateFileError) as e:
         raise UserError(str(e)) from None
 
@@ -192,7 +192,7 @@ class _StateLock:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as e:
                 self.release()
-                raise UserError(f"cannot lock {lock_path}: {e.strerror}") from None
+                raise UserError(f"cannot use {path}: cannot create its lock file {lock_path}: {e.strerror}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -211,8 +211,9 @@ class _StateLock:
         self._fds = []
 
 
-async def _run(cfg, args) -> int:
-    """Wire the daemon for the configured broker and run it until it ends or is signalled."""
+async def _run(cfg, args, store_factory=None) -> int:
+    """Wire the daemon for the configured broker and run it until it ends or is signalled.
+    `store_factory` (default `Store`) lets tests give the daemon a store that fails to write."""
     from bot.broker.base import BrokerError, FatalBrokerError
     from bot.broker.ib import IBBroker
     from bot.calendar import TradingCalendar
@@ -248,7 +249,7 @@ async def _run(cfg, args) -> int:
         sim = await _simulator(cfg, args, run_id)
         clock, cal, broker, log, until, started = sim.clock, sim.calendar, sim.broker, sim.log, sim.until, sim.info
     try:
-        store = Store(cfg.bot.store_path)
+        store = (store_factory or Store)(cfg.bot.store_path)
     except StoreError as e:
         if sim is not None:
             await sim.close()
@@ -357,7 +358,7 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
         market = build_market(source, data_dir, cal, start.date(), end, s.seed, s.step_minutes)
     except DataError as e:
         exchange.close()
-        raise UserError(str(e)) from None
+        raise UserError(f"--data {args.data}: {e}" if args.data is not None else str(e)) from None
     exchange.market = market
 
     clock = SimClock(start, s.speed)
@@ -424,11 +425,18 @@ def cmd_status(args) -> int:
     result, why = _ask(cfg, {"cmd": "status"})
     if result is None:
         result = _offline_status(cfg, _daemon_note(cfg, why))
+    else:
+        result = {"daemon": "running", **result}
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_status(result)
     return EXIT_FATAL if why == _NOT_ANSWERING else 0
+
+
+def _partner(cfg) -> str | None:
+    """The store's witness file for check_pair: the simulated account, none with a real broker."""
+    return cfg.sim.state_path if cfg.broker.kind != "ib" else None
 
 
 def _offline_status(cfg, daemon: str) -> dict:
@@ -438,7 +446,7 @@ def _offline_status(cfg, daemon: str) -> dict:
     if not Path(cfg.bot.store_path).exists():
         return {"daemon": daemon, "halted": False, "open_condors": [], "positions": {}}
     try:
-        check_pair(cfg.bot.store_path, None)
+        check_pair(cfg.bot.store_path, _partner(cfg))
         with Store(cfg.bot.store_path, timeout=5.0) as store:
             halted, reason = store.halted()
             return {
@@ -529,7 +537,7 @@ def _offline_kill(cfg, reason: str, daemon: str) -> dict:
     live: list[str] = []
     halted = False
     try:
-        check_pair(cfg.bot.store_path, None)
+        check_pair(cfg.bot.store_path, _partner(cfg))
         with Store(cfg.bot.store_path, timeout=KILL_BUSY_TIMEOUT_S) as store:
             try:
                 live = [r.intent.order_ref for r in store.live_intents()]
@@ -589,6 +597,11 @@ async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[
     from bot.broker.base import BrokerError
     from bot.broker.ib import IBBroker
 
+    import logging
+
+    # ib_async's own warnings would print beside our one line; our log has the cause
+    logging.getLogger("ib_async").addHandler(logging.NullHandler())
+    logging.getLogger("ib_async").propagate = False
     b = cfg.broker
     broker = IBBroker(b.host, b.port, b.kill_client_id, timeout=b.connect_timeout_s, account=b.account,
                       reconnect=False, log=log)
@@ -621,7 +634,7 @@ def cmd_resume(args) -> int:
             raise UserError(f"the daemon on {cfg.bot.control_socket} is {_daemon_note(cfg, why)}: resume refused"
                             " (it would not see the release); restart it first")
         try:
-            check_pair(cfg.bot.store_path, None)
+            check_pair(cfg.bot.store_path, _partner(cfg))
             with Store(cfg.bot.store_path, timeout=KILL_BUSY_TIMEOUT_S) as store:
                 store.set_halted(False, "", wall_now())
                 store.set_control(MISMATCH_KEY, "")
