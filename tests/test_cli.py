@@ -218,7 +218,7 @@ def _status_with_condor(cfg):
     if r.returncode != 0:
         return None
     status = json.loads(r.stdout)
-    return status if status.get("open_condors") and "daemon" not in status else None
+    return status if status.get("open_condors") and status.get("daemon") == "running" else None
 
 
 def test_kill_without_daemon_halts_and_cancels(short_tmp):
