@@ -240,7 +240,7 @@ class CondorConfig(Section):
         if not isinstance(data, dict):
             return data
         preset = data.get("preset", "1dte")
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             return data  # the `preset` field reports it
         return {**PRESETS[preset], **data}
 
