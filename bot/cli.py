@@ -498,12 +498,18 @@ def cmd_kill(args) -> int:
     when the kill could not confirm it: the operator must know a cancel may be missing."""
     config = _control_config(args)
     cfg = _load(config)
-    result, why = _ask(cfg, {"cmd": "kill", "flatten": args.flatten, "reason": args.reason}, timeout=5.0)
+    refused = ""
+    try:
+        result, why = _ask(cfg, {"cmd": "kill", "flatten": args.flatten, "reason": args.reason}, timeout=5.0)
+    except UserError as e:  # the daemon answered but its kill failed: act on our own as well
+        result, why, refused = None, "answering, but its kill failed", str(e)
     if result is None:
         if args.flatten:
             print(f"spx-bot kill: daemon {why}; halting and cancelling (no --flatten without the daemon)",
                   file=sys.stderr)
         result = _offline_kill(cfg, args.reason, _daemon_note(cfg, why))
+        if refused:
+            result["errors"] = [refused, *result["errors"]]
     result = {"config": os.path.abspath(config), **result}
     print(json.dumps(result, indent=2, default=str))
     problems = list(result.get("errors") or [])

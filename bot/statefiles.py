@@ -95,6 +95,10 @@ def check_pair(store_path: str | Path, account_path: str | Path | None) -> None:
     store_path = Path(store_path)
     store_has = _history(store_path, "store", f"the simulated account {account_path}" if account_path else "nothing")
     if account_path is None:
+        # no partner file to ask (a real broker): zero bytes is never a store SQLite wrote
+        if store_has == BLANK and store_path.stat().st_size == 0:
+            raise StateFileError(f"store {store_path} is empty (0 bytes): it was truncated or replaced; nothing was"
+                                 " changed. Restore it from a backup, or delete it to start a new journal")
         return
     account_path = Path(account_path)
     account_has = _history(account_path, "simulated account", f"the store {store_path}")

@@ -453,3 +453,16 @@ def test_status_and_logs_into_a_closed_pipe_are_quiet(tmp_path):
         r = subprocess.run(f"{sys.executable} -m bot.cli {command} --config {config} | head -1", shell=True,
                            capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+def test_scenario_29_an_empty_store_with_a_real_broker_is_refused_not_recreated(tmp_path):
+    from bot.statefiles import StateFileError, check_pair
+
+    empty = tmp_path / "paper.sqlite"
+    empty.write_bytes(b"")
+    with pytest.raises(StateFileError, match="empty"):
+        check_pair(empty, None)
+    assert empty.read_bytes() == b""
+    check_pair(tmp_path / "new.sqlite", None)  # missing: a new journal, fine
+    Store(tmp_path / "fresh.sqlite").close()
+    check_pair(tmp_path / "fresh.sqlite", None)  # ours, nothing recorded yet: fine
