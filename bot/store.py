@@ -21,9 +21,7 @@ fills too), so there is no second copy that could drift from the fills.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -33,7 +31,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bot.statefiles import prepare_state_file
 from bot.domain import (
     Action,
     ComboOrder,
@@ -44,6 +41,7 @@ from bot.domain import (
     Leg,
     OptionSpec,
 )
+from bot.statefiles import prepare_state_file
 
 SCHEMA_VERSION = 1
 

@@ -29,7 +29,7 @@ from bot import cli
 from bot.config import FIRST_START, LAST_START, Config
 from bot.control import ControlServer, request
 
-from conftest import ROOT, data_dir
+from conftest import data_dir
 
 COUNTS: Counter = Counter()
 FUZZ = settings(max_examples=int(os.environ.get("SPX_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

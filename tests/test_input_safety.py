@@ -23,7 +23,6 @@ import pytest
 
 from bot import cli, registry
 from bot.config import load_config
-from bot.log import setup_logging
 from bot.sim.exchange import ExchangeSettings, SimExchange
 from bot.store import Store, StoreWriteError
 
