@@ -465,3 +465,35 @@ def test_scenario_29_an_empty_store_with_a_real_broker_is_refused_not_recreated(
     check_pair(tmp_path / "new.sqlite", None)  # missing: a new journal, fine
     Store(tmp_path / "fresh.sqlite").close()
     check_pair(tmp_path / "fresh.sqlite", None)  # ours, nothing recorded yet: fine
+
+
+def test_registry_prunes_entries_of_dead_daemons_and_is_private(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = registry.register(tmp_path / "old.toml", tmp_path / "old.sock", tmp_path / "old.sqlite", pid=dead.pid)
+    live = registry.register(tmp_path / "cur.toml", tmp_path / "cur.sock", tmp_path / "cur.sqlite")
+    try:
+        assert [e.config for e in registry.running()] == [str(tmp_path / "cur.toml")]
+        assert not stale.exists()
+        assert stat.S_IMODE(os.stat(registry.runtime_dir()).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(live).st_mode) == 0o600
+    finally:
+        registry.unregister(live)
+
+
+@pytest.mark.parametrize("day", ["2022-03-01", "2019-07-09", "2026-12-07"])
+def test_the_default_config_opens_a_condor_in_the_first_session(tmp_path, day):
+    """`make run`'s config: the 1dte preset's credit floor lets an ordinary day's condor open
+    (the synthetic market, as on a fresh clone without history)."""
+    shipped = (ROOT / "config" / "sim.toml").read_text()
+    for rel in ("../state/", "../logs/"):
+        shipped = shipped.replace(f'"{rel}', f'"{tmp_path}/')
+    shipped = shipped.replace('source = "auto"', 'source = "synthetic"').replace("console_log = true", "console_log = false")
+    config = tmp_path / "sim.toml"
+    config.write_text(shipped)
+    r = spx("run", "--config", config, "--speed", "max", "--start", day, "--for", "1d", timeout=300)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in (tmp_path / "bot.jsonl").read_text().splitlines()]
+    opened = [e for e in events if e["event"] == "condor.opened"]
+    skipped = [e for e in events if e["event"] == "condor.skipped"]
+    assert opened, [e["reason"] for e in skipped]
