@@ -223,6 +223,8 @@ async def _run(cfg, args, store_factory=None) -> int:
     from bot.log import get_logger, setup_logging
     from bot.store import Store
 
+    import sqlite3
+
     from bot import registry
     from bot.control import AlreadyRunning
     from bot.store import StoreError, StoreWriteError
@@ -286,11 +288,13 @@ async def _run(cfg, args, store_factory=None) -> int:
         code, reason = EXIT_FATAL, str(e)
     except StoreWriteError as e:
         engine.store_failed(e)
+    except sqlite3.Error as e:  # the simulated account's file: on a full disk it fails like the store
+        engine.store_failed(StoreWriteError(f"simulated account {cfg.sim.state_path}: {e}"))
     finally:
         if engine.fatal is not None:  # FAILURES.md 28: no new order; shutdown cancels every working one
-            log.error("bot.fatal", error=str(engine.fatal), cause="store write failed",
+            log.error("bot.fatal", error=str(engine.fatal), cause="state write failed",
                       note="trading halted; working orders are cancelled")
-            code, reason = EXIT_FATAL, f"store write failed: {engine.fatal}"
+            code, reason = EXIT_FATAL, f"state write failed: {engine.fatal}"
         await engine.shutdown()
         await server.close()
         if entry is not None:

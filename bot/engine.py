@@ -182,8 +182,13 @@ class Engine:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and isinstance(task.exception(), StoreWriteError):
-            self.store_failed(task.exception())
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, StoreWriteError):
+            self.store_failed(error)
+        elif isinstance(error, sqlite3.Error):  # the simulated account's file, under SimBroker
+            self.store_failed(StoreWriteError(f"simulated account: {error}"))
 
     def store_failed(self, error: StoreWriteError) -> None:
         """FAILURES.md 28: the journal cannot be written, so no order may be sent (its intent
@@ -219,7 +224,7 @@ class Engine:
                 if self.fatal is not None:  # orders the store could not record the state of
                     try:
                         await self.broker.cancel_all()
-                    except BrokerError as e:
+                    except (BrokerError, sqlite3.Error) as e:
                         self.log.warning("order.cancel_failed", order_ref="*", reason=str(e))
             await self.broker.disconnect()
             self.log.info("broker.disconnected", reason="shutdown")

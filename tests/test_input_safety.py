@@ -497,3 +497,26 @@ def test_the_default_config_opens_a_condor_in_the_first_session(tmp_path, day):
     opened = [e for e in events if e["event"] == "condor.opened"]
     skipped = [e for e in events if e["event"] == "condor.skipped"]
     assert opened, [e["reason"] for e in skipped]
+
+
+class AccountDiskFull(Store):
+    """Stands in for the simulated account's file failing on a full disk: the first entry's
+    order ref raises SQLite's own error, not the store's wrapped one."""
+
+    def next_order_ref(self, prefix, day):
+        if prefix == "ic":
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().next_order_ref(prefix, day)
+
+
+def test_scenario_28_a_raw_sqlite_failure_is_fatal_exit_3_not_a_traceback(tmp_path):
+    config = write_config(tmp_path, extra="[condor]\ncredit_floor = 0.0\n")
+    cfg = load_config(config).with_overrides(**{"sim.speed": "max", "sim.start": date(2022, 3, 1)})
+    args = argparse.Namespace(config=str(config), start=(date(2022, 3, 1), "15:00"), duration=timedelta(days=2),
+                              data=None, speed=None)
+    assert asyncio.run(cli._run(cfg, args, store_factory=AccountDiskFull)) == cli.EXIT_FATAL
+    events = [json.loads(line) for line in Path(cfg.bot.log_path).read_text().splitlines()]
+    fatal = [e for e in events if e["event"] == "bot.fatal"]
+    assert len(fatal) == 1 and "disk is full" in fatal[0]["error"]
+    assert not [e for e in events if e["event"] == "order.submitted"]
+    assert events[-1]["event"] == "bot.stopped"
