@@ -135,7 +135,10 @@ class _Sinks:
             if self._console is not None:
                 # From the JSON, so values print as they are stored (1.25, not Decimal('1.25')).
                 text = self._console(None, event.get("level", ""), json.loads(line))
-                print(text, file=sys.stderr, flush=True)  # sys.stderr now, not at import
+                try:
+                    print(text, file=sys.stderr, flush=True)  # sys.stderr now, not at import
+                except (OSError, ValueError):  # `spx-bot run 2>&1 | head`: the reader left; keep trading
+                    self._console = None
 
     # The level names structlog's filtering loggers call (`exception` arrives as `error`).
     debug = info = warning = error = critical = write

@@ -520,3 +520,13 @@ def test_scenario_28_a_raw_sqlite_failure_is_fatal_exit_3_not_a_traceback(tmp_pa
     assert len(fatal) == 1 and "disk is full" in fatal[0]["error"]
     assert not [e for e in events if e["event"] == "order.submitted"]
     assert events[-1]["event"] == "bot.stopped"
+
+
+def test_a_console_reader_that_goes_away_does_not_stop_the_daemon(tmp_path):
+    config = write_config(tmp_path, extra="[condor]\ncredit_floor = 0.0\n")
+    config.write_text(config.read_text().replace("console_log = false", "console_log = true"))
+    r = subprocess.run(f"{sys.executable} -m bot.cli run --config {config} --speed max --start 2022-03-01 --for 2d"
+                       " 2>&1 | head -1", shell=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "Traceback" not in r.stdout + r.stderr
+    events = [json.loads(line) for line in (tmp_path / "logs" / "bot.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "bot.stopped" and events[-1]["reason"].startswith("duration reached")
