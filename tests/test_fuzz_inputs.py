@@ -193,9 +193,14 @@ def test_fuzz_other_commands_refuse_bad_arguments_in_one_line(capsys, fuzz_dir, 
         err = capsys.readouterr().err.strip()
         if exc.code == 0:  # --help
             COUNTS["cli args: clean"] += 1
+            COUNTS["cli args: ran"] += 1
             return
         assert exc.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        COUNTS["cli args: clean"] += 1
+        COUNTS["cli args: refused"] += 1
+        return
     COUNTS["cli args: clean"] += 1
+    COUNTS["cli args: ran"] += 1  # parsed
 
 
 # --- data files ----------------------------------------------------------------------------
