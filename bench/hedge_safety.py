@@ -42,6 +42,8 @@ def fresh_config(folder: Path, base: Path = ROOT / "config" / "sim.toml") -> Pat
     for key, name in paths.items():
         text = re.sub(rf"^{key}\s*=.*$", f'{key} = "{folder / name}"', text, count=1, flags=re.M)
     text = re.sub(r"^console_log\s*=.*$", "console_log = false", text, count=1, flags=re.M)
+    # a free HTTP port: several runs may go at once
+    text = re.sub(r"(^\[http\][^\[]*?^port\s*=\s*)\d+", r"\g<1>0", text, count=1, flags=re.M | re.S)
     cfg = folder / "config.toml"
     cfg.write_text(text)
     return cfg

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,25 +22,48 @@ from pathlib import Path
 EXIT_USAGE = 2
 EXIT_FATAL = 3
 EXIT_NO_DAEMON = 1  # `status`: no daemon answered; what the store holds was printed
+CONFIG_ENV = "SPX_BOT_CONFIG"
+MAX_DURATION = timedelta(days=3660)  # ten years of simulated entries: longer is a typo, not a plan
 
 
 class UserError(Exception):
     """A problem the user can fix; printed as one line, exit 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block), exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def parse_duration(text: str) -> timedelta:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    m = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([smhdw])\s*", text or "")
     if not m:
         raise argparse.ArgumentTypeError(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 5d, 2w")
     n, unit = float(m.group(1)), m.group(2)
-    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+    seconds = n * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: must be more than zero")
+    if seconds > MAX_DURATION.total_seconds():
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: at most {MAX_DURATION.days}d")
+    return timedelta(seconds=seconds)
+
+
+def _bounded_day(text: str, day: date) -> date:
+    from bot.config import FIRST_START, LAST_START
+
+    if not FIRST_START <= day <= LAST_START:
+        raise argparse.ArgumentTypeError(f"date {text!r} out of range: {FIRST_START} to {LAST_START}")
+    return day
 
 
 def parse_date(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad date {text!r}: use YYYY-MM-DD") from None
+    return _bounded_day(text, day)
 
 
 def parse_start(text: str) -> tuple[date, str]:
@@ -47,10 +71,46 @@ def parse_start(text: str) -> tuple[date, str]:
     day, _, hhmm = text.partition("T")
     try:
         if hhmm:
-            datetime.strptime(hhmm, "%H:%M")
-        return date.fromisoformat(day), hhmm or "09:00"
+            from bot.config import hh_mm
+
+            hh_mm(hhmm)
+        parsed = date.fromisoformat(day)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    return _bounded_day(text, parsed), hhmm or "09:00"
+
+
+def parse_port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}: a number 0-65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}: a number 0-65535")
+    return port
+
+
+def parse_speed(text: str) -> str:
+    """Checked like `sim.speed` in a file; the config override then applies it."""
+    from pydantic import ValidationError
+
+    from bot.config import SimConfig
+
+    try:
+        SimConfig(speed=text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"bad speed {text!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}")
+    return text
+
+
+def parse_workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"bad number of workers {text!r}: 1-256")
+    return n
 
 
 def _load(path: str, **overrides):
@@ -63,6 +123,42 @@ def _load(path: str, **overrides):
         raise UserError(str(e)) from None
 
 
+def _preflight(cfg, source: str) -> None:
+    """What `run` checks before it touches anything: the config's paths (the same check as
+    `check-config`) and the state files (FAILURES.md 29)."""
+    from bot.config import ConfigError, check_files
+    from bot.statefiles import StateFileError, check_pair
+
+    try:
+        check_files(cfg, source)
+        check_pair(cfg.bot.store_path, _partner(cfg))
+    except (ConfigError, StateFileError) as e:
+        raise UserError(str(e)) from None
+
+
+def _control_config(args) -> str:
+    """The config a control command means (FAILURES.md 27): --config, else $SPX_BOT_CONFIG,
+    else the one daemon running for this user. Never a silent default: with none or several
+    running, refuse and name the candidates."""
+    from bot import registry
+
+    if args.config:
+        return args.config
+    if os.environ.get(CONFIG_ENV):
+        return os.environ[CONFIG_ENV]
+    try:
+        daemons = registry.running()
+    except registry.RegistryError as e:
+        raise UserError(str(e)) from None
+    if len(daemons) == 1:
+        return daemons[0].config
+    if not daemons:
+        raise UserError(f"no spx-bot daemon runs for this user and neither --config nor {CONFIG_ENV} is set:"
+                        " say which config (e.g. --config config/sim.toml)")
+    raise UserError(f"{len(daemons)} spx-bot daemons run; say which with --config: "
+                    + "; ".join(d.describe() for d in daemons))
+
+
 def _data_dir(cfg, cli_value: str | None) -> Path:
     return Path(cli_value or os.environ.get("SPX_BOT_DATA") or cfg.market.data_dir)
 
@@ -71,11 +167,54 @@ def _data_dir(cfg, cli_value: str | None) -> Path:
 def cmd_run(args) -> int:
     start_day = args.start[0] if args.start else None
     cfg = _load(args.config, **{"sim.speed": args.speed, "sim.start": start_day})
-    return asyncio.run(_run(cfg, args))
+    if cfg.broker.kind == "ib" and (args.duration or args.start or args.data):
+        raise UserError("--for, --start and --data apply to the simulator, not to broker.kind = \"ib\"")
+    _preflight(cfg, args.config)
+    lock = _StateLock(cfg)
+    try:
+        return asyncio.run(_run(cfg, args))
+    finally:
+        lock.release()
 
 
-async def _run(cfg, args) -> int:
-    """Wire the daemon for the configured broker and run it until it ends or is signalled."""
+class _StateLock:
+    """One daemon per store and simulated account (FAILURES.md 20): an advisory lock on a file
+    beside each, held for the life of the process (the kernel drops it on kill -9)."""
+
+    def __init__(self, cfg):
+        import fcntl
+
+        self._fds: list[int] = []
+        paths = [cfg.bot.store_path] + ([cfg.sim.state_path] if cfg.broker.kind != "ib" else [])
+        for path in paths:
+            lock_path = f"{path}.lock"
+            try:
+                Path(lock_path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as e:
+                self.release()
+                raise UserError(f"cannot use {path}: cannot create its lock file {lock_path}: {e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                self.release()
+                raise UserError(f"another spx-bot (pid {holder}) runs on {path}; stop it first, or give this run"
+                                " its own bot.store_path and sim.state_path") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            self._fds.append(fd)
+
+    def release(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+async def _run(cfg, args, store_factory=None) -> int:
+    """Wire the daemon for the configured broker and run it until it ends or is signalled.
+    `store_factory` (default `Store`) lets tests give the daemon a store that fails to write."""
     from bot.broker.base import BrokerError, FatalBrokerError
     from bot.broker.ib import IBBroker
     from bot.calendar import TradingCalendar
@@ -86,6 +225,12 @@ async def _run(cfg, args) -> int:
     from bot.ops.wiring import Ops, OpsConfigError
     from bot.store import Store
 
+    import sqlite3
+
+    from bot import registry
+    from bot.control import AlreadyRunning
+    from bot.store import StoreError, StoreWriteError
+
     socket_path = cfg.bot.control_socket
     try:
         await request(socket_path, {"cmd": "status"}, timeout=1.0)
@@ -94,8 +239,6 @@ async def _run(cfg, args) -> int:
         pass
     run_id = uuid.uuid4().hex[:12]
     if cfg.broker.kind == "ib":
-        if args.duration or args.start or args.data:
-            raise UserError("--for, --start and --data apply to the simulator, not to broker.kind = \"ib\"")
         clock = SystemClock()
         setup_logging(cfg.bot.log_path, cfg.bot.log_level, cfg.bot.console_log, bind={"run_id": run_id})
         log = get_logger("bot")
@@ -109,7 +252,12 @@ async def _run(cfg, args) -> int:
     else:
         sim = await _simulator(cfg, args, run_id)
         clock, cal, broker, log, until, started = sim.clock, sim.calendar, sim.broker, sim.log, sim.until, sim.info
-    store = Store(cfg.bot.store_path)
+    try:
+        store = (store_factory or Store)(cfg.bot.store_path)
+    except StoreError as e:
+        if sim is not None:
+            await sim.close()
+        raise UserError(str(e)) from None
     engine = Engine(cfg, clock, cal, broker, store, log, until=until)
     try:
         ops = Ops.build(cfg, engine, broker, clock, log)
@@ -119,7 +267,13 @@ async def _run(cfg, args) -> int:
             await sim.close()
         raise UserError(f"{args.config}: {e}") from None
     server = ControlServer(ops.surface, socket_path)
-    await server.start()
+    try:
+        await server.start()
+    except (AlreadyRunning, OSError, ValueError) as e:
+        store.close()
+        if sim is not None:
+            await sim.close()
+        raise UserError(f"control socket {socket_path}: {e}") from None
     try:
         await ops.start(watch=getattr(clock, "speed", None) != "max")
     except OSError as e:
@@ -130,6 +284,11 @@ async def _run(cfg, args) -> int:
             await sim.close()
         raise UserError(f"{args.config}: http: cannot listen on {cfg.http.host}:{cfg.http.port}: "
                         f"{e.strerror or e}") from None
+    try:
+        entry = registry.register(args.config, socket_path, cfg.bot.store_path)
+    except (registry.RegistryError, OSError) as e:  # control commands then need --config
+        log.warning("registry.failed", error=str(e))
+        entry = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, engine.stop)
@@ -147,14 +306,26 @@ async def _run(cfg, args) -> int:
     except BrokerError as e:
         log.error("bot.fatal", error=str(e), error_type=type(e).__name__)
         code, reason = EXIT_FATAL, str(e)
+    except StoreWriteError as e:
+        engine.store_failed(e)
+    except sqlite3.Error as e:  # the simulated account's file: on a full disk it fails like the store
+        engine.store_failed(StoreWriteError(f"simulated account {cfg.sim.state_path}: {e}"))
     finally:
+        if engine.fatal is not None:  # FAILURES.md 28: no new order; shutdown cancels every working one
+            log.error("bot.fatal", error=str(engine.fatal), cause="state write failed",
+                      note="trading halted; working orders are cancelled")
+            code, reason = EXIT_FATAL, f"state write failed: {engine.fatal}"
         await engine.shutdown()
         await server.close()
+        if entry is not None:
+            registry.unregister(entry)
         log.info("bot.stopped", reason=reason, sim_time=clock.now().isoformat())
         await ops.close()
         store.close()
         if sim is not None:
             await sim.close()
+    if code == EXIT_FATAL:
+        print(f"spx-bot: stopped: {reason}", file=sys.stderr)
     return code
 
 
@@ -210,11 +381,13 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
     until = start + args.duration if args.duration else None
     data_dir = _data_dir(cfg, args.data)
     end = until.date() if until else None
+    # an explicit --data is a request for that history: unusable, it is an error, not the model
+    source = "history" if args.data is not None and cfg.market.source == "auto" else cfg.market.source
     try:
-        market = build_market(cfg.market.source, data_dir, cal, start.date(), end, s.seed, s.step_minutes)
+        market = build_market(source, data_dir, cal, start.date(), end, s.seed, s.step_minutes)
     except DataError as e:
         exchange.close()
-        raise UserError(str(e)) from None
+        raise UserError(f"--data {args.data}: {e}" if args.data is not None else str(e)) from None
     exchange.market = market
 
     clock = SimClock(start, s.speed)
@@ -250,37 +423,61 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
 
 
 # --- control commands ---------------------------------------------------------------------
-def _ask(cfg, payload: dict):
-    """The daemon's answer, or None when it is not running / does not answer."""
-    from bot.control import ControlUnavailable, request_sync
+_NOT_RUNNING, _NOT_ANSWERING = "not running", "not answering"
+
+
+def _ask(cfg, payload: dict, timeout: float = 3.0) -> tuple[dict | None, str]:
+    """(the daemon's result, "") or (None, why): not running, or not answering (a socket that
+    accepts but no answer in time: a hung or stopped daemon)."""
+    from bot.control import ControlNotAnswering, ControlUnavailable, request_sync
 
     try:
-        response = request_sync(cfg.bot.control_socket, payload, timeout=3.0)
+        response = request_sync(cfg.bot.control_socket, payload, timeout=timeout)
+    except ControlNotAnswering:
+        return None, _NOT_ANSWERING
     except ControlUnavailable:
-        return None
+        return None, _NOT_RUNNING
+    except ValueError as e:  # a socket path no unix socket can have
+        raise UserError(f"bot.control_socket: {e}") from None
     if not response.get("ok"):
         raise UserError(f"daemon refused {payload['cmd']}: {response.get('error')}")
-    return response["result"]
+    return response["result"], ""
+
+
+def _daemon_note(cfg, why: str) -> str:
+    from bot import registry
+
+    try:
+        entry = registry.by_socket(cfg.bot.control_socket)
+    except registry.RegistryError:
+        entry = None
+    if why == _NOT_ANSWERING:
+        return f"not answering (pid {entry.pid})" if entry else "not answering"
+    return why
 
 
 def cmd_status(args) -> int:
-    cfg = _load(args.config)
-    result = _ask(cfg, {"cmd": "status"})
-    answered = result is not None
+    config = _control_config(args)
+    cfg = _load(config)
+    result, why = _ask(cfg, {"cmd": "status"})
     if result is None:
-        result = _offline_status(cfg)
+        result = _offline_status(cfg, _daemon_note(cfg, why))
+    else:
+        result = {"daemon": "running", **result}
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_status(result)
-    return 0 if answered else EXIT_NO_DAEMON
+    if why == _NOT_ANSWERING:
+        return EXIT_FATAL  # a daemon is there but hung: see `kill`
+    return 0 if result is not None and result.get("daemon") == "running" else EXIT_NO_DAEMON
 
 
 def cmd_health(args) -> int:
     """The daemon's health through the control socket (no HTTP, no token): for container
     health checks and scripts. 0 healthy, 1 unhealthy or no daemon answered."""
-    cfg = _load(args.config)
-    result = _ask(cfg, {"cmd": "status"})
+    cfg = _load(_control_config(args))
+    result, _ = _ask(cfg, {"cmd": "status"})
     if result is None or "health" not in result:
         print(json.dumps({"healthy": False, "reasons": ["no daemon answered"]}))
         return EXIT_NO_DAEMON
@@ -288,31 +485,41 @@ def cmd_health(args) -> int:
     return 0 if result["health"].get("healthy") else 1
 
 
-def _offline_status(cfg) -> dict:
-    from bot.store import Store
+def _partner(cfg) -> str | None:
+    """The store's witness file for check_pair: the simulated account, none with a real broker."""
+    return cfg.sim.state_path if cfg.broker.kind != "ib" else None
+
+
+def _offline_status(cfg, daemon: str) -> dict:
+    from bot.statefiles import StateFileError, check_pair
+    from bot.store import Store, StoreError
 
     if not Path(cfg.bot.store_path).exists():
-        return {"daemon": "not running", "halted": False, "open_condors": [], "positions": {}}
+        return {"daemon": daemon, "halted": False, "open_condors": [], "positions": {}}
     from bot.engine import MISMATCH_KEY
 
-    with Store(cfg.bot.store_path) as store:
-        halted, reason = store.halted()
-        mismatch = store.get_control(MISMATCH_KEY)
-        return {
-            "daemon": "not running",
-            "halted": halted,
-            "halt_reason": reason,
-            "position_mismatch": ({k: {"store": a, "broker": b} for k, (a, b) in json.loads(mismatch).items()}
-                                  if mismatch else None),
-            "store_positions": store.positions(),
-            "open_condors": [
-                {"condor_id": c.condor_id, "expiry": str(c.expiry), "quantity": c.quantity, "credit": str(c.credit),
-                 "strikes": [str(c.put_long), str(c.put_short), str(c.call_short), str(c.call_long)]}
-                for c in store.open_condors()
-            ],
-            "pnl": {"realized": str(store.realized_pnl()), "unrealized": None},
-            "working_orders": [r.intent.order_ref for r in store.live_intents()],
-        }
+    try:
+        check_pair(cfg.bot.store_path, _partner(cfg))
+        with Store(cfg.bot.store_path, timeout=5.0) as store:
+            halted, reason = store.halted()
+            mismatch = store.get_control(MISMATCH_KEY)
+            return {
+                "daemon": daemon,
+                "halted": halted,
+                "halt_reason": reason,
+                "position_mismatch": ({k: {"store": a, "broker": b} for k, (a, b) in json.loads(mismatch).items()}
+                                      if mismatch else None),
+                "store_positions": store.positions(),
+                "open_condors": [
+                    {"condor_id": c.condor_id, "expiry": str(c.expiry), "quantity": c.quantity, "credit": str(c.credit),
+                     "strikes": [str(c.put_long), str(c.put_short), str(c.call_short), str(c.call_long)]}
+                    for c in store.open_condors()
+                ],
+                "pnl": {"realized": str(store.realized_pnl()), "unrealized": None},
+                "working_orders": [r.intent.order_ref for r in store.live_intents()],
+            }
+    except (StateFileError, StoreError) as e:
+        raise UserError(str(e)) from None
 
 
 def _print_status(s: dict) -> None:
@@ -355,53 +562,120 @@ def _print_status(s: dict) -> None:
 
 
 def cmd_kill(args) -> int:
-    cfg = _load(args.config)
-    result = _ask(cfg, {"cmd": "kill", "flatten": args.flatten, "reason": args.reason})
+    """Exit 0 only when no order of ours is confirmed working; 3 (with the reason on stderr)
+    when the kill could not confirm it: the operator must know a cancel may be missing."""
+    config = _control_config(args)
+    cfg = _load(config)
+    refused = ""
+    try:
+        result, why = _ask(cfg, {"cmd": "kill", "flatten": args.flatten, "reason": args.reason}, timeout=5.0)
+    except UserError as e:  # the daemon answered but its kill failed: act on our own as well
+        result, why, refused = None, "answering, but its kill failed", str(e)
     if result is None:
         if args.flatten:
-            print("spx-bot kill: daemon not answering; halting and cancelling (no --flatten without the daemon)",
+            print(f"spx-bot kill: daemon {why}; halting and cancelling (no --flatten without the daemon)",
                   file=sys.stderr)
-        result = _offline_kill(cfg, args.reason)
+        result = _offline_kill(cfg, args.reason, _daemon_note(cfg, why))
+        if refused:
+            result["errors"] = [refused, *result["errors"]]
+    result = {"config": os.path.abspath(config), **result}
     print(json.dumps(result, indent=2, default=str))
+    problems = list(result.get("errors") or [])
+    if result.get("remaining"):
+        problems.append(f"still working: {', '.join(map(str, result['remaining']))}")
+    if problems:
+        print(f"spx-bot kill: not confirmed: {'; '.join(problems)}", file=sys.stderr)
+        return EXIT_FATAL
     return 0
 
 
-def _offline_kill(cfg, reason: str) -> dict:
+def _offline_kill(cfg, reason: str, daemon: str) -> dict:
     """The daemon is not running or does not answer: store the halt ourselves, then cancel at
-    the broker with our own connection."""
+    the broker with our own connection. Every step is tried even when an earlier one failed
+    (a hung daemon may hold the store's write lock); each failure is reported in `errors`."""
+    import sqlite3
+
     from bot.clock import wall_now
     from bot.log import get_logger, setup_logging
-    from bot.sim.exchange import ExchangeSettings, SimExchange
-    from bot.store import Store
+    from bot.statefiles import StateFileError, check_pair
+    from bot.store import Store, StoreError
 
-    setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "kill-command"})
+    errors: list[str] = []
+    try:
+        setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "kill-command"})
+    except OSError as e:
+        errors.append(f"log {cfg.bot.log_path}: {e.strerror or e}")
+        setup_logging(os.devnull, cfg.bot.log_level, console=False, bind={"source": "kill-command"})
     log = get_logger("kill")
-    reason = reason or "operator (daemon not answering)"
-    with Store(cfg.bot.store_path) as store:
-        store.set_halted(True, reason, wall_now())
-        live = [r.intent.order_ref for r in store.live_intents()]
+    reason = reason or f"operator (daemon {daemon})"
+    live: list[str] = []
+    halted = False
+    try:
+        check_pair(cfg.bot.store_path, _partner(cfg))
+        with Store(cfg.bot.store_path, timeout=KILL_BUSY_TIMEOUT_S) as store:
+            try:
+                live = [r.intent.order_ref for r in store.live_intents()]
+            except sqlite3.Error as e:
+                errors.append(f"working orders unreadable from the store: {e}")
+            store.set_halted(True, reason, wall_now())
+            halted = True
+    except (StateFileError, StoreError, sqlite3.Error) as e:
+        errors.append(f"halt not stored: {e}")
     cancelled: list[str] = []
+    remaining: list[str] = list(live)
     if cfg.broker.kind == "ib":
-        cancelled, remaining = asyncio.run(_ib_global_cancel(cfg, live, log))
+        cancelled, remaining, error = asyncio.run(_ib_global_cancel(cfg, live, log))
+        if error:
+            errors.append(error)
     elif Path(cfg.sim.state_path).exists():
-        s = cfg.sim
-        exchange = SimExchange(None, None, ExchangeSettings(s.account, s.starting_cash), s.state_path)
-        try:
-            cancelled = exchange.cancel_all(exchange.sim_time or wall_now())
-            remaining = [o.order_ref for o in exchange.open_orders()]
-        finally:
-            exchange.close()
-    else:
-        remaining = live
-    log.warning("killswitch.engaged", reason=reason, cancelled=cancelled, remaining=remaining, daemon=False)
-    return {"halted": True, "reason": reason, "daemon": "not answering", "cancelled": cancelled, "remaining": remaining}
+        cancelled, remaining, error = _sim_cancel(cfg)
+        if error:
+            errors.append(error)
+    log.warning("killswitch.engaged", reason=reason, cancelled=cancelled, remaining=remaining, daemon=False,
+                halted=halted, errors=errors)
+    return {"halted": halted, "reason": reason, "daemon": daemon, "cancelled": cancelled, "remaining": remaining,
+            "errors": errors}
 
 
-async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[str]]:
+KILL_BUSY_TIMEOUT_S = 5.0  # the offline kill waits this long for a write lock a hung daemon holds
+
+
+def _sim_cancel(cfg) -> tuple[list[str], list[str], str]:
+    """Cancel every working order of the simulated account, straight in its file."""
+    import sqlite3
+
+    from bot.clock import wall_now
+    from bot.sim.exchange import ExchangeSettings, SimExchange
+    from bot.statefiles import StateFileError
+
+    s = cfg.sim
+    if Path(s.state_path).stat().st_size == 0:
+        return [], [], f"simulated account {s.state_path} is empty: nothing to cancel there, and not recreated"
+    try:
+        exchange = SimExchange(None, None, ExchangeSettings(s.account, s.starting_cash), s.state_path,
+                               busy_timeout=KILL_BUSY_TIMEOUT_S)
+    except (StateFileError, sqlite3.Error, OSError) as e:
+        return [], [], f"simulated account {s.state_path} not reachable: {e}"
+    try:
+        cancelled = exchange.cancel_all(exchange.sim_time or wall_now())
+        remaining = [o.order_ref for o in exchange.open_orders()]
+        return cancelled, remaining, ""
+    except (sqlite3.Error, OSError) as e:
+        return [], [], f"cancels in the simulated account {s.state_path} failed: {e}"
+    finally:
+        exchange.close()
+
+
+async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[str], str]:
     """Connect with the kill switch's own client id and send a global cancel."""
     from bot.broker.base import BrokerError
     from bot.broker.ib import IBBroker
 
+    import logging
+
+    # ib_async's own warnings would print beside our one line; our log has the cause
+    logging.getLogger("ib_async").addHandler(logging.NullHandler())
+    logging.getLogger("ib_async").propagate = False
     b = cfg.broker
     broker = IBBroker(b.host, b.port, b.kill_client_id, timeout=b.connect_timeout_s, account=b.account,
                       reconnect=False, log=log)
@@ -409,30 +683,40 @@ async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[
         await broker.connect()
         await broker.cancel_all()
         remaining = [o.order_ref for o in await broker.open_orders()]
-        return [ref for ref in live if ref not in remaining], remaining
+        return [ref for ref in live if ref not in remaining], remaining, ""
     except BrokerError as e:
         log.error("killswitch.cancel_failed", error=str(e), note="halt stored; cancels go first after reconnect")
-        return [], live
+        return [], live, f"gateway {b.host}:{b.port} not reachable, nothing cancelled: {e}"
     finally:
         await broker.disconnect()
 
 
 def cmd_resume(args) -> int:
-    cfg = _load(args.config)
-    result = _ask(cfg, {"cmd": "resume"})
+    config = _control_config(args)
+    cfg = _load(config)
+    result, why = _ask(cfg, {"cmd": "resume"})
     if result is None:
+        import sqlite3
+
         from bot.clock import wall_now
-        from bot.log import get_logger, setup_logging
-        from bot.store import Store
-
-        setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "resume-command"})
         from bot.engine import MISMATCH_KEY
+        from bot.log import get_logger, setup_logging
+        from bot.statefiles import StateFileError, check_pair
+        from bot.store import Store, StoreError
 
-        with Store(cfg.bot.store_path) as store:
-            store.set_halted(False, "", wall_now())
-            store.set_control(MISMATCH_KEY, "")
+        if why == _NOT_ANSWERING:
+            raise UserError(f"the daemon on {cfg.bot.control_socket} is {_daemon_note(cfg, why)}: resume refused"
+                            " (it would not see the release); restart it first")
+        try:
+            check_pair(cfg.bot.store_path, _partner(cfg))
+            with Store(cfg.bot.store_path, timeout=KILL_BUSY_TIMEOUT_S) as store:
+                store.set_halted(False, "", wall_now())
+                store.set_control(MISMATCH_KEY, "")
+        except (StateFileError, StoreError, sqlite3.Error) as e:
+            raise UserError(f"resume not stored: {e}") from None
+        setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "resume-command"})
         get_logger("kill").warning("killswitch.released", daemon=False)
-        result = {"halted": False, "daemon": "not running"}
+        result = {"halted": False, "daemon": why}
     print(json.dumps(result, indent=2))
     return 0
 
@@ -476,47 +760,49 @@ def cmd_logs(args) -> int:
 
     path = args.path
     if path is None:
-        path = _load(args.config).bot.log_path
+        path = _load(_control_config(args)).bot.log_path
     return show_logs(path, follow=args.follow, event_glob=args.event)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="spx-bot", description="SPX iron condors with a layered VIX hedge (IB paper)",
-        epilog="exit codes: 0 done; 1 `status`: no daemon answered (the stored state was printed); "
-               "2 user error (one line); 3 fatal broker condition")
+        epilog="exit codes: 0 done; 1 `status`/`health`: no daemon answered (the stored state was printed); "
+               "2 user error (one line); 3 fatal broker or state condition, or a daemon that does not answer")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     default_cfg = "config/sim.toml"
     cfg_help = f"the bot's config file (default: {default_cfg})"
+    # status, kill, resume, health and logs never default to a config: they find the daemon (_control_config)
+    which = f"config of the daemon (default: ${CONFIG_ENV}, else the one daemon running for this user)"
 
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--config", default=default_cfg, help=cfg_help)
-    r.add_argument("--speed", help="simulated seconds per real second, or 'max'")
+    r.add_argument("--speed", type=parse_speed, help="simulated seconds per real second, or 'max'")
     r.add_argument("--start", type=parse_start, help="simulated start: YYYY-MM-DD (09:00) or YYYY-MM-DDTHH:MM, New York")
     r.add_argument("--for", dest="duration", type=parse_duration, help="simulated duration of entries, e.g. 5d")
     r.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="show the book of the running daemon (or the stored one)",
-                       description="Exit 0 when the daemon answered, 1 when none did (the stored state is "
-                                   "printed), 2 on a user error.")
-    s.add_argument("--config", default=default_cfg, help=cfg_help)
+                       description="Exit 0 when the daemon answered, 1 when none runs (the stored state is "
+                                   "printed), 3 when one runs but does not answer, 2 on a user error.")
+    s.add_argument("--config", help=which)
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_status)
 
     h = sub.add_parser("health", help="the daemon's health as JSON (exit 0 healthy, 1 not or no daemon)")
-    h.add_argument("--config", default=default_cfg, help=cfg_help)
+    h.add_argument("--config", help=which)
     h.set_defaults(func=cmd_health)
 
     k = sub.add_parser("kill", help="kill switch: halt, cancel working orders")
-    k.add_argument("--config", default=default_cfg, help=cfg_help)
+    k.add_argument("--config", help=which)
     k.add_argument("--flatten", action="store_true", help="also close every position")
     k.add_argument("--reason", default="", help="why (stored with the halt, logged, notified)")
     k.set_defaults(func=cmd_kill)
 
     u = sub.add_parser("resume", help="release the kill switch")
-    u.add_argument("--config", default=default_cfg, help=cfg_help)
+    u.add_argument("--config", help=which)
     u.set_defaults(func=cmd_resume)
 
     c = sub.add_parser("check-config", help="validate a config file")
@@ -525,8 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sim-gateway", help="run the simulated IB paper gateway alone, for any TWS API client")
     w.add_argument("--config", default=default_cfg, help=cfg_help)
-    w.add_argument("--port", type=int, default=4002, help="TCP port on 127.0.0.1 (default 4002, IB Gateway paper)")
-    w.add_argument("--speed", help="simulated seconds per real second (max = 3600)")
+    w.add_argument("--port", type=parse_port, default=4002, help="TCP port on 127.0.0.1 (default 4002, IB Gateway paper)")
+    w.add_argument("--speed", type=parse_speed, help="simulated seconds per real second (max = 3600)")
     w.add_argument("--start", type=parse_date, help="simulated start date YYYY-MM-DD")
     w.add_argument("--data", help="directory of history files (or SPX_BOT_DATA)")
     w.add_argument("--restart-at", metavar="HH:MM", help="restart daily at this New York time, like IB Gateway")
@@ -540,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default="backtest-out", help="directory for report.md, report.json, charts")
     bt.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
     bt.add_argument("--sweep", action="store_true", help="also sweep the hedge size (cost against drawdown cut)")
-    bt.add_argument("--workers", type=int, help="processes for the variants (default: the cores)")
+    bt.add_argument("--workers", type=parse_workers, help="processes for the variants (default: the cores)")
     bt.add_argument("--commissions", choices=("ib", "flat"), default="ib", help="IB's tiered schedule or flat")
     bt.add_argument("--no-progress", action="store_true", help="no progress bar")
     bt.set_defaults(func=cmd_backtest)
@@ -553,7 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     dt.set_defaults(func=cmd_data)
 
     g = sub.add_parser("logs", help="print the JSON log readably")
-    g.add_argument("--config", default=default_cfg, help=cfg_help + "; its bot.log_path is read")
+    g.add_argument("--config", help=which + "; its bot.log_path is read")
     g.add_argument("--path", help="a log file to read instead of the config's")
     g.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (across rotation)")
     g.add_argument("--event", help="only events matching this glob, e.g. 'condor.*'")
@@ -587,10 +873,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as e:
-        print(f"spx-bot: {e}", file=sys.stderr)
+        print(f"spx-bot: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `spx-bot status | head`: the reader left; what is unread is not an error. Point stdout
+        # at /dev/null so that the interpreter's final flush does not raise again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ Every strategy number from docs/ALVH.md is a field here, never a constant in cod
 from __future__ import annotations
 
 import math
+import re
+import os
+import stat
 import tomllib
 from datetime import date, time
 from decimal import Decimal
@@ -25,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -52,6 +56,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "entry_days": "mon-fri",
         "max_open": 1,
         "close_dte": 0,
+        # 8% of the wing (2.00 on 25 points). The 15:30 mid credit of a 16-delta, 25-wide
+        # 1DTE condor priced on 600 sessions of 2004-2026 history: median 9.9% of width
+        # (VIX < 15: 8.1%, VIX 15-20: 10.1%, 20-30: 13.2%, 30+: 15.3%); 8% lets 72% of
+        # entries through and skips the thinnest quarter; ALVH's 15% lets through 21%, only
+        # in high VIX, so a 1DTE book sat idle (README, "The credit floor").
+        "credit_floor": 0.08,
     },
     "monthly": {
         "dte_min": 30,
@@ -63,8 +73,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         "entry_days": "mon",
         "max_open": 3,
         "close_dte": 21,
+        "credit_floor": 0.15,  # ALVH.md §1: 15-25% of the wing for 30-45 DTE condors
     },
 }
+
+
+# Bounds that keep the simulator's arithmetic finite and its calendar buildable.
+SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes including the final NUL
+MAX_CASH = 1e12  # dollars: 1e308 overflows the first P&L sum
+MIN_SPEED, MAX_SPEED = 0.01, 1_000_000.0
+FIRST_START = date(1990, 1, 2)  # the first VIX close; earlier has no market to replay
+LAST_START = date(2100, 12, 31)  # the exchange calendar ends; the CLI also refuses the far future
+
+# Config keys that name files or folders: relative values are relative to the config file's
+# folder, so `spx-bot status` run from anywhere reaches the same state as `make run`.
+PATH_KEYS = (
+    ("bot", "log_path"),
+    ("bot", "store_path"),
+    ("bot", "control_socket"),
+    ("sim", "state_path"),
+    ("market", "data_dir"),
+)
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def hh_mm(value: str) -> str:
+    """A strict "HH:MM": "10", "1000" and "10:00:30" are refused (Python's time parser takes them)."""
+    if not isinstance(value, str) or not _HH_MM.fullmatch(value):
+        raise ValueError(f'must be "HH:MM" (24-hour, e.g. "10:00"), got {value!r}')
+    return value
 
 
 class ConfigError(Exception):
@@ -88,13 +125,13 @@ class Section(BaseModel):
 
 
 class BotConfig(Section):
-    allow_live: bool = False
+    allow_live: StrictBool = False  # "yes" or 1 must not open a live account
     log_path: str = Field("logs/bot.jsonl", min_length=1)
     log_level: Literal["debug", "info", "warning"] = "info"
-    console_log: bool = True
+    console_log: StrictBool = True
     store_path: str = Field("state/bot.sqlite", min_length=1)
     control_socket: str = Field("state/control.sock", min_length=1)
-    shutdown_cancel_orders: bool = True
+    shutdown_cancel_orders: StrictBool = True
 
 
 class BrokerConfig(Section):
@@ -125,10 +162,10 @@ class BrokerConfig(Section):
 class SimConfig(Section):
     state_path: str = Field("state/sim_account.sqlite", min_length=1)
     account: str = Field("DU0000001", min_length=1)
-    starting_cash: float = Field(1_000_000.0, ge=1000)
-    seed: int = 7
+    starting_cash: float = Field(1_000_000.0, ge=1000, le=MAX_CASH)
+    seed: int = Field(7, ge=0, le=2**32 - 1)  # numpy seeds are unsigned 32-bit
     speed: float | Literal["max"] = 300.0
-    start: date | None = None
+    start: date | None = Field(None, ge=FIRST_START, le=LAST_START)
     commission_per_contract: float = Field(0.65, ge=0, le=10)
     fill_fraction: float = Field(0.25, ge=0, le=1)
     step_minutes: int = Field(5, ge=1, le=60)
@@ -148,6 +185,10 @@ class SimConfig(Section):
             raise ValueError(problem) from None
         if not math.isfinite(speed) or speed <= 0:
             raise ValueError(problem)
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            # 1e-300 would never reach the next event; 1e300 overflows the clock's arithmetic
+            raise ValueError(f'must be between {MIN_SPEED:g} and {MAX_SPEED:g} simulated seconds per real second, '
+                             f'or "max"; got {speed:g}')
         return speed
 
 
@@ -183,11 +224,11 @@ class CondorConfig(Section):
     short_delta: float = Field(ge=0.05, le=0.5)
     wing_width: int = Field(gt=0, le=500, multiple_of=5)  # SPX strikes are 5 points apart
     wing_delta: float | None = Field(None, ge=0.01, le=0.3)  # set: wings by delta, not width
-    credit_floor: float = Field(0.15, ge=0, le=1)  # of the wider wing's width
+    credit_floor: float = Field(ge=0, le=1)  # of the wider wing's width; from the preset
     max_risk_fraction: float = Field(0.20, gt=0, le=1)  # max loss of open condors / net liq
-    max_quantity: int = Field(200, ge=1)  # a safety cap; the risk fraction sizes the entry
+    max_quantity: int = Field(200, ge=1, le=10_000)  # a safety cap; the risk fraction sizes the entry
     take_profit: float = Field(0.5, gt=0, le=1)  # fraction of the credit
-    stop_loss_multiple: float = Field(2.0, gt=0)  # close when loss = this x credit
+    stop_loss_multiple: float = Field(2.0, gt=0, le=100)  # close when loss = this x credit
     entry_time: str  # "HH:MM" in schedule.timezone
     entry_days: str  # cron day_of_week; "first trading day of the week" is the scheduler's
     max_open: int = Field(ge=1, le=100)
@@ -200,20 +241,14 @@ class CondorConfig(Section):
         if not isinstance(data, dict):
             return data
         preset = data.get("preset", "1dte")
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             return data  # the `preset` field reports it
         return {**PRESETS[preset], **data}
 
     @field_validator("entry_time")
     @classmethod
     def _hh_mm(cls, value: str) -> str:
-        if len(value) != 5 or value[2] != ":":
-            raise ValueError(f'must be "HH:MM", got {value!r}')
-        try:
-            time.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f'must be "HH:MM", got {value!r}') from None
-        return value
+        return hh_mm(value)
 
     @field_validator("entry_days")
     @classmethod
@@ -287,14 +322,14 @@ class TierConfig(Section):
 class WriteConfig(Section):
     """The temporal theta press (ALVH.md §5): covered short calls against layers 2 and 3."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     layers: tuple[LayerName, ...] = ("mid", "back")
     ratio: float = Field(0.5, ge=0, le=1.0)  # short quantity <= covering layer quantity x ratio
     dte_min: int = Field(7, ge=1, le=60)
     dte_max: int = Field(21, ge=1, le=90)
     delta: float = Field(0.20, gt=0, lt=1)
     min_credit: float = Field(0.10, ge=0, le=10)  # per share: a call bid below this is not worth writing
-    weekly: bool = True  # VIXW expiries allowed
+    weekly: StrictBool = True  # VIXW expiries allowed
     buyback_profit: float = Field(0.8, gt=0, le=1)  # buy back once 80% of the sale price is earned
     stop_vix: float = Field(25.0, ge=0, le=200)  # no writes, and buy back at once, at or above
     # no writes while activation is armed: MACD above its signal and VIX within this many points
@@ -325,9 +360,9 @@ def _default_tiers() -> tuple[TierConfig, ...]:
 class HedgeConfig(Section):
     """The Adaptive Layered VIX Hedge (ALVH.md §2-6); every number is a key."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     notional_basis: Literal["max_loss", "underlying"] = "max_loss"
-    per_notional: float = Field(100_000.0, gt=0)  # counts are per this much condor notional
+    per_notional: float = Field(100_000.0, gt=0, le=MAX_CASH)  # counts are per this much condor notional
     notional_memory_days: int = Field(5, ge=0, le=60)  # a closed condor's notional is kept this long
     sizing: Literal["count", "vega"] = "count"
     vega_target: float = Field(0.5, gt=0, le=2)  # hedge vega / condor vega for sizing "vega"
@@ -354,11 +389,7 @@ class HedgeConfig(Section):
     @field_validator("rebalance_time")
     @classmethod
     def _hh_mm_rebalance(cls, value: str) -> str:
-        try:
-            time.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a time HH:MM") from None
-        return value
+        return hh_mm(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> HedgeConfig:
@@ -550,6 +581,16 @@ class Config(Section):
                 )
         return self
 
+    def relative_to(self, folder: str | Path) -> Config:
+        """A copy whose relative PATH_KEYS are absolute paths under `folder`."""
+        base = os.path.abspath(folder)
+        sections: dict[str, dict[str, str]] = {}
+        for section, key in PATH_KEYS:
+            value = getattr(getattr(self, section), key)
+            if not os.path.isabs(value):
+                sections.setdefault(section, {})[key] = os.path.normpath(os.path.join(base, value))
+        return self.model_copy(update={s: getattr(self, s).model_copy(update=u) for s, u in sections.items()})
+
     def with_overrides(self, **dotted: object) -> Config:
         """A copy with dotted keys replaced, e.g. `**{"sim.speed": "max"}`, validated like
         the file. None values are skipped so unset command-line flags can pass straight
@@ -589,28 +630,85 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; every user error becomes a one-line ConfigError."""
+    """Read and validate a config file; every user error becomes a one-line ConfigError.
+    Relative paths in it (PATH_KEYS, given or defaulted) are made absolute against the
+    file's own folder, never against the working directory."""
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_first_error(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: values nested too deeply") from None
+    return config.relative_to(Path(path).parent)
+
+
+def check_files(config: Config, source: str | Path = "config") -> None:
+    """The file-system half of validation, shared by `check-config` and `run`: every path the
+    bot will write is a file (not a folder) in a folder it can create or write, and the
+    control socket fits a unix socket address. Raises ConfigError naming the key."""
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(config, section), key)
+        where = f"{source}: {section}.{key}"
+        if section == "market":
+            continue  # read only, and only with market.source history/auto: bot.data checks it
+        _check_writable_file(Path(value), where, socket=key == "control_socket")
+
+
+def _check_writable_file(path: Path, where: str, socket: bool = False) -> None:
+    if "\0" in str(path):
+        raise ConfigError(f"{where}: contains a NUL byte")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot use {path}: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{where}: {path} is a folder; name a file inside it")
+        if socket and not stat.S_ISSOCK(st.st_mode):
+            raise ConfigError(f"{where}: {path} exists and is not a socket; remove it or choose another path")
+        if not socket and not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{where}: {path} is not a regular file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(f"{where}: {path} is not writable by this user")
+    if socket:
+        size = len(os.fsencode(path))
+        if size > SOCKET_PATH_MAX:
+            raise ConfigError(f"{where}: {size} bytes, over the {SOCKET_PATH_MAX} a unix socket path allows: {path}")
+    # the nearest folder that exists must be a folder we can create the rest in
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{where}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: cannot create {path}: folder {parent} is not writable")
 
 
 def check_config(path: str | Path) -> tuple[int, str]:
-    """`spx-bot check-config`: exit code and the one line to print."""
+    """`spx-bot check-config`: exit code and the one line to print. Refuses exactly what
+    `spx-bot run` would refuse before it starts."""
     try:
         config = load_config(path)
+        check_files(config, path)
     except ConfigError as exc:
         return 2, str(exc)
     return 0, f"ok: {path} (preset {config.condor.preset}, broker {config.broker.kind})"

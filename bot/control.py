@@ -41,6 +41,11 @@ class ControlUnavailable(Exception):
     """The daemon did not answer: no socket, nobody listening, or no answer in time (hung)."""
 
 
+class ControlNotAnswering(ControlUnavailable):
+    """Something accepted the connection but gave no answer in time: a hung or stopped daemon,
+    not an absent one."""
+
+
 class AlreadyRunning(RuntimeError):
     """Another live daemon listens on the control socket."""
 
@@ -141,7 +146,9 @@ class ControlServer:
             request = json.loads(line)
             cmd, call = self._command(request)
         except ValueError as exc:
-            return _error(f"bad request: {exc}")
+            return _error(f"bad request: {' '.join(str(exc).split())[:200]}")
+        except RecursionError:
+            return _error("bad request: nested too deeply")
         task = asyncio.create_task(call, name=f"control.{cmd}")
         self._commands.add(task)
         task.add_done_callback(self._command_done)
@@ -203,7 +210,7 @@ async def request(socket_path: str | Path, payload: Mapping[str, Any], timeout: 
     except ConnectionRefusedError:
         raise ControlUnavailable(f"nothing listens on {path}: the bot is not running (stale socket)") from None
     except TimeoutError:
-        raise ControlUnavailable(f"the bot did not answer on {path} within {timeout:g}s (hung?)") from None
+        raise ControlNotAnswering(f"the bot did not answer on {path} within {timeout:g}s (hung?)") from None
     except OSError as exc:
         raise ControlUnavailable(f"cannot reach the bot on {path}: {exc.strerror or exc}") from None
     except ValueError:  # empty (closed without answering), over-long, or not JSON

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -35,7 +36,7 @@ from bot.hedging import HedgeManager
 from bot.reconcile import position_differences, reconcile_intents
 from bot.risk import check_paper_account
 from bot.schedule import CronJob, IntervalJob, SessionJob
-from bot.store import Store
+from bot.store import Store, StoreError, StoreWriteError
 from strategies import iron_condor as ic
 
 OPEN, CLOSE = "condor.open", "condor.close"
@@ -86,6 +87,7 @@ class Engine:
         self.account = None
         self.entry_blockers: dict[str, str] = {}  # why new entries wait (bot.ops: broker down too long)
         self.last_loop: datetime | None = None  # when the schedule loop last woke (health)
+        self.fatal: StoreWriteError | None = None  # set when the store could not be written
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> bool:
@@ -133,6 +135,8 @@ class Engine:
                 await self.hedge.evaluate(scheduled=False)
         except (BrokerError, BadQuote) as e:
             self.log.warning("job.failed", job="hedge.tick", error=str(e), error_type=type(e).__name__)
+        except StoreWriteError as e:
+            self.store_failed(e)
         finally:
             self._vix_task = None
 
@@ -184,26 +188,55 @@ class Engine:
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, StoreWriteError):
+            self.store_failed(error)
+        elif isinstance(error, sqlite3.Error):  # the simulated account's file, under SimBroker
+            self.store_failed(StoreWriteError(f"simulated account: {error}"))
+
+    def store_failed(self, error: StoreWriteError) -> None:
+        """FAILURES.md 28: the journal cannot be written, so no order may be sent (its intent
+        could not be recorded first). Stop; shutdown then cancels every working order and the
+        CLI logs `bot.fatal` and exits 3."""
+        if self.fatal is None:
+            self.fatal = error
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def shutdown(self) -> None:
-        """Idempotent: stop background tasks, cancel working orders if configured, disconnect."""
+        """Idempotent: stop background tasks, cancel working orders if configured (always after a
+        store failure), disconnect. One failed cancel does not stop the others."""
         self._stop.set()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         if self.broker.connected:
-            if self.cfg.bot.shutdown_cancel_orders:
-                for rec in self.store.live_intents():
+            if self.cfg.bot.shutdown_cancel_orders or self.fatal is not None:
+                try:
+                    live = self.store.live_intents()
+                except sqlite3.Error as e:  # unreadable too: the broker's backstop below still runs
+                    self.log.warning("order.cancel_failed", order_ref=None, reason=f"store unreadable: {e}")
+                    live = []
+                for rec in live:
                     try:
                         await self.executor.cancel(rec.intent, "shutdown")
-                    except BrokerError as e:
+                    except (BrokerError, StoreError, sqlite3.Error) as e:
                         self.log.warning("order.cancel_failed", order_ref=rec.intent.order_ref, reason=str(e))
-            if self.hedge is not None and self._short_calls():  # covered, but the operator should know
+                if self.fatal is not None:  # orders the store could not record the state of
+                    try:
+                        await self.broker.cancel_all()
+                    except (BrokerError, sqlite3.Error) as e:
+                        self.log.warning("order.cancel_failed", order_ref="*", reason=str(e))
+            if self.hedge is not None and self.fatal is None and self._short_calls():  # covered: say so
                 self.log.warning("hedge.shorts_left", short_calls=self._short_calls(),
                                  lots=[f"{lot.layer} {lot.option.key} {lot.quantity:+d}" for lot in self.hedge.lots()],
                                  reason="shutdown: written calls stay open, covered by the longs kept")
@@ -301,6 +334,8 @@ class Engine:
             self.log.error("bot.fatal", job=job.name, error=str(e))
         except (BrokerError, BadQuote) as e:
             self.log.warning("job.failed", job=job.name, error=str(e), error_type=type(e).__name__)
+        except StoreWriteError as e:
+            self.store_failed(e)
 
     async def _catch_up_entry(self) -> None:
         """After a (re)start during a session: run today's entry if its time has passed and no

@@ -12,6 +12,8 @@ loses nothing already logged. Tests read events with `structlog.testing.capture_
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -106,10 +108,15 @@ class _Sinks:
         self._console: structlog.dev.ConsoleRenderer | None = None
         self._lock = threading.Lock()  # structlog's `ainfo` & co. log from executor threads
         self.taps: list[Callable[[dict[str, Any]], None]] = []
+        self.write_failures = 0
 
     def open(self, path: Path, console: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        new_file = open(path, "a", buffering=1, encoding="utf-8")  # line-buffered: one write per event
+        # 0600: the log names positions, orders and the account
+        new_file = open(path, "a", buffering=1, encoding="utf-8",  # line-buffered: one write per event
+                        opener=lambda p, flags: os.open(p, flags, 0o600))
+        if stat.S_IMODE(os.fstat(new_file.fileno()).st_mode) & 0o077:
+            os.fchmod(new_file.fileno(), 0o600)
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -137,11 +144,17 @@ class _Sinks:
         line = json.dumps(event, default=str, ensure_ascii=False)
         with self._lock:
             if self._file is not None:
-                self._file.write(line + "\n")
+                try:
+                    self._file.write(line + "\n")
+                except OSError:  # a full disk must not stop trading through a log line
+                    self.write_failures += 1
             if self._console is not None:
                 # From the JSON, so values print as they are stored (1.25, not Decimal('1.25')).
                 text = self._console(None, event.get("level", ""), json.loads(line))
-                print(text, file=sys.stderr, flush=True)  # sys.stderr now, not at import
+                try:
+                    print(text, file=sys.stderr, flush=True)  # sys.stderr now, not at import
+                except (OSError, ValueError):  # `spx-bot run 2>&1 | head`: the reader left; keep trading
+                    self._console = None
         for tap in list(self.taps):  # observers of events (notifications, metrics): must not block
             try:
                 tap(event)

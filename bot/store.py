@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -41,6 +41,7 @@ from bot.domain import (
     Leg,
     OptionSpec,
 )
+from bot.statefiles import prepare_state_file
 
 SCHEMA_VERSION = 1
 
@@ -124,7 +125,24 @@ _HALTED, _HALT_REASON, _HALTED_AT = "halted", "halted_reason", "halted_at"
 
 
 class StoreError(RuntimeError):
-    """The store cannot be used: it is closed, or was written by another schema version."""
+    """The store cannot be used: it is closed, damaged, or was written by another schema version."""
+
+
+class StoreWriteError(StoreError):
+    """A write did not reach the file (disk full, read-only, I/O error, locked past the busy
+    timeout). The engine halts trading on it (FAILURES.md 28): an order whose intent was not
+    journaled must never be sent."""
+
+
+BUSY_TIMEOUT_S = 10.0  # a second process (the CLI's offline kill) waits this long for the write lock
+
+
+def damaged(path: Path, what: str, exc: BaseException) -> StoreError:
+    """One line for a file SQLite cannot read, with what the operator can do."""
+    return StoreError(
+        f"{what} {path} is damaged ({' '.join(str(exc).split())}); nothing was changed. Restore it from a backup,"
+        f" or move it (with its -wal and -shm files) aside to start afresh"
+    )
 
 
 @dataclass(frozen=True)
@@ -152,19 +170,42 @@ class IntentRecord:
 class Store:
     """The journal. One instance per process, used from the event loop's thread."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, timeout: float = BUSY_TIMEOUT_S):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are opened explicitly by `_write`, never implicitly.
-        self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        self.telemetry_failures = 0
+        self._conn: sqlite3.Connection | None = None
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            prepare_state_file(self.path)
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot open: {exc.strerror or exc}") from None
+        # Autocommit mode: transactions are opened explicitly by `_write`, never implicitly.
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            self._check_readable()
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._ensure_schema()
+            if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            self.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreWriteError(f"store {self.path} is locked by another process: {exc}") from None
+            raise damaged(self.path, "store", exc) from None
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise damaged(self.path, "store", exc) from None
         except BaseException:
             self.close()
             raise
+
+    def _check_readable(self) -> None:
+        """A file that is not an intact SQLite database (garbage, truncated) is refused before
+        anything writes to it; an empty file is a new store only when nothing else says the
+        bot has history (the CLI checks the partner files, see bot.statefiles)."""
+        row = self._db.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {row[0] if row else 'no answer'}")
 
     def close(self) -> None:
         """Close the connection; calling it again is harmless."""
@@ -192,15 +233,36 @@ class Store:
         """One committed transaction. IMMEDIATE takes the write lock up front, so a concurrent
         writer waits for it rather than failing when a read turns into a write."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreWriteError(f"store {self.path}: cannot write: {exc}") from exc
         try:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+        except sqlite3.IntegrityError:
+            _rollback(db)
             raise
-        db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise StoreWriteError(f"store {self.path}: cannot write: {exc}") from exc
+        except BaseException:
+            _rollback(db)
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise StoreWriteError(f"store {self.path}: cannot write: {exc}") from exc
 
     def _ensure_schema(self) -> None:
+        # Read first: an existing store needs no write lock to open, so the CLI's offline kill
+        # can open it while a hung daemon holds the lock.
+        db = self._db
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone():
+            self._check_version(db)
+            return
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise sqlite3.DatabaseError("not an spx-bot store (tables of something else)")
         with self._write() as db:
             has_version = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
@@ -211,9 +273,14 @@ class Store:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
                 db.execute("INSERT INTO counters (name, value) VALUES (?, 0)", (_ORDER_REF_COUNTER,))
                 return
-            (version,) = db.execute("SELECT version FROM schema_version").fetchone()
-            if version != SCHEMA_VERSION:
-                raise StoreError(f"store {self.path} has schema version {version}; this bot reads {SCHEMA_VERSION}")
+            self._check_version(db)
+
+    def _check_version(self, db: sqlite3.Connection) -> None:
+        row = db.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            raise sqlite3.DatabaseError("schema_version is empty")
+        if row[0] != SCHEMA_VERSION:
+            raise StoreError(f"store {self.path} has schema version {row[0]}; this bot reads {SCHEMA_VERSION}")
 
     # --- control state -------------------------------------------------------------------
     def get_control(self, key: str) -> str | None:
@@ -451,14 +518,21 @@ class Store:
         return sum((Decimal(pnl) for (pnl,) in rows), Decimal("0"))
 
     # --- signals -------------------------------------------------------------------------
-    def add_signal(self, at: datetime, name: str, payload: dict[str, Any]) -> None:
+    def add_signal(self, at: datetime, name: str, payload: dict[str, Any]) -> bool:
         """Journal an evaluated signal (VIX, RSI, MACD...). Decimals and dates in the payload are
-        stored as text."""
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO signals (at, name, payload) VALUES (?, ?, ?)",
-                (_ts(at), name, json.dumps(payload, default=str)),
-            )
+        stored as text. Telemetry: a failed write is counted (`telemetry_failures`) and
+        returns False, never raises, so a full disk does not stop trading by itself; the next
+        write that matters (an intent) halts the bot instead."""
+        try:
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO signals (at, name, payload) VALUES (?, ?, ?)",
+                    (_ts(at), name, json.dumps(payload, default=str)),
+                )
+        except StoreWriteError:
+            self.telemetry_failures += 1
+            return False
+        return True
 
     def signals(self, name: str | None = None) -> list[tuple[datetime, str, dict[str, Any]]]:
         """(at, name, payload) in the order journaled, optionally for one signal name."""
@@ -538,6 +612,11 @@ def _where(**equal: object) -> tuple[str, tuple[object, ...]]:
     if not given:
         return "", ()
     return " WHERE " + " AND ".join(f"{column} = ?" for column in given), tuple(given.values())
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    with suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
 
 
 def _require_intent(db: sqlite3.Connection, order_ref: str) -> None:

@@ -13,6 +13,11 @@ from bot.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The daemon registry (bot/registry.py) is per user; tests must not see, or be seen by, the
+# daemons of other test runs or of an operator on the same account. Subprocesses inherit it.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="spxrt", dir="/tmp")
+os.environ.pop("SPX_BOT_CONFIG", None)
+
 
 def data_dir() -> Path | None:
     """The history files: $SPX_BOT_DATA, or ../shared/data beside the checkout."""

@@ -218,7 +218,7 @@ def _status_with_condor(cfg):
     if r.returncode != 0:
         return None
     status = json.loads(r.stdout)
-    return status if status.get("open_condors") and "daemon" not in status else None
+    return status if status.get("open_condors") and status.get("daemon") == "running" else None
 
 
 def test_kill_without_daemon_halts_and_cancels(short_tmp):
@@ -226,7 +226,7 @@ def test_kill_without_daemon_halts_and_cancels(short_tmp):
     r = spx("kill", "--config", cfg, "--reason", "nobody home")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["halted"] is True and out["daemon"] == "not answering"
+    assert out["halted"] is True and out["daemon"] == "not running"
     with Store(short_tmp / "bot.sqlite") as store:
         assert store.halted() == (True, "nobody home")
     assert named(log_events(short_tmp), "killswitch.engaged")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from bot.config import PRESETS, Config, ConfigError, check_config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+ROOT = CONFIG_DIR.parent
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -22,11 +23,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_empty_file_gives_the_documented_defaults(tmp_path):
     config = load_config(write(tmp_path, ""))
-    assert config == Config()
+    assert config == Config().relative_to(tmp_path)  # defaults, with paths under the file's folder
     assert load_config(write(tmp_path, "[sim]\nseed = 7\n")) == config  # equal values, equal configs
     assert config.schema_version == 1
     assert config.bot.allow_live is False
-    assert config.bot.log_path == "logs/bot.jsonl"
+    assert config.bot.log_path == str(tmp_path / "logs" / "bot.jsonl")
     assert config.broker.kind == "sim"
     assert (config.broker.port, config.broker.client_id, config.broker.kill_client_id) == (4002, 1, 999)
     assert config.sim.speed == 300.0
@@ -44,7 +45,7 @@ def test_1dte_preset_is_the_default():
     assert (condor.short_delta, condor.wing_width, condor.wing_delta) == (0.16, 25, None)
     assert (condor.entry_time, condor.entry_days) == ("15:30", "mon-fri")
     assert (condor.max_open, condor.close_dte) == (1, 0)
-    assert (condor.credit_floor, condor.max_risk_fraction, condor.max_quantity) == (0.15, 0.20, 200)
+    assert (condor.credit_floor, condor.max_risk_fraction, condor.max_quantity) == (0.08, 0.20, 200)
     assert (condor.take_profit, condor.stop_loss_multiple) == (0.5, 2.0)
 
 
@@ -199,7 +200,10 @@ def test_every_shipped_config_validates():
 
 def test_shipped_configs_say_what_they_promise():
     sim = load_config(CONFIG_DIR / "sim.toml")
-    assert (sim.broker.kind, sim.market.source, sim.market.data_dir) == ("sim-gateway", "auto", "data")
+    assert (sim.broker.kind, sim.market.source, sim.market.data_dir) == ("sim-gateway", "auto", str(ROOT / "data"))
+    # relative to the file's folder: the repository's state/ and logs/ from any working directory
+    assert sim.bot.store_path == str(ROOT / "state" / "bot.sqlite")
+    assert sim.bot.log_path == str(ROOT / "logs" / "bot.jsonl")
     assert sim.sim.speed == 300.0
     paper = load_config(CONFIG_DIR / "paper.toml")
     assert (paper.broker.kind, paper.broker.host, paper.broker.port) == ("ib", "127.0.0.1", 4002)

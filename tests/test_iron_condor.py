@@ -167,12 +167,12 @@ def test_entry_proposal_legs_credit_and_limit_floor(cfg):
         (D(5070), Right.CALL, Action.BUY),
     ]
     assert p.order.quantity == c.quantity
-    assert p.order.limit_floor == D("-3.75")  # at least 15% of the 25-point width as credit
+    assert p.order.limit_floor == D("-2.00")  # at least the 1dte preset's 8% of the 25-point width as credit
 
 
 def test_credit_floor_skips_a_thin_credit(cfg):
     # scale 20: 4955/5045 mid 3.25, 4930/5070 mid 1.75 -> credit 3.00 < 3.75 (15% of 25)
-    result = decide_entry(snapshot(chain(scale=20.0)), book(), cfg(), NOW)
+    result = decide_entry(snapshot(chain(scale=20.0)), book(), cfg(**{"condor.credit_floor": 0.15}), NOW)
     assert isinstance(result, Skip)
     assert "below floor" in result.reason and "3.00" in result.reason and "3.75" in result.reason
     # a lower floor lets the same chain trade

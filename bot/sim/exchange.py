@@ -60,6 +60,7 @@ from bot.domain import (
     Right,
 )
 from bot.sim.market import MarketModel
+from bot.statefiles import prepare_state_file
 
 UTC = timezone.utc
 YEAR_S = 365.0 * 24 * 3600
@@ -113,13 +114,15 @@ def _dec(x: float) -> Decimal:
 class SimExchange:
     """One simulated paper account over one market model."""
 
-    def __init__(self, market: MarketModel, calendar: TradingCalendar, settings: ExchangeSettings, state_path: str | Path):
+    def __init__(self, market: MarketModel, calendar: TradingCalendar, settings: ExchangeSettings, state_path: str | Path,
+                 busy_timeout: float = 10.0):
         self.market = market
         self.calendar = calendar
         self.settings = settings
         path = Path(state_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        if str(state_path) != ":memory:":
+            prepare_state_file(path)  # 0600 in a 0700 folder: the account is nobody else's business
+        self.db = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
