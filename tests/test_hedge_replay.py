@@ -6,19 +6,30 @@ import json
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from bot.calendar import TradingCalendar
 from bot.domain import OptionSpec
+from bot.sim.audit import audit_account
+from bot.sim.exchange import ExchangeSettings, SimExchange
 from strategies.alvh import naked_shorts
 
 from conftest import ROOT, data_dir
 
+CAL = TradingCalendar()
 pytestmark = pytest.mark.skipif(data_dir() is None, reason="history files not found (SPX_BOT_DATA or ../shared/data)")
 
 
-def replay(start: str, days: str, extra: str = "") -> list[dict]:
+class Replay(list):
+    """The run's events, and the folder holding its store and simulated account."""
+
+    folder: Path
+
+
+def replay(start: str, days: str, extra: str = "") -> Replay:
     tmp = Path(tempfile.mkdtemp(prefix="hedge", dir="/tmp"))
     cfg = tmp / "cfg.toml"
     cfg.write_text(f"""
@@ -35,7 +46,9 @@ state_path = "{tmp}/sim.sqlite"
                         "--start", start, "--for", days, "--data", str(data_dir())],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    return [json.loads(line) for line in (tmp / "bot.jsonl").read_text().splitlines()]
+    events = Replay(json.loads(line) for line in (tmp / "bot.jsonl").read_text().splitlines())
+    events.folder = tmp
+    return events
 
 
 def named(events, name):
@@ -90,14 +103,24 @@ def test_monetized_as_vix_passes_40(crash_2020):
 
 
 def test_never_a_naked_short_call(crash_2020):
+    """From the log (every hedge trade, options leaving at their morning SOQ) and from the
+    simulated account's own executions and settlements (bot.sim.audit)."""
     assert not named(crash_2020, "hedge.alert")
     positions: dict[OptionSpec, int] = {}
     for e in crash_2020:
+        now = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+        positions = {o: q for o, q in positions.items() if CAL.settlement_time(o) > now}
         if e["event"].startswith("hedge.") and "legs" in e:
             for leg in e["legs"]:
                 opt = OptionSpec.from_key(leg[1:])
                 positions[opt] = positions.get(opt, 0) + (1 if leg[0] == "+" else -1) * e["quantity"]
             assert not naked_shorts(positions.items()), e
+    exchange = SimExchange(None, None, ExchangeSettings(), crash_2020.folder / "sim.sqlite")
+    try:
+        audit = audit_account(exchange)
+    finally:
+        exchange.close()
+    assert audit.executions > 50 and not audit.violations
 
 
 def test_quiet_window_half_tier_and_premium_collected():
