@@ -192,16 +192,6 @@ async def rig(make_sim, make_cfg, ib_errors):  # noqa: F811
 # --------------------------------------------------------------------------- checks
 
 
-class KnownBug(Exception):
-    """Raised by `bug()`: the xfail tests expect exactly this, so that a broken precondition or
-    a timeout (AssertionError) still fails them for real."""
-
-
-def bug(ok: bool, what: str) -> None:
-    if not ok:
-        raise KnownBug(what)
-
-
 def events(logs, name: str, **match) -> list[dict]:
     return [e for e in logs if e["event"] == name and all(e.get(k) == v for k, v in match.items())]
 
@@ -385,17 +375,15 @@ async def test_03_crash_mid_walk_adopts_and_continues_the_walk(rig):
     assert_clean(logs)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug,
-                   reason="BUG: Engine.reconcile/_continue restarts an adopted walk at step 1, "
-                          "stepping the limit back toward mid instead of continuing")
 async def test_03b_adopted_walk_continues_from_where_it_was(rig):
     """3 (continued): the adopted walk resumes after the steps already made; it does not move the
-    limit back toward mid (step 1) and walk the whole way again."""
+    limit back toward mid (step 1) and walk the whole way again. (Once a bug: the adopted walk
+    restarted at step 1.)"""
     before, after = await _crash_mid_walk(rig)
     last_step = events(before, "order.modified")[-1]["step"]
-    first_after = events(after, "order.modified")[0]
-    bug(first_after["step"] > last_step, f"the adopted walk restarted at step {first_after['step']} "
-                                          f"after step {last_step}, limit {first_after['limit']}")
+    steps_after = [e["step"] for e in events(after, "order.modified")]
+    assert steps_after[0] > last_step, f"the adopted walk restarted at step {steps_after[0]} after step {last_step}"
+    assert steps_after == sorted(set(steps_after))  # one walk, stepping on
 
 
 async def restart_gateway(sim, spy: Spy, down_s: float = 0.3) -> SimGateway:
@@ -504,22 +492,40 @@ async def test_06_07_link_lost_then_restored_degrades_then_resyncs(rig, ib_error
     assert_clean(logs)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug,
-                   reason="BUG: the entry's walk dies on the TransientBrokerError of a modify while "
-                          "degraded, and the resync then adopts the order: a second walk over one order")
 async def test_06b_resync_leaves_a_walking_order_to_its_walk(rig, ib_errors):
-    """6 / 7 (continued): a short 1100/1102 while the entry walks (fills held). The walk only met
-    missing quotes and is still alive; the resync must not adopt the same order and start a
-    second walk on it (two walkers modify one order, both cancel, both book)."""
+    """6 / 7 (continued): the 1100 arrives right after a walk step has its quotes, so the step's
+    modify is refused while DEGRADED (fills held). The walk skips that step and lives on, owning
+    its order; the resync after the 1102 leaves the order to it: no adoption, no second walk
+    (two walkers would modify one order, both cancel, both book). (Once a bug: the walk died on
+    the refused modify and the resync adopted the order.)"""
     ib_errors.allow("Error 1100", "Error 1102")
     sim, cfg, spy, new_bot = rig
     sim.scenario.hold_fills()
+    snapshots = []
+
+    def trap(gateway, session, request, handle):
+        # the 4th leg's snapshot of a walk step: answer it, then lose the IB link at once
+        if request.msg_id != In.REQ_MKT_DATA or not request.snapshot or not submitted:
+            return False
+        snapshots.append(request.req_id)
+        if len(snapshots) < 4:
+            return False
+        spy.trap = None
+        handle(session, request)
+        sim.scenario.connectivity_lost()
+        return True
+
+    submitted = []
+    spy.trap = trap
     with capture_logs() as logs:
         bot = await new_bot().start()
         await until(logged(logs, "order.submitted"), what="the entry")
+        submitted.append(True)
         ref = events(logs, "order.submitted")[0]["order_ref"]
-        sim.scenario.connectivity_lost()
-        await asyncio.sleep(0.4)
+        await until(lambda: bot.broker.degraded, what="DEGRADED")
+        await until(lambda: events(logs, "order.step_failed") or events(logs, "job.failed"),
+                    what="a walk step's modify refused while DEGRADED")
+        await asyncio.sleep(0.3)
         walking = ref in bot.engine._busy  # the entry's own walk still owns the order
         sim.scenario.connectivity_restored(data_lost=False)
         await until(lambda: len(events(logs, "reconcile.done")) == 2, what="the resync")
@@ -527,10 +533,21 @@ async def test_06b_resync_leaves_a_walking_order_to_its_walk(rig, ib_errors):
         sim.scenario.release_fills()
         await until(logged(logs, "condor.opened"), what="the fill")
         await asyncio.sleep(0.3)
+        await books_agree(bot)
         await bot.stop()
     assert walking
+    [refused] = events(logs, "order.step_failed")[:1]
+    assert refused["order_ref"] == ref and refused["error_type"] == "Degraded"
+    assert not [o for o in bot.order_messages() if o[2]], "an order message left while DEGRADED"
+    assert not events(logs, "order.adopted", order_ref=ref), "adopted while its walk was alive"
+    assert events(logs, "reconcile.done")[1]["adopted"] == []
+    assert not events(logs, "job.failed")
     steps = [e["step"] for e in events(logs, "order.modified")]
-    bug(not events(logs, "order.adopted", order_ref=ref), f"adopted while its walk was alive; steps {steps}")
+    assert steps == sorted(set(steps)), f"more than one walk stepped the order: {steps}"
+    assert [e["order_ref"] for e in events(logs, "order.filled")] == [ref]
+    assert len(events(logs, "condor.opened")) == 1
+    assert one_order_per_ref(sim) == {ref: 1}
+    assert_clean(logs)
 
 
 # --------------------------------------------------------------------------- 8, 9: requests in flight
@@ -620,15 +637,12 @@ async def test_09_unacknowledged_order_is_queried_not_replaced(rig, monkeypatch)
     assert queries and queries[0] - placed_at >= 0.9
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug,
-                   reason="BUG: Executor.execute lets a TransientBrokerError from the placement "
-                          "escape; the NEW intent stays live with no walker until a restart")
-async def test_09b_unacknowledged_and_absent_is_resolved_without_a_restart(rig, monkeypatch, ib_errors):
+async def test_09b_unacknowledged_and_absent_is_resolved_without_a_restart(rig, monkeypatch):
     """9 (continued): the entry's placeOrder never reached IB and no disconnect follows. After
     the ack timeout the order is proven absent (open orders, completed orders, executions): the
-    intent must be resolved (abandoned, logged) rather than stay live, blocking every entry."""
+    intent is resolved (abandoned, logged) rather than stay live, blocking every entry; it is
+    never re-placed. (Once a bug: the intent stayed NEW with no walker until a restart.)"""
     monkeypatch.setattr("bot.broker.ib.ACK_TIMEOUT", 1.0)
-    ib_errors.allow("Error 10147")  # the shutdown's cancel of the still-live intent
     sim, cfg, spy, new_bot = rig
 
     def trap(gateway, session, request, handle):
@@ -642,12 +656,21 @@ async def test_09b_unacknowledged_and_absent_is_resolved_without_a_restart(rig, 
         bot = await new_bot().start()
         await until(lambda: bot.store.intents(), what="the entry intent")
         ref = bot.store.intents()[0].intent.order_ref
-        await asyncio.sleep(3.0)
+        await until(logged(logs, "order.abandoned", order_ref=ref), what="the placement resolved")
         status = bot.store.intent(ref).status
+        live = bot.store.live_intents()
+        await asyncio.sleep(0.5)  # a few walk steps' worth: nothing follows for it
         await bot.stop()
-    assert one_order_per_ref(sim) == {}
-    bug(status is IntentStatus.ABANDONED and events(logs, "order.abandoned", order_ref=ref),
-        f"the intent is still {status.value} with no order anywhere and no walker")
+    assert status is IntentStatus.ABANDONED and not live
+    [abandoned] = events(logs, "order.abandoned")
+    assert "not found" in abandoned["reason"]
+    placed_at = next(t for t, kind, _, r, _ in spy.orders() if r == ref)
+    queries = [t for t, mid, *_ in spy.requests if mid == In.REQ_OPEN_ORDERS and t > placed_at]
+    assert queries and queries[0] - placed_at >= 0.9  # asked IB after the ack timeout, did not guess
+    assert [(kind, r) for _, kind, _, r, _ in spy.orders()] == [("place", ref)]  # never re-placed, nothing after
+    assert not events(logs, "order.submitted") and not events(logs, "job.failed")
+    assert one_order_per_ref(sim) == {} and condor_position(sim) == {}
+    assert_clean(logs)
 
 
 # --------------------------------------------------------------------------- 10, 11, 12: fills
@@ -712,13 +735,11 @@ async def test_11_partial_then_the_rest_with_legs_reported_one_by_one(rig, ib_er
     assert_clean(logs)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug,
-                   reason="BUG: Engine._apply ignores a CANCELLED outcome with a partial fill: the "
-                          "filled lots are held but no condor tracks them")
 async def test_11b_partial_fill_then_cancel_keeps_the_filled_lots_as_a_condor(rig, ib_errors):
     """11 (continued): 1 lot fills, the rest never reaches the exchange and the walk times out
     and cancels (202 keeps partial fills). The lot is held at the broker and in the store; the
-    engine must track it as a condor of quantity 1 (managed, closed, counted in the risk)."""
+    engine tracks it as a condor of quantity 1 (managed, closed, counted in the risk), priced
+    from its executions. (Once a bug: the lots were held with no condor.)"""
     ib_errors.allow("Error 202")
     sim, cfg, spy, new_bot = rig
     sim.scenario.partial_next(1, rest_after=None)  # the rest is held until release_fills()
@@ -730,8 +751,17 @@ async def test_11b_partial_fill_then_cancel_keeps_the_filled_lots_as_a_condor(ri
         condors = bot.store.open_condors()
         await bot.stop()
     [cancelled] = events(logs, "order.cancelled")
+    ref = cancelled["order_ref"]
     assert cancelled["filled"] == 1 and sorted(positions.values()) == [-1, -1, 1, 1]
-    bug([c.quantity for c in condors] == [1], f"held lots {positions}, condors {condors}")
+    assert [c.quantity for c in condors] == [1], f"held lots {positions}, condors {condors}"
+    [condor] = condors
+    [opened] = events(logs, "condor.opened")
+    assert opened["order_ref"] == ref and opened["quantity"] == 1
+    legs = sim.exchange.fills([ref])
+    assert condor.credit == -sum(f.price * f.quantity for f in legs) > 0  # the lot's own executions
+    assert {f.option.strike for f in legs} == {condor.put_short, condor.put_long, condor.call_short, condor.call_long}
+    assert one_order_per_ref(sim) == {ref: 1}
+    assert_clean(logs)
 
 
 @pytest.mark.parametrize("stagger", [0.1, 0.0], ids=["legs-before-status", "commission-late"])
@@ -831,7 +861,7 @@ async def test_13b_start_survives_a_reconcile_query_failing_half_way(rig, ib_err
     True (the reconcile after the reconnect will decide)."""
     ib_errors.allow(*CONNECTION_GONE)
     x, y, started, statuses, logs = await _reconcile_fails_half_way(rig)
-    bug(started is True, f"Engine.start() raised {started!r}")
+    assert started is True, f"Engine.start() raised {started!r}"
 
 
 # --------------------------------------------------------------------------- 15, 17: data and prices

@@ -29,6 +29,7 @@ from ib_async import IB, Contract, Future, TradeLogEntry
 from bot.broker import ib_mapping as m
 from bot.broker.base import (
     BrokerError,
+    Degraded,
     FatalBrokerError,
     OrderRejected,
     TransientBrokerError,
@@ -60,6 +61,11 @@ def _unconfirmed(trade) -> bool:
             continue
         return entry.errorCode not in (0, 202)
     return False
+
+
+def _unacknowledged(trade) -> bool:
+    """A placement ib_async keeps locally that IB never answered: not an order IB has seen."""
+    return trade.orderStatus.status in ("PendingSubmit", "ApiPending", "")
 
 
 def _transient(method):
@@ -266,7 +272,7 @@ class IBBroker:
         if not self.connected:
             raise TransientBrokerError("not connected")
         if self.degraded:
-            raise TransientBrokerError("IB link degraded (1100): no new orders until it is restored")
+            raise Degraded("IB link degraded (1100): no new orders until it is restored")
 
     # --- contracts & market data ------------------------------------------------------------------
     @_transient
@@ -520,10 +526,10 @@ class IBBroker:
             trade = next((t for t in completed if t.order.orderRef == order_ref), None)
             if trade is not None and not trade.fills:  # its executions came before it: attach them
                 trade.fills = [f for f in self.ib.fills() if f.execution.permId == trade.order.permId]
-        elif _unconfirmed(trade) and self.connected:
+        elif (_unconfirmed(trade) or _unacknowledged(trade)) and self.connected:
             await self._confirm()
-        if trade is None:
-            return None
+        if trade is None or _unacknowledged(trade):
+            return None  # placed by this process but IB never confirmed it (FAILURES.md 9)
         return m.order_state(trade, self._legs.get(order_ref) or self._legs_of(trade))
 
     def _legs_of(self, trade) -> list[Leg] | None:
