@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -25,7 +26,7 @@ from structlog.testing import capture_logs
 from bot.broker.base import FatalBrokerError
 from bot.broker.ib import IBBroker
 from bot.calendar import ny_time
-from bot.domain import Action, Intent, IntentStatus, Leg, OptionSpec, Right
+from bot.domain import Action, ComboOrder, Intent, IntentStatus, Leg, OptionSpec, Right
 from bot.engine import OPEN, Engine
 from bot.sim.gateway import SimGateway
 from bot.sim.gateway.protocol import In
@@ -1136,3 +1137,107 @@ async def test_16_delayed_data_or_competing_session_blocks_entries(rig, ib_error
     [failed] = events(logs, "job.failed")
     assert failed["job"] == "condor.entry" and str(code) in failed["error"]
     assert not bot.order_messages() and not events(logs, "order.submitted") and not one_order_per_ref(sim)
+
+
+# --------------------------------------------------------------------------- 18, 22: contracts and expiry
+
+
+@pytest.mark.parametrize("field, wrong", [
+    ("tradingClass", {"trading_class": "SPX"}),  # the AM-settled monthly class answered for a PM weekly
+    ("lastTradeDate", {"last_trade_date": "20220318"}),  # another expiry
+    ("multiplier", {"multiplier": "10"}),  # a mini contract
+], ids=["trading-class", "last-trade-date", "multiplier"])
+async def test_scenario_18_wrong_spx_class_is_never_ordered(rig, monkeypatch, field, wrong):
+    """18: IB answers the SPXW options' contract details with a contract that differs from the
+    one asked for (the AM monthly class, another expiry, another multiplier). The bot checks
+    tradingClass, lastTradeDate and multiplier before using a contract: it logs the mismatch,
+    never quotes nor orders that contract, and the engine's loop lives on."""
+    from bot.sim.gateway import mapping
+
+    sim, cfg, spy, new_bot = rig
+    right_fields = mapping.contract_fields
+    answered = []
+
+    def trap(gateway, session, request, handle):
+        contract = getattr(request, "contract", None)
+        if request.msg_id != In.REQ_CONTRACT_DATA or contract is None or contract.sec_type != "OPT":
+            return False
+        with monkeypatch.context() as patch:
+            patch.setattr(mapping, "contract_fields",
+                          lambda inst, exchange=None: replace(right_fields(inst, exchange), **wrong))
+            handle(session, request)
+        answered.append(contract)
+        return True
+
+    spy.trap = trap
+    with capture_logs() as logs:
+        bot = await new_bot().start()
+        await until(logged(logs, "schedule.fired"), what="the entry time")
+        await until(lambda: events(logs, "condor.skipped") or events(logs, "job.failed"), what="the entry refused")
+        await asyncio.sleep(0.3)
+        assert not bot.runner.done()  # a wrong contract is not a crash
+        await bot.stop()
+    assert answered  # the staged answers were asked for
+    mismatches = events(logs, "contract.mismatch")
+    assert mismatches and all(e["asked"].startswith("SPXW ") for e in mismatches)
+    assert all(list(e["differs"]) == [field] for e in mismatches), mismatches[0]
+    assert not bot.order_messages() and not spy.orders()  # nothing was ordered
+    assert not events(logs, "order.submitted") and not one_order_per_ref(sim)
+    snapshots = [mid for _, mid, *_ in spy.requests if mid == In.REQ_MKT_DATA]
+    assert len(snapshots) <= 2  # SPX and VIX at most: no wrong option was even quoted
+    assert condor_position(sim) == {}
+
+
+async def test_scenario_22_itm_short_leg_at_expiry_is_cash_settled_without_phantom(rig, ib_errors):
+    """22: a condor whose short put finishes 15 points in the money at the SPXW close. After the
+    close the bot books the cash settlement as fills at the intrinsic value (settle:<contract>),
+    closes the condor with reason settlement and the settlement debit, and no position remains
+    anywhere (store, IB, exchange), then or after a restart."""
+    sim, cfg, spy, new_bot = rig
+    settle = sim.market.settlement(EXPIRY)
+    ps = int(settle // 5 * 5) + 15  # short put 10-15 points in the money at the close
+    cs = int(settle * 1.03 // 5 * 5)  # calls far out of the money
+    opt = lambda k, r: OptionSpec("SPX", EXPIRY, Decimal(k), r, "SPXW")  # noqa: E731
+    legs = (Leg(opt(ps, Right.PUT), Action.SELL), Leg(opt(ps - 25, Right.PUT), Action.BUY),
+            Leg(opt(cs, Right.CALL), Action.SELL), Leg(opt(cs + 25, Right.CALL), Action.BUY))
+    with capture_logs() as logs:
+        bot = await new_bot().start(run=False)
+        ref = bot.store.next_order_ref("ic", START)
+        intent = Intent(ref, OPEN, ref, ComboOrder(legs, 2), reason="scenario 22", created_at=sim.clock.now())
+        outcome = await bot.engine.executor.execute(intent)
+        assert outcome.status is IntentStatus.FILLED
+        await bot.engine.reconcile()  # books the condor of the filled entry (as after a crash)
+        [condor] = bot.store.open_condors()
+        held = await books_agree(bot)
+        assert held == {legs[0].option.key: -2, legs[1].option.key: 2, legs[2].option.key: -2, legs[3].option.key: 2}
+        cash_before = sim.exchange.account(sim.clock.now()).cash
+        _, close = sim.calendar.open_close(EXPIRY)
+        sim.clock.jump_to(close + timedelta(minutes=1))
+        await bot.engine.on_session_close()
+        await until(lambda: not condor_position(sim), what="the exchange's settlement")
+        await bot.engine.reconcile()  # the books agree: nothing left, nothing booked twice
+        await bot.engine.on_session_close()
+        store_after = bot.store.positions()
+        broker_after = {p.option.key: p.quantity for p in await bot.broker.positions()}
+        settlements = [f for f in bot.store.fills() if f.exec_id.startswith("settle:")]
+        fees = sum(f.commission for f in bot.store.fills(ref))
+        await bot.stop()
+    intrinsic = Decimal(str(round(ps - settle, 2)))
+    assert intrinsic > 0
+    assert store_after == {} and broker_after == {} and condor_position(sim) == {}
+    assert sorted((f.option.key, f.quantity, f.price) for f in settlements) == sorted([
+        (legs[0].option.key, 2, intrinsic), (legs[1].option.key, -2, Decimal("0.00")),
+        (legs[2].option.key, 2, Decimal("0.00")), (legs[3].option.key, -2, Decimal("0.00"))])
+    [closed] = events(logs, "condor.closed")
+    assert closed["condor_id"] == condor.condor_id and closed["reason"] == "settlement"
+    assert Decimal(closed["close_price"]) == intrinsic
+    assert Decimal(closed["pnl"]) == (condor.credit - intrinsic) * 100 * 2 - fees
+    assert sim.exchange.account(sim.clock.now()).cash - cash_before == -intrinsic * 100 * 2  # no commission on settlement
+    assert_clean(logs)
+
+    with capture_logs() as again:  # a restart after expiry: no phantom difference either
+        later = await new_bot().start(run=False)
+        await later.stop()
+    [done] = events(again, "reconcile.done")
+    assert done["positions"] == 0 and done["mismatches"] == 0
+    assert_clean(again)

@@ -287,7 +287,12 @@ class IBBroker:
             result = await asyncio.gather(*(qualify(m.option_contract(o)) for o in missing))
             for spec, qualified in zip(missing, result):
                 if isinstance(qualified, Contract) and qualified.conId:
-                    m.check_contract(spec, qualified)
+                    differs = m.contract_differences(spec, qualified)
+                    if differs:  # FAILURES.md 18: never quoted, never ordered (absent, like a 200)
+                        if self.log:
+                            self.log.error("contract.mismatch", asked=spec.key, differs=differs,
+                                           local_symbol=qualified.localSymbol)
+                        continue
                     self._contracts[spec.key] = qualified
                     self._conids[spec.key] = qualified.conId
         return {o.key: self._contracts[o.key] for o in options if o.key in self._contracts}
