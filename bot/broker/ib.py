@@ -523,7 +523,7 @@ class IBBroker:
     @_transient
     async def order(self, order_ref: str) -> OrderState | None:
         trade = self._trade(order_ref)
-        if trade is None and not self.connected:  # ib_async forgot everything: unknown, not absent
+        if (trade is None or _unacknowledged(trade)) and not self.connected:  # unknown, not absent
             raise UnknownState(f"not connected: order {order_ref} unknown")
         if trade is None:
             async with self.throttle:
