@@ -120,8 +120,14 @@ class Bot:
     async def start(self, run: bool = True) -> Bot:
         assert await self.engine.start()
         if run:
-            self.runner = asyncio.create_task(self.engine.run())
+            self.run()
         return self
+
+    def run(self) -> None:
+        """The engine's loop (its schedule, the entry at 15:30). Tests that stage a fault for the
+        entry start it after the fault is in place: the rig starts 30 simulated seconds (a third
+        of a real second) before the entry, less than a start-up takes on a loaded machine."""
+        self.runner = asyncio.create_task(self.engine.run())
 
     async def stop(self) -> None:
         self.engine.stop()
@@ -899,12 +905,13 @@ async def test_15_missing_or_nan_quotes_block_the_entry(rig, fault):
     fires: the bot refuses to price, places nothing and logs why."""
     sim, cfg, spy, new_bot = rig
     with capture_logs() as logs:
-        bot = await new_bot().start()
+        bot = await new_bot().start(run=False)
         if fault == "farm-broken":
             sim.scenario.farm_broken()
             await until(lambda: bot.broker.data_blocked, what="2103 seen")
         else:
             sim.exchange.market = NanVix(sim.exchange.market)
+        bot.run()  # the fault is in place before the entry can fire
         await until(logged(logs, "schedule.fired"), what="the entry time")
         await until(lambda: events(logs, "job.failed") or events(logs, "condor.skipped"), what="the refusal")
         await asyncio.sleep(0.3)
@@ -1150,9 +1157,10 @@ async def test_16_delayed_data_or_competing_session_blocks_entries(rig, ib_error
     ib_errors.allow(f"Error {code}")
     sim, cfg, spy, new_bot = rig
     with capture_logs() as logs:
-        bot = await new_bot().start()
+        bot = await new_bot().start(run=False)
         sim.scenario.send_error(code, text)
         await until(lambda: bot.broker.data_blocked, what=f"{code} seen")
+        bot.run()  # the fault is in place before the entry can fire
         await until(lambda: events(logs, "job.failed"), what="the refusal")
         await asyncio.sleep(0.3)
         await bot.stop()
