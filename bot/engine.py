@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import sqlite3
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -177,11 +178,11 @@ class Engine:
         )
         for rec, state in report.adopted:  # continue the walk of orders found working
             self._busy.add(rec.intent.group)
-            self._spawn(self._continue(rec.intent, state))
+            self._spawn(self._continue(rec.intent, state, self.executor.resume_step(rec.intent.order_ref)))
 
-    async def _continue(self, intent: Intent, state) -> None:
+    async def _continue(self, intent: Intent, state, step: int) -> None:
         try:
-            self._apply(intent, await self.executor.walk(intent, state, start_step=1))
+            self._apply(intent, await self.executor.walk(intent, state, start_step=step))
         finally:
             self._busy.discard(intent.group)
 
@@ -392,7 +393,7 @@ class Engine:
             self._apply(intent, outcome)
         finally:
             self._busy.discard(ref)
-        if outcome.status is IntentStatus.FILLED:
+        if outcome.state is not None and outcome.state.filled > 0:  # a condor opened, perhaps partly
             await self._rebalance_hedge()  # ALVH.md §4: after each condor entry
 
     async def _rebalance_hedge(self) -> None:
@@ -461,12 +462,21 @@ class Engine:
 
     # --- effects of finished orders (idempotent: reconcile may apply them again) -----------------
     def _apply(self, intent: Intent, outcome: Outcome) -> None:
-        if outcome.status is not IntentStatus.FILLED or outcome.state is None:
-            return
         state = outcome.state
+        if state is None:
+            return
+        if outcome.status is IntentStatus.FILLED and state.filled <= 0:  # a completed order without its quantity
+            state = replace(state, filled=intent.order.quantity, remaining=0)
+        if state.filled <= 0:
+            return
         now = self.clock.now()
         if intent.purpose == OPEN:
-            condor = _condor_from_intent(intent, state.filled, -(state.avg_price or 0), intent.created_at or now)
+            # FILLED, or ended (cancelled, rejected) with part filled: the lots held are a condor
+            # of the filled quantity (FAILURES.md 11), priced from their own executions
+            price = state.avg_price
+            if outcome.status is not IntentStatus.FILLED or not price:
+                price = _net_price(self.store.fills(intent.order_ref), state.filled)
+            condor = _condor_from_intent(intent, state.filled, -price, intent.created_at or now)
             if self.store.add_condor(condor, intent.order_ref):
                 self.log.info(
                     "condor.opened", condor_id=condor.condor_id, order_ref=intent.order_ref, expiry=str(condor.expiry),
@@ -474,7 +484,7 @@ class Engine:
                     call_long=str(condor.call_long), quantity=condor.quantity, credit=str(condor.credit),
                     max_loss=str(condor.max_loss),
                 )
-        elif intent.purpose in (CLOSE, FLATTEN):
+        elif intent.purpose in (CLOSE, FLATTEN) and outcome.status is IntentStatus.FILLED:
             self._close_record(intent.group, now, intent.reason or intent.purpose, state.avg_price or Decimal(0))
 
     def _close_record(self, condor_id: str, when: datetime, reason: str, close_price: Decimal) -> None:
@@ -496,11 +506,17 @@ class Engine:
         no effect; apply it now (effects are idempotent)."""
         open_ids = {c.condor_id for c in self.store.open_condors()}
         for rec in self.store.intents(purpose=OPEN):
-            if rec.status is IntentStatus.FILLED and not self.store.has_condor(rec.intent.order_ref):
+            if self.store.has_condor(rec.intent.order_ref):
+                continue
+            if rec.status is IntentStatus.FILLED:
                 fills = self.store.fills(rec.intent.order_ref)
                 price = _net_price(fills, rec.intent.order.quantity)
                 state = _filled_state(rec, price)
                 self._apply(rec.intent, Outcome(rec.intent.order_ref, IntentStatus.FILLED, state))
+            elif rec.status in (IntentStatus.CANCELLED, IntentStatus.REJECTED) and rec.filled > 0:
+                state = replace(_filled_state(rec, None), status=OrderStatus.CANCELLED, filled=rec.filled,
+                                remaining=rec.intent.order.quantity - rec.filled)
+                self._apply(rec.intent, Outcome(rec.intent.order_ref, rec.status, state))
         for purpose in (CLOSE, FLATTEN):
             for rec in self.store.intents(purpose=purpose):
                 if rec.status is IntentStatus.FILLED and rec.intent.group in open_ids:
@@ -638,6 +654,7 @@ def _net_price(fills: list[Fill], quantity: int) -> Decimal:
     return sum((f.price * f.quantity for f in fills), Decimal(0)) / max(1, quantity)
 
 
-def _filled_state(rec, price: Decimal) -> OrderState:
+def _filled_state(rec, price: Decimal | None) -> OrderState:
     q = rec.intent.order.quantity
-    return OrderState(rec.intent.order_ref, rec.broker_id or "", OrderStatus.FILLED, rec.limit or price, q, 0, price)
+    return OrderState(rec.intent.order_ref, rec.broker_id or "", OrderStatus.FILLED, rec.limit or price or Decimal(0),
+                      q, 0, price)

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from bot import guard
-from bot.broker.base import Broker, BrokerError, OrderRejected, TransientBrokerError
+from bot.broker.base import Broker, BrokerError, Degraded, OrderRejected, TransientBrokerError, UnknownState
 from bot.clock import Clock
 from bot.domain import BadQuote, ComboOrder, Intent, IntentStatus, OrderState, OrderStatus, ceil_tick, floor_tick
 from bot.store import Store
@@ -132,11 +132,54 @@ class Executor:
             self.log.error("order.refused", order_ref=intent.order_ref, purpose=intent.purpose, group=intent.group,
                            quantity=intent.order.quantity, reason=str(e))
             return Outcome(intent.order_ref, IntentStatus.REJECTED, None, f"refused: {e}")
+        except TransientBrokerError as e:
+            # FAILURES.md 9: the placement's fate is unknown. Connected, we can ask now (the
+            # order's own walk resolves it, nobody else would until a restart); disconnected,
+            # the resync after the reconnect decides (FAILURES.md 8). Never re-placed here.
+            if not self.broker.connected:
+                raise
+            found = None if isinstance(e, Degraded) else await self._locate(intent)  # Degraded: nothing left
+            if found is None:
+                note = f"not sent: {e}" if isinstance(e, Degraded) else \
+                    f"placement unknown ({e}) and not found at the broker"
+                self.store.set_intent_status(intent.order_ref, IntentStatus.ABANDONED, self.clock.now(), note=note)
+                self.log.warning("order.abandoned", order_ref=intent.order_ref, purpose=intent.purpose, reason=note)
+                return Outcome(intent.order_ref, IntentStatus.ABANDONED, None, note)
+            state = found
+            self.store.mark_sent(intent.order_ref, self.clock.now())
+            self.log.info("order.located", order_ref=intent.order_ref, status=state.status.value, error=str(e))
         self.log.info(
             "order.submitted", order_ref=intent.order_ref, purpose=intent.purpose, group=intent.group,
             quantity=intent.order.quantity, limit=str(limit), mid=str(pricing.mid), natural=str(pricing.natural),
         )
         return await self.walk(intent, state, start_step=1)
+
+    async def _locate(self, intent: Intent) -> OrderState | None:
+        """The order of an intent as the broker knows it (open or completed orders, else its
+        executions); None when proven absent from all three."""
+        state = await self.broker.order(intent.order_ref)
+        if state is not None:
+            return state
+        fills = await self.broker.fills([intent.order_ref])
+        if not fills:
+            return None
+        limit = self.store.intent(intent.order_ref).limit or Decimal(0)
+        return OrderState(intent.order_ref, "", OrderStatus.FILLED, limit, intent.order.quantity, 0, None)
+
+    def resume_step(self, order_ref: str) -> int:
+        """The step a walk adopted after a crash (or a lost connection) continues from: the one
+        after the step that set its stored limit (FAILURES.md 3). Starting over at step 1 would
+        move the limit back toward mid and walk the whole way again. The time the walk was
+        away does not count: nobody priced the order meanwhile."""
+        stored = self.store.get_control(_walk_key(order_ref))
+        return int(stored) + 1 if stored else 1
+
+    def _survivable(self, e: BrokerError) -> bool:
+        """A step that failed while the connection is up (IB link degraded by 1100, a request
+        that timed out) is retried at the next step: the order is still at the broker at its
+        last limit and this walk still owns it. A lost connection ends the walk; the resync
+        after the reconnect adopts the order (FAILURES.md 4, 8)."""
+        return self.broker.connected and isinstance(e, (TransientBrokerError, UnknownState))
 
     async def walk(self, intent: Intent, state: OrderState, start_step: int) -> Outcome:
         """Continue walking a live order (also used to adopt an order found after a crash)."""
@@ -145,28 +188,48 @@ class Executor:
             if state.status is OrderStatus.FILLED or state.status.done:
                 return await self.finish(intent, state)
             await self.clock.sleep(self.cfg.step_s)
-            fresh = await self.broker.order(intent.order_ref)
-            if fresh is not None:
-                state = fresh
-            if state.status.done:
-                continue
-            if step > self.cfg.max_steps:
-                await self.clock.sleep(max(0.0, self.cfg.final_wait_s - self.cfg.step_s))
-                return await self.cancel(intent, "walk timed out")
             try:
+                fresh = await self.broker.order(intent.order_ref)
+                if fresh is not None:
+                    state = fresh
+                if state.status.done:
+                    continue
+                if step > self.cfg.max_steps:
+                    break
                 pricing = await self.price(intent.order)
                 limit = self.step_price(pricing, step, intent.order)
                 if limit != state.limit:
                     state = await self._send(intent, limit, modify=True)
                     self.store.update_order(intent.order_ref, limit, state.filled, state.broker_id)
+                    self.store.set_control(_walk_key(intent.order_ref), str(step))  # where an adopted walk goes on
                     self.log.debug("order.modified", order_ref=intent.order_ref, limit=str(limit), step=step)
             except BadQuote as e:
                 self.log.warning("order.blocked", order_ref=intent.order_ref, reason=str(e))
             except Halted:
-                return await self.cancel(intent, "kill switch")
+                return await self._cancel_when_allowed(intent, "kill switch")
             except OrderRejected as e:
                 self.log.warning("order.modify_rejected", order_ref=intent.order_ref, reason=e.reason, code=e.code)
+            except (TransientBrokerError, UnknownState) as e:
+                if not self._survivable(e):
+                    raise
+                self.log.warning("order.step_failed", order_ref=intent.order_ref, step=step, error=str(e),
+                                 error_type=type(e).__name__)
             step += 1
+        await self.clock.sleep(max(0.0, self.cfg.final_wait_s - self.cfg.step_s))
+        return await self._cancel_when_allowed(intent, "walk timed out")
+
+    async def _cancel_when_allowed(self, intent: Intent, why: str) -> Outcome:
+        """Cancel, waiting a step at a time while the broker refuses order messages with the
+        connection up (DEGRADED, FAILURES.md 6): giving up would leave a working order with
+        no walk, which no resync adopts while the walk owns it."""
+        while True:
+            try:
+                return await self.cancel(intent, why)
+            except Degraded as e:
+                if not self.broker.connected:
+                    raise
+                self.log.warning("order.cancel_deferred", order_ref=intent.order_ref, reason=why, error=str(e))
+            await self.clock.sleep(self.cfg.step_s)
 
     async def cancel(self, intent: Intent, why: str) -> Outcome:
         try:
@@ -184,6 +247,7 @@ class Executor:
         now = self.clock.now()
         for fill in await self.broker.fills([intent.order_ref]):
             self.store.add_fill(fill)
+        self.store.delete_control(_walk_key(intent.order_ref))
         if state.status is OrderStatus.FILLED:
             self.store.set_intent_status(intent.order_ref, IntentStatus.FILLED, now, limit=state.limit, filled=state.filled)
             self.log.info(
@@ -192,13 +256,22 @@ class Executor:
             )
             return Outcome(intent.order_ref, IntentStatus.FILLED, state)
         if state.status is OrderStatus.REJECTED:
-            return self._rejected(intent, OrderRejected(intent.order_ref, state.reason or why))
+            return self._rejected(intent, OrderRejected(intent.order_ref, state.reason or why), state)
         note = why or state.reason or "cancelled"
         self.store.set_intent_status(intent.order_ref, IntentStatus.CANCELLED, now, note=note, filled=state.filled)
         self.log.info("order.cancelled", order_ref=intent.order_ref, purpose=intent.purpose, reason=note, filled=state.filled)
         return Outcome(intent.order_ref, IntentStatus.CANCELLED, state, note)
 
-    def _rejected(self, intent: Intent, e: OrderRejected) -> Outcome:
-        self.store.set_intent_status(intent.order_ref, IntentStatus.REJECTED, self.clock.now(), note=e.reason)
+    def _rejected(self, intent: Intent, e: OrderRejected, state: OrderState | None = None) -> Outcome:
+        """`state`: the order's last state when it ended rejected after part of it filled; its
+        fills are kept (booked by `finish`) and reported with the outcome."""
+        filled = state.filled if state is not None and state.filled > 0 else None
+        self.store.set_intent_status(intent.order_ref, IntentStatus.REJECTED, self.clock.now(), note=e.reason,
+                                     filled=filled)
         self.log.error("order.rejected", order_ref=intent.order_ref, purpose=intent.purpose, reason=e.reason, code=e.code)
-        return Outcome(intent.order_ref, IntentStatus.REJECTED, None, e.reason)
+        return Outcome(intent.order_ref, IntentStatus.REJECTED, state if filled else None, e.reason)
+
+
+def _walk_key(order_ref: str) -> str:
+    """Control-state key of the walk step that set an order's stored limit (while it works)."""
+    return f"walk_step:{order_ref}"

@@ -291,6 +291,10 @@ class Store:
         with self._write() as db:
             _upsert_control(db, key, value)
 
+    def delete_control(self, key: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM control WHERE key = ?", (key,))
+
     def halted(self) -> tuple[bool, str]:
         """(halted, reason). The flag outlives restarts; only `set_halted(False, ...)` clears it."""
         return self.get_control(_HALTED) == "1", self.get_control(_HALT_REASON) or ""

@@ -321,3 +321,87 @@ async def test_missing_quote_blocks_the_order(rig):
     assert [e["order_ref"] for e in events(logs, "order.blocked")] == [intent.order_ref]
     assert rig.exchange.order(intent.order_ref) is None
     assert not events(logs, "order.submitted")
+
+
+@pytest.fixture
+def debug_events():
+    """order.modified is a debug event: undo a filtering configuration another test
+    (setup_logging) may have left behind, and put it back afterwards."""
+    before = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**before)
+
+
+async def test_adopted_walk_resumes_after_the_step_that_set_its_limit(short_tmp, calendar, market, debug_events):
+    """FAILURES.md 3: a process dies mid-walk; the next one adopts the order and walks on from
+    the step after the one that set its stored limit (not from step 1, back toward mid)."""
+    from dataclasses import replace
+
+    rig = Rig(short_tmp, calendar, market)
+    rig.exchange.settings = replace(rig.exchange.settings, fill_fraction=2.0)  # never fills
+    await rig.broker.connect()
+    try:
+        intent = rig.intent(ComboOrder(rig.legs(), 1))
+        with capture_logs() as before:
+            task = asyncio.create_task(rig.executor.execute(intent))
+            for _ in range(4):
+                await rig.clock.advance(rig.cfg.step_s)
+            task.cancel()  # the process dies here
+            await asyncio.gather(task, return_exceptions=True)
+        made = [e["step"] for e in events(before, "order.modified")]
+        assert made and made[-1] >= 2
+        again = Executor(rig.broker, rig.store, rig.clock, rig.cfg, structlog.get_logger())
+        assert again.resume_step(intent.order_ref) == made[-1] + 1
+        state = await rig.broker.order(intent.order_ref)
+        with capture_logs() as after:
+            walk = asyncio.create_task(again.walk(intent, state, again.resume_step(intent.order_ref)))
+            for _ in range(2 * rig.cfg.max_steps):
+                if walk.done():
+                    break
+                await rig.clock.advance(rig.cfg.step_s)
+            outcome = await walk
+        steps = [e["step"] for e in events(after, "order.modified")]
+        assert steps and steps[0] > made[-1] and steps == sorted(steps)  # on from where it was
+        assert max(steps) <= rig.cfg.max_steps  # one walk's worth of steps in all
+        assert D(events(after, "order.modified")[0]["limit"]) > D(events(before, "order.modified")[-1]["limit"])
+        assert outcome.status is IntentStatus.CANCELLED and outcome.note == "walk timed out"
+        assert again.resume_step(intent.order_ref) == 1  # the finished order leaves no step behind
+    finally:
+        rig.close()
+
+
+class RefusingBroker(SimBroker):
+    """SimBroker whose IB link is down (1100) for the next `refusals` order messages."""
+
+    refusals = 0
+
+    async def modify(self, order_ref, limit):
+        from bot.broker.base import Degraded
+
+        if self.refusals:
+            self.refusals -= 1
+            raise Degraded("IB link degraded (1100)")
+        return await super().modify(order_ref, limit)
+
+
+async def test_a_step_refused_while_degraded_is_skipped_and_the_walk_goes_on(short_tmp, calendar, market,
+                                                                            debug_events):
+    """FAILURES.md 6: a modify refused while DEGRADED (connection up) does not end the walk: the
+    order keeps its limit, the next step tries again, and the walk ends in a fill."""
+    rig = Rig(short_tmp, calendar, market)
+    rig.broker = RefusingBroker(rig.exchange, rig.clock)
+    rig.executor = Executor(rig.broker, rig.store, rig.clock, rig.cfg, structlog.get_logger())
+    await rig.broker.connect()
+    try:
+        rig.broker.refusals = 2
+        intent = rig.intent(ComboOrder(rig.legs(), 1))
+        with capture_logs() as logs:
+            outcome = await rig.run(intent)
+        refused = events(logs, "order.step_failed")
+        assert [e["step"] for e in refused] == [1, 2] and {e["error_type"] for e in refused} == {"Degraded"}
+        assert [e["step"] for e in events(logs, "order.modified")][0] == 3
+        assert outcome.status is IntentStatus.FILLED
+        assert rig.store.positions() == {p.option.key: p.quantity for p in rig.exchange.positions()}
+    finally:
+        rig.close()

@@ -27,6 +27,11 @@ class TransientBrokerError(BrokerError):
     """Retry later (with backoff): not connected, pacing, timeout."""
 
 
+class Degraded(TransientBrokerError):
+    """Connected, but IB's own link is down (1100): no order, modify or cancel may leave until
+    it is restored. Waiting is the cure; the connection and the orders at IB are intact."""
+
+
 class OrderRejected(BrokerError):
     """The broker refused an order (margin, tick grid, permissions). Final for that order."""
 

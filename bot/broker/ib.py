@@ -30,6 +30,7 @@ from ib_async import IB, Contract, Future, TradeLogEntry
 from bot.broker import ib_mapping as m
 from bot.broker.base import (
     BrokerError,
+    Degraded,
     FatalBrokerError,
     OrderRejected,
     TransientBrokerError,
@@ -65,6 +66,11 @@ def _unconfirmed(trade) -> bool:
             continue
         return entry.errorCode not in (0, 202)
     return False
+
+
+def _unacknowledged(trade) -> bool:
+    """A placement ib_async keeps locally that IB never answered: not an order IB has seen."""
+    return trade.orderStatus.status in ("PendingSubmit", "ApiPending", "")
 
 
 def _transient(method):
@@ -285,7 +291,7 @@ class IBBroker:
         if not self.connected:
             raise TransientBrokerError("not connected")
         if self.degraded:
-            raise TransientBrokerError("IB link degraded (1100): no new orders until it is restored")
+            raise Degraded("IB link degraded (1100): no new orders until it is restored")
 
     # --- contracts & market data ------------------------------------------------------------------
     @_transient
@@ -307,7 +313,12 @@ class IBBroker:
             result = await asyncio.gather(*(qualify(m.option_contract(o)) for o in missing))
             for spec, qualified in zip(missing, result):
                 if isinstance(qualified, Contract) and qualified.conId:
-                    m.check_contract(spec, qualified)
+                    differs = m.contract_differences(spec, qualified)
+                    if differs:  # FAILURES.md 18: never quoted, never ordered (absent, like a 200)
+                        if self.log:
+                            self.log.error("contract.mismatch", asked=spec.key, differs=differs,
+                                           local_symbol=qualified.localSymbol)
+                        continue
                     self._contracts[spec.key] = qualified
                     self._conids[spec.key] = qualified.conId
         return {o.key: self._contracts[o.key] for o in options if o.key in self._contracts}
@@ -627,7 +638,7 @@ class IBBroker:
     @_transient
     async def order(self, order_ref: str) -> OrderState | None:
         trade = self._trade(order_ref)
-        if trade is None and not self.connected:  # ib_async forgot everything: unknown, not absent
+        if (trade is None or _unacknowledged(trade)) and not self.connected:  # unknown, not absent
             raise UnknownState(f"not connected: order {order_ref} unknown")
         if trade is None:
             async with self.throttle:
@@ -635,10 +646,10 @@ class IBBroker:
             trade = next((t for t in completed if t.order.orderRef == order_ref), None)
             if trade is not None and not trade.fills:  # its executions came before it: attach them
                 trade.fills = [f for f in self.ib.fills() if f.execution.permId == trade.order.permId]
-        elif _unconfirmed(trade) and self.connected:
+        elif (_unconfirmed(trade) or _unacknowledged(trade)) and self.connected:
             await self._confirm()
-        if trade is None:
-            return None
+        if trade is None or _unacknowledged(trade):
+            return None  # placed by this process but IB never confirmed it (FAILURES.md 9)
         return m.order_state(trade, self._legs.get(order_ref) or self._legs_of(trade))
 
     def _legs_of(self, trade) -> list[Leg] | None:

@@ -77,12 +77,24 @@ def option_spec(contract: Contract) -> OptionSpec | None:
                       multiplier)
 
 
+def contract_differences(spec: OptionSpec, qualified: Contract) -> dict[str, str]:
+    """FAILURES.md 18: what differs between the option asked for and the contract IB answered
+    (field -> what came), checked before the contract is ever quoted or ordered: SPX (AM,
+    monthly) and SPXW (PM, weekly) share a symbol, a strike and sometimes a date."""
+    got = option_spec(qualified)
+    if got is None:
+        return {"secType": qualified.secType}
+    fields = {"tradingClass": (got.trading_class, spec.trading_class),
+              "lastTradeDate": (got.expiry, spec.expiry), "multiplier": (got.multiplier, spec.multiplier),
+              "strike": (got.strike, spec.strike), "right": (got.right, spec.right)}
+    return {name: str(came) for name, (came, asked) in fields.items() if came != asked}
+
+
 def check_contract(spec: OptionSpec, qualified: Contract) -> None:
     """FAILURES.md 18: never order a contract whose class, expiry or multiplier differ."""
-    got = option_spec(qualified)
-    if got is None or got.trading_class != spec.trading_class or got.expiry != spec.expiry \
-            or got.multiplier != spec.multiplier or got.strike != spec.strike or got.right != spec.right:
-        raise ValueError(f"qualified contract {qualified} does not match {spec.key}")
+    differs = contract_differences(spec, qualified)
+    if differs:
+        raise ValueError(f"qualified contract {qualified} does not match {spec.key}: {differs}")
 
 
 def combo_order(legs: list[Leg], conids: list[int], quantity: int, limit: Decimal,
