@@ -1,4 +1,5 @@
-"""Shared fixtures: a config with its state in tmp, the real data folder when present."""
+"""Shared fixtures: a config with its state in tmp, the real data folder when present, else a
+synthetic history for the tests that must run anyway (`history_dir`)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ def make_config(tmp: Path, **overrides):
 @pytest.fixture
 def make_cfg(short_tmp):
     return lambda **o: make_config(short_tmp, **o)
+
+
+@pytest.fixture(scope="session")
+def history_dir(tmp_path_factory) -> Path:
+    """History files for the tests that replay history: the real ones when present, else a
+    synthetic history written once per session (tests/synthetic_history.py). Never skips."""
+    real = data_dir()
+    if real is not None:
+        return real
+    from synthetic_history import synthetic_history
+
+    return synthetic_history(tmp_path_factory.mktemp("history"))
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from bot import pricing
 from bot.calendar import TradingCalendar
 from bot.domain import Greeks, OptionSpec, Quote, Right
 from bot.sim.exchange import DIVIDEND_YIELD, YEAR_S, SimExchange
-from bot.sim.market import HistoryMarket, bridge_spx_vix, vvix_from_vix, vx_beta
+from bot.sim.market import DayPath, HistoryMarket, session_stamps
 
 _DAYS = pricing.DAYS_PER_YEAR
 
@@ -132,63 +132,13 @@ def vix_model(F, K, T, vvix, rate, is_call, greeks: bool = True) -> dict[str, np
 # --------------------------------------------------------------------------- one session's arrays
 
 
-@dataclass(eq=False)
-class DayArrays:
-    """One session's intraday path (the market's own bridged path) as arrays."""
-
-    session: date
-    times: list[datetime]
-    stamps: np.ndarray
-    spx: np.ndarray
-    vix: np.ndarray
-    vix9d: np.ndarray
-    vix3m: np.ndarray
-    vvix: np.ndarray
-    rate: float
-    vx_expiries: tuple[date, ...]
-    vx: np.ndarray  # (steps, len(vx_expiries))
-    step_s: float
-
-    @property
-    def open_ts(self) -> float:
-        return float(self.stamps[0])
-
-    @property
-    def close_ts(self) -> float:
-        return float(self.stamps[-1])
-
-    def step_of(self, ts: float) -> int:
-        """Index of the step whose state holds at ts (the market's `_locate`, inside the
-        session: the close state from the close on)."""
-        if ts >= self.close_ts:
-            return len(self.stamps) - 1
-        return max(0, int((ts - self.open_ts) // self.step_s))
-
-
-def day_arrays(market: HistoryMarket, d: date, open_close: tuple[float, float] | None = None) -> DayArrays:
-    """The market's intraday path of session d. With the session's (open, close) timestamps,
-    the path is built here by `HistoryMarket._generate`'s own steps (its seeded generator,
-    `bridge_spx_vix`, `_vx_curve`, the same elasticities) without the list of datetimes the
-    market keeps for its clock; tests/test_backtest_pricer.py checks the arrays are the
-    market's, bit for bit. Without it, the market's cached path."""
+def day_arrays(market: HistoryMarket, d: date, open_close: tuple[float, float] | None = None) -> DayPath:
+    """The market's intraday path of session d: with the session's (open, close) timestamps,
+    built afresh on them (`HistoryMarket.session_path`, no calendar lookup, no cache); without,
+    the market's cached path (`day_path`)."""
     if open_close is None:
-        p = market._day(d)  # noqa: SLF001 - the market's cached path, read-only
-        return DayArrays(d, p.times, p.stamps, p.spx, p.vix, p.vix9d, p.vix3m, p.vvix, p.rate, p.vx_expiries, p.vx,
-                         market._step_s)  # noqa: SLF001
-    open_ts, close_ts = open_close
-    step_s = market._step_s  # noqa: SLF001
-    n = int(math.ceil((close_ts - open_ts) / step_s))
-    stamps = np.array([open_ts + k * step_s for k in range(n)] + [close_ts])
-    row = market._history.row(d)  # noqa: SLF001
-    rng = np.random.default_rng([market._seed, d.toordinal()])  # noqa: SLF001
-    spx, vix = bridge_spx_vix(rng, n, row.spx, row.vix)
-    ratio = vix / row.vix[3]
-    expiries, settles = market._vx_curve(d, row)  # noqa: SLF001
-    days = np.array([(e - d).days for e in expiries], dtype=float)
-    vvix_close = row.vvix if math.isfinite(row.vvix) else float(vvix_from_vix(row.vix[3]))
-    return DayArrays(d, [], stamps, spx, vix, row.vix9d * ratio ** market.VIX9D_BETA,
-                     row.vix3m * ratio ** market.VIX3M_BETA, vvix_close * ratio ** market.VVIX_BETA, row.rate,
-                     expiries, np.asarray(settles) * ratio[:, None] ** vx_beta(days), step_s)
+        return market.day_path(d)
+    return market.session_path(d, session_stamps(open_close[0], open_close[1], market.step_s))
 
 
 # --------------------------------------------------------------------------- the pricer
@@ -204,7 +154,7 @@ class Pricer:
         self.market = market
         self.cal = calendar
         self.ex = exchange  # for listing rules and expiry times only (no account use)
-        self.day: DayArrays | None = None
+        self.day: DayPath | None = None
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
@@ -212,7 +162,7 @@ class Pricer:
         self._futures: dict[date, np.ndarray] = {}
 
     # -- session
-    def start_day(self, d: date) -> DayArrays:
+    def start_day(self, d: date) -> DayPath:
         oc = self.sessions.get(d) if self.sessions is not None else None
         self.day = day_arrays(self.market, d, oc)
         self._futures = {}
