@@ -128,7 +128,8 @@ class SimConfig(Section):
     seed: int = 7
     speed: float | Literal["max"] = 300.0
     start: date | None = None
-    commission_per_contract: float = Field(0.65, ge=0, le=10)
+    commission_per_contract: float = Field(0.65, ge=0, le=10)  # the flat schedule's rate
+    commissions: Literal["flat", "ib"] = "flat"  # bot/sim/commissions.py: flat, or IB's tiered schedule
     fill_fraction: float = Field(0.25, ge=0, le=1)
     step_minutes: int = Field(5, ge=1, le=60)
 

@@ -6,11 +6,9 @@ an in-memory SQLite database, with two changes:
 
 - quotes come from the shared `Pricer` (bit-for-bit the exchange's own numbers, computed once
   per instant for every variant instead of once per request);
-- commissions follow a `CommissionSchedule`. The default is IB's US options schedule
-  (Smart-routed, <= 10,000 contracts a month: $0.65 a contract at a premium of $0.10 or
-  more, $0.50 from $0.05 to $0.10, $0.25 below $0.05, at least $1.00 an order). `flat`
-  charges the exchange's `commission_per_contract` on every contract, as the daemon's
-  simulator does. Exchange, clearing and regulatory fees are not modelled.
+- commissions: the run's schedule (`bot.sim.commissions`: IB's by default, or `flat`), charged
+  by the exchange's own fill code, as the daemon's exchange charges them with the same
+  `sim.commissions`.
 
 `Walker` replays the daemon's order walk (bot.execution.Executor against SimExchange) on its
 own timeline: the combo is priced by `Executor.price` on the quotes of each walk step's instant
@@ -24,7 +22,7 @@ daemon's does and places nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -38,60 +36,17 @@ from bot.sim.market import HistoryMarket
 from bot.backtest.pricer import Pricer
 
 
-# --------------------------------------------------------------------------- commissions
-
-
-@dataclass(frozen=True)
-class CommissionSchedule:
-    """Per-contract commission by premium (per share), and a minimum per order."""
-
-    name: str
-    tiers: tuple[tuple[float, float], ...]  # (premium below, $ per contract), ascending; last = any
-    minimum_per_order: float = 0.0
-
-    def per_contract(self, premium: Decimal) -> Decimal:
-        p = abs(float(premium))
-        for below, rate in self.tiers:
-            if p < below:
-                return Decimal(str(rate))
-        return Decimal(str(self.tiers[-1][1]))
-
-    def order_commissions(self, legs: list[tuple[int, Decimal]]) -> list[Decimal]:
-        """Commission of each leg execution (signed quantity, price), the order minimum
-        added to the first leg."""
-        each = [self.per_contract(px) * abs(q) for q, px in legs]
-        short = Decimal(str(self.minimum_per_order)) - sum(each, Decimal(0))
-        if short > 0 and each:
-            each[0] += short
-        return each
-
-
-IB_TIERED = CommissionSchedule("ib", ((0.05, 0.25), (0.10, 0.50), (float("inf"), 0.65)), 1.00)
-
-
-def flat_schedule(rate: float) -> CommissionSchedule:
-    return CommissionSchedule("flat", ((float("inf"), rate),), 0.0)
-
-
-def schedule_by_name(name: str, flat_rate: float) -> CommissionSchedule:
-    if name == "ib":
-        return IB_TIERED
-    if name == "flat":
-        return flat_schedule(flat_rate)
-    raise ValueError(f"unknown commission schedule {name!r} (ib | flat)")
-
-
 # --------------------------------------------------------------------------- the exchange
 
 
 class BacktestExchange(SimExchange):
-    """`SimExchange` on ":memory:" with quotes from a shared `Pricer` and a commission schedule."""
+    """`SimExchange` on ":memory:" with quotes from a shared `Pricer` (commissions: the
+    settings' schedule, as the daemon's exchange charges them)."""
 
     def __init__(self, market: HistoryMarket, calendar: TradingCalendar, settings: ExchangeSettings,
-                 pricer: Pricer, schedule: CommissionSchedule):
-        super().__init__(market, calendar, replace(settings, commission_per_contract=0.0), ":memory:")
+                 pricer: Pricer):
+        super().__init__(market, calendar, settings, ":memory:")
         self.pricer = pricer
-        self.schedule = schedule
         self.walk_quotes: tuple[datetime, dict[str, Quote]] | None = None
 
     def price_options(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
@@ -101,20 +56,6 @@ class BacktestExchange(SimExchange):
         if walk is not None and walk[0] == t and all(o.key in walk[1] for o in options):
             return walk[1]
         return self.pricer.quotes(options, t)
-
-    def _try_fill(self, order_ref: str, t: datetime, quotes: dict[str, Quote] | None = None) -> None:
-        super()._try_fill(order_ref, t, quotes)
-        row = self.db.execute("SELECT status FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
-        if row is None or row[0] != "filled":
-            return
-        rows = self.db.execute("SELECT exec_id, qty, price, commission FROM executions WHERE order_ref=? "
-                               "ORDER BY exec_id", (order_ref,)).fetchall()
-        if not rows or any(Decimal(c) != 0 for *_, c in rows):
-            return  # booked already
-        fees = self.schedule.order_commissions([(q, Decimal(p)) for _, q, p, _ in rows])
-        for (exec_id, *_), fee in zip(rows, fees):
-            self.db.execute("UPDATE executions SET commission=? WHERE exec_id=?", (str(fee), exec_id))
-        self._set_meta("cash", str(Decimal(self._meta("cash")) - sum(fees, Decimal(0))))
 
 
 # --------------------------------------------------------------------------- the walk
@@ -250,7 +191,7 @@ class Account:
 
     @property
     def cash(self) -> Decimal:
-        return Decimal(self.ex._meta("cash"))  # noqa: SLF001
+        return self.ex.cash
 
     def execute(self, order: ComboOrder, ts: float, pricer: Pricer, close_ts: float) -> Execution | None:
         """The daemon's `Executor.execute` of this order decided at ts: the walk, then the fill

@@ -2,7 +2,7 @@
 
 Runs the daemon's `Engine` in-process exactly as `spx-bot run --speed max` wires it
 (SimClock "max", SimExchange on a temp SQLite file, Store, SimBroker) on a history window,
-then the backtest on the same window with the daemon's flat commissions, and lines up what
+then the backtest on the same window with the same commission schedule, and lines up what
 each did: condors (entry day, strikes, quantity, credit, how and when they closed) and hedge
 trades (day, kind, layer, contract, quantity).
 
@@ -82,7 +82,7 @@ async def _daemon(cfg: Config, data_dir: Path, start: date, days: int, tmp: Path
     t0 = ny_time(start, "09:00")
     until = t0 + timedelta(days=days)
     exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
-                                                       s.fill_fraction), s.state_path)
+                                                       s.fill_fraction, s.commissions), s.state_path)
     exchange.market = build_market("history", data_dir, cal, t0.date(), until.date() + timedelta(days=10), s.seed,
                                    s.step_minutes)
     clock = SimClock(t0, "max")
@@ -118,17 +118,18 @@ _KIND = {"buy": "bought", "sell": "sold", "roll": "rolled", "write": "written", 
          "monetize": "monetized"}
 
 
-def parity(cfg: Config, data_dir: Path, start: date, days: int, hedge: bool) -> ParityReport:
+def parity(cfg: Config, data_dir: Path, start: date, days: int, hedge: bool, commissions: str = "ib") -> ParityReport:
     """Run the daemon and the backtest (one variant: alvh when `hedge`, else unhedged) from
-    `start` for `days` calendar days of entries, and line up their trades."""
-    cfg = cfg.with_overrides(**{"hedge.enabled": hedge})
+    `start` for `days` calendar days of entries, both charging the `commissions` schedule
+    (the backtest's default, IB's), and line up their trades."""
+    cfg = cfg.with_overrides(**{"hedge.enabled": hedge, "sim.commissions": commissions})
     tmp = Path(tempfile.mkdtemp(prefix="parity", dir="/tmp"))
     try:
         d_condors, d_hedge, d_nl, end = asyncio.run(_daemon(cfg, data_dir, start, days, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     last = end.astimezone(NY).date()
-    inputs = RunInputs(cfg, start, last, data_dir, commissions="flat")
+    inputs = RunInputs(cfg, start, last, data_dir, commissions=commissions)
     world = World(inputs)
     until = ny_time(start, "09:00") + timedelta(days=days)
     names = ["alvh" if hedge else "unhedged"]

@@ -23,7 +23,7 @@ from bot.schedule import CronJob
 from bot.sim.exchange import ExchangeSettings, SimExchange
 from bot.sim.market import HISTORY_LOOKBACK_DAYS, HistoryMarket
 
-from bot.backtest.account import Account, BacktestExchange, Walker, schedule_by_name
+from bot.backtest.account import Account, BacktestExchange, Walker
 from bot.backtest.pricer import Pricer
 from bot.backtest.replay import (
     BuyHold,
@@ -156,13 +156,13 @@ class World:
         self.market = HistoryMarket(history, self.cal, cfg.sim.seed, cfg.sim.step_minutes)
         self.sessions = sessions
         s = cfg.sim
-        self.settings = ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract, s.fill_fraction)
+        self.settings = ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract, s.fill_fraction,
+                                         inputs.commissions)
         self.listing = SimExchange(self.market, self.cal, self.settings, ":memory:")
         self.session_times = SessionTimes(self.cal, sessions[0] - timedelta(days=10), inputs.end + timedelta(days=120))
         self.pricer = Pricer(self.market, self.cal, self.listing, self.session_times)
         self.schedule_of = lambda vxth: self._schedule(vxth)
         self.walker = Walker(cfg.execution, s.fill_fraction)
-        self.commissions = schedule_by_name(inputs.commissions, s.commission_per_contract)
         self.vxth_days = vxth_roll_days(self.cal, sessions[0], sessions[-1]) | {sessions[0]}
 
     def _schedule(self, vxth: bool) -> Schedule:
@@ -176,7 +176,7 @@ class World:
                         self.inputs.vxth.at if vxth else None, self.session_times)
 
     def account(self, name: str) -> Account:
-        ex = BacktestExchange(self.market, self.cal, self.settings, self.pricer, self.commissions)
+        ex = BacktestExchange(self.market, self.cal, self.settings, self.pricer)
         return Account(ex, self.walker, f"{name}-")
 
     def build(self, spec: VariantSpec):

@@ -59,6 +59,7 @@ from bot.domain import (
     Quote,
     Right,
 )
+from bot.sim.commissions import CommissionSchedule, schedule_by_name
 from bot.sim.market import MarketModel
 
 UTC = timezone.utc
@@ -102,8 +103,13 @@ class ExchangeReject(Exception):
 class ExchangeSettings:
     account: str = "DU0000001"
     starting_cash: float = 1_000_000.0
-    commission_per_contract: float = 0.65
+    commission_per_contract: float = 0.65  # the `flat` schedule's rate
     fill_fraction: float = 0.25
+    commissions: str = "flat"  # bot.sim.commissions.SCHEDULES
+
+    @property
+    def schedule(self) -> CommissionSchedule:
+        return schedule_by_name(self.commissions, self.commission_per_contract)
 
 
 def _dec(x: float) -> Decimal:
@@ -117,6 +123,7 @@ class SimExchange:
         self.market = market
         self.calendar = calendar
         self.settings = settings
+        self._schedule = settings.schedule
         path = Path(state_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
@@ -163,6 +170,11 @@ class SimExchange:
             self.db.close()
         except sqlite3.Error:
             pass
+
+    @property
+    def cash(self) -> Decimal:
+        """The account's cash balance now (premiums, commissions and settlements booked)."""
+        return Decimal(self._meta("cash"))
 
     @property
     def account_id(self) -> str:
@@ -510,11 +522,10 @@ class SimExchange:
         # takes the difference, so the legs add up to exactly the combo price
         rest = sum((leg.signed_ratio * px for leg, px in zip(legs[:-1], prices[:-1])), Decimal(0))
         prices[-1] = (combo_price - rest) / legs[-1].signed_ratio
-        commission_each = Decimal(str(self.settings.commission_per_contract))
+        quantities = [leg.signed_ratio * quantity for leg in legs]
+        commissions = self._schedule.order_commissions(list(zip(quantities, prices)))
         cash = Decimal(self._meta("cash"))
-        for leg, px in zip(legs, prices):
-            qty = leg.signed_ratio * quantity
-            commission = commission_each * abs(qty)
+        for leg, px, qty, commission in zip(legs, prices, quantities, commissions):
             exec_id = f"{self._counter('next_exec_id'):08d}.01"
             self.db.execute(
                 "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
