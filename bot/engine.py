@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -20,7 +19,6 @@ from bot.domain import (
     BadQuote,
     ChainRow,
     ComboOrder,
-    Condor,
     Fill,
     Intent,
     IntentStatus,
@@ -338,7 +336,8 @@ class Engine:
         snapshot = await self._chain_snapshot(expiry, now)
         decision = ic.decide_entry(snapshot, await self._book(), cfg, now)
         if isinstance(decision, ic.Skip):
-            self.log.info("condor.skipped", reason=decision.reason, spx=snapshot.spx, vix=snapshot.vix)
+            self.log.info("condor.skipped", reason=decision.reason, code=decision.code.value, spx=snapshot.spx,
+                          vix=snapshot.vix)
             return
         ref = self.store.next_order_ref("ic", now.astimezone(NY).date())
         intent = Intent(ref, OPEN, ref, decision.order, reason="scheduled entry", created_at=now)
@@ -358,19 +357,14 @@ class Engine:
         await self.hedge.evaluate(scheduled=True)
 
     async def _chain_snapshot(self, expiry: date, now: datetime) -> MarketSnapshot:
-        """Quotes for the strikes a condor could use: two bands, one below and one above spot,
-        from 0.4 to 1.6 expected moves (VIX scaled to the expiry) plus room for
-        the wings. Asking only for those keeps market-data requests (IB paces them) to a few
-        dozen instead of the whole chain."""
+        """Quotes for the strikes a condor could use (`iron_condor.strike_band`): asking only
+        for those keeps market-data requests (IB paces them) to a few dozen instead of the
+        whole chain."""
         spx = await self.broker.spot("SPX")
         vix = await self.broker.spot("VIX")
-        years = max((self.cal.spxw_expiry_time(expiry) - now).total_seconds() / (365 * 86400), 1 / 365)
-        move = spx * vix / 100 * math.sqrt(years)
-        c = self.cfg.condor
-        near, far = 0.4 * move, 1.6 * move + (c.wing_width if c.wing_delta is None else move) + 5
-        listed = await self.broker.strikes("SPX", "SPXW", expiry)
-        puts = [k for k in listed if spx - far <= float(k) <= spx - near]
-        calls = [k for k in listed if spx + near <= float(k) <= spx + far]
+        years = (self.cal.spxw_expiry_time(expiry) - now).total_seconds() / (365 * 86400)
+        near, far = ic.strike_band(spx, vix, years, self.cfg.condor)
+        puts, calls = ic.band_strikes(await self.broker.strikes("SPX", "SPXW", expiry), spx, near, far)
         options = ([OptionSpec("SPX", expiry, k, Right.PUT, "SPXW") for k in puts]
                    + [OptionSpec("SPX", expiry, k, Right.CALL, "SPXW") for k in calls])
         quotes = await self.broker.quotes(options)
@@ -422,7 +416,8 @@ class Engine:
         state = outcome.state
         now = self.clock.now()
         if intent.purpose == OPEN:
-            condor = _condor_from_intent(intent, state.filled, -(state.avg_price or 0), intent.created_at or now)
+            condor = ic.condor_from_order(intent.order_ref, intent.order, state.filled, state.avg_price,
+                                          intent.created_at or now)
             if self.store.add_condor(condor, intent.order_ref):
                 self.log.info(
                     "condor.opened", condor_id=condor.condor_id, order_ref=intent.order_ref, expiry=str(condor.expiry),
@@ -578,14 +573,6 @@ class Engine:
             self.hedge.resume()
         self.log.warning("killswitch.released")
         return {"halted": False}
-
-
-def _condor_from_intent(intent: Intent, quantity: int, credit: Decimal, opened_at: datetime) -> Condor:
-    by = {(leg.option.right, leg.action.value): leg.option for leg in intent.order.legs}
-    sp, lp = by[(Right.PUT, "SELL")], by[(Right.PUT, "BUY")]
-    sc, lc = by[(Right.CALL, "SELL")], by[(Right.CALL, "BUY")]
-    return Condor(intent.order_ref, sp.expiry, sp.strike, lp.strike, sc.strike, lc.strike, quantity, credit,
-                  opened_at, sp.trading_class)
 
 
 def _net_price(fills: list[Fill], quantity: int) -> Decimal:

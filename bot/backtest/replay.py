@@ -249,13 +249,9 @@ class Day:
             return snap
         spx, vix = inst.spx, inst.vix
         exp_ts = self.pricer.spx_expiry_ts(expiry)
-        years = max((exp_ts - inst.ts) / (365 * 86400), 1 / 365)
-        move = spx * vix / 100 * math.sqrt(years)
-        near, far = 0.4 * move, 1.6 * move + (cfg.wing_width if cfg.wing_delta is None else move) + 5
+        near, far = ic.strike_band(spx, vix, (exp_ts - inst.ts) / (365 * 86400), cfg)
         lo, hi = spx_listed_strikes(spx)
-        listed = range(lo, hi + 5, 5)
-        puts = [k for k in listed if spx - far <= k <= spx - near]
-        calls = [k for k in listed if spx + near <= k <= spx + far]
+        puts, calls = ic.band_strikes(range(lo, hi + 5, 5), spx, near, far)
         rows: list[ChainRow] = []
         if puts and calls:
             K = np.array(puts + calls, dtype=float)
@@ -474,24 +470,20 @@ class CondorTrader:
             return False
         expiry = ic.entry_expiry(day.spx_expiries(inst), day.d, cfg)
         if expiry is None:
-            self.skips["no expiry in the DTE window"] += 1
+            self.skips[ic.SkipCode.NO_EXPIRY.value] += 1
             return False
         snapshot = day.entry_snapshot(inst, expiry, cfg)
         decision = ic.decide_entry(snapshot, ic.Book(tuple(self.open), nl), cfg, inst.t)
         if isinstance(decision, ic.Skip):
-            self.skips[_skip_kind(decision.reason)] += 1
+            self.skips[decision.code.value] += 1
             return False
         order = decision.order
         done = self.account.execute(order, inst.ts, day.pricer, day.close_ts)
         if done is None:
-            self.skips["entry order not filled"] += 1
+            self.skips[ic.SkipCode.NOT_FILLED.value] += 1
             return False
-        by = {(leg.option.right, leg.action): leg.option for leg in order.legs}
-        sp, lp = by[(Right.PUT, Action.SELL)], by[(Right.PUT, Action.BUY)]
-        sc, lc = by[(Right.CALL, Action.SELL)], by[(Right.CALL, Action.BUY)]
         cid = done.state.order_ref
-        condor = Condor(cid, sp.expiry, sp.strike, lp.strike, sc.strike, lc.strike, done.state.filled,
-                        -(done.state.avg_price or Decimal(0)), inst.t, sp.trading_class)
+        condor = ic.condor_from_order(cid, order, done.state.filled, done.state.avg_price, inst.t)
         self.open.append(condor)
         self.last_opened = condor
         self._commissions[cid] = sum((f.commission for f in done.fills), Decimal(0))
@@ -517,10 +509,9 @@ class CondorTrader:
         today = day.d
         for n, c in enumerate(condors):
             debit = mid[:, 4 * n: 4 * n + 4].sum(axis=1)
-            credit = float(c.credit)
-            hit = (debit <= credit * (1 - self.cfg.take_profit) + TOL) | \
-                  (debit - credit >= credit * self.cfg.stop_loss_multiple - TOL)
-            if self.cfg.close_dte > 0 and (c.expiry - today).days <= self.cfg.close_dte:
+            take, stop = (float(x) for x in ic.exit_levels(c, self.cfg))
+            hit = (debit <= take + TOL) | (debit >= stop - TOL)
+            if ic.time_exit_due(c, today, self.cfg):
                 hit[:] = True
             self._candidates[c.condor_id] = {i for i, h in zip(idx, hit.tolist()) if h}
 
@@ -569,15 +560,6 @@ class CondorTrader:
                 if q is not None and q.greeks is not None:
                     total += leg.signed_ratio * q.greeks.vega * 100 * c.quantity
         return abs(total)
-
-
-def _skip_kind(reason: str) -> str:
-    for prefix in ("credit", "no risk budget", "market data stale", "no short strike", "wing strike"):
-        if reason.startswith(prefix):
-            return prefix
-    if "condors open" in reason:
-        return "max_open reached"
-    return reason
 
 
 # --------------------------------------------------------------------------- the hedge's signals
@@ -655,14 +637,7 @@ class HedgeBooks:
         self.specs[option.key] = option
         k = (layer, option.key)
         lot = self.lots.get(k)
-        old = lot.quantity if lot else 0
-        new = old + qty
-        if old == 0 or (old > 0) != (new > 0):
-            cost = price
-        elif abs(new) > abs(old):
-            cost = (lot.cost * abs(old) + price * abs(qty)) / abs(new)
-        else:
-            cost = lot.cost
+        new, cost = alvh.lot_after_fill(lot.quantity if lot else 0, lot.cost if lot else None, qty, price)
         if new:
             self.lots[k] = Lot(new, cost)
         else:
@@ -724,20 +699,10 @@ class AlvhHedge:
         self.actions: Counter = Counter()
         self.activations = 0
         self.log: list | None = None  # (time, kind, layer, legs, quantity) of every hedge trade
-        self._memory = timedelta(days=cfg.notional_memory_days)
 
     # -- inputs
     def notional(self, now: datetime) -> Decimal:
-        """`HedgeManager._condor_notional`."""
-        condors = list(self.condors.open)
-        if not condors:
-            last = self.condors.last_opened
-            if last is None or last.opened_at < now - self._memory:
-                return Decimal(0)
-            condors = [last]
-        if self.cfg.notional_basis == "max_loss":
-            return sum((c.max_loss for c in condors), Decimal(0))
-        return sum((c.put_short * 100 * c.quantity for c in condors), Decimal(0))
+        return alvh.condor_notional(self.condors.open, self.condors.last_opened, now, self.cfg)
 
     def _market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool) -> alvh.HedgeMarket:
         """`HedgeManager._market`: quotes of the held options and, to rebalance, the chain of
@@ -777,24 +742,13 @@ class AlvhHedge:
                 out["write"] = day.rows(inst, chain, keep)
         return alvh.HedgeMarket(day.d, inst.vix, out, quotes)
 
-    # -- HedgeManager.on_update / wants_evaluation / evaluate
-    def wants_evaluation(self, signals: alvh.Signals) -> bool:
-        """`HedgeManager.wants_evaluation`: a trigger (activation on/off, RSI crossing), a short
-        to buy back at VIX >= stop_vix, or a spike to monetize."""
-        if self.state.halted:
-            return False
-        if alvh.trigger(signals, self.state, self.cfg, scheduled=False) != "update":
-            return True
-        if self.has_shorts and signals.vix >= self.cfg.write.stop_vix:
-            return True
-        return signals.vix >= self.cfg.monetize.vix and len(self.state.monetized) < len(alvh.LAYERS)
-
+    # -- HedgeManager.on_update / evaluate
     def on_update(self, day: Day, inst: Instant, signals: alvh.Signals) -> None:
         """`HedgeManager.on_update` (the monitor's live VIX): evaluate when the value triggers
         something, and every SHORT_CHECK while written calls are open."""
         due = self.has_shorts and (self.last_short_check is None or
                                    inst.ts - self.last_short_check >= SHORT_CHECK.total_seconds())
-        if self.wants_evaluation(signals) or due:
+        if alvh.wants_evaluation(signals, self.state, self.has_shorts, self.cfg) or due:
             self.last_short_check = inst.ts
             self.evaluate(day, inst, signals, scheduled=False)
 
