@@ -104,32 +104,11 @@ class Schedule:
     vxth_time: time | None = None
     sessions: SessionTimes | None = None
 
-    def __post_init__(self):
-        self._weekdays = {}
-        for job in (self.entry, self.rebalance):
-            if job is not None:
-                # the weekdays of the job's cron day_of_week (a Monday..Sunday reference week)
-                monday = datetime(2024, 1, 1, tzinfo=NY)
-                self._weekdays[id(job)] = {
-                    i for i in range(7)
-                    if job._days.get_next_fire_time(None, monday + timedelta(days=i)) == monday + timedelta(days=i)}
-
     def fire(self, job: CronJob, d: date) -> datetime | None:
-        """`CronJob.next_fire` restricted to session d (tests check it against CronJob)."""
+        """`CronJob.fire_on` with the session's close from the run's session times."""
         if not self.cal.is_session(d):
             return None
-        if job.first_of_week:
-            if self.cal.next_session(d - timedelta(days=d.weekday()), include=True) != d:
-                return None
-        elif d.weekday() not in self._weekdays[id(job)]:
-            return None
-        t = datetime.combine(d, time(job.hour, job.minute), NY).astimezone(UTC)
-        close = self.open_close(d)[1]
-        if t >= close:
-            if job.before_close is None:
-                return None
-            t = close - job.before_close
-        return t
+        return job.fire_on(self.cal, d, self.open_close(d)[1])
 
     def open_close(self, d: date) -> tuple[datetime, datetime]:
         got = self.sessions.get(d) if self.sessions is not None else None
