@@ -836,7 +836,7 @@ class VxthHedge:
             return
         order1 = ComboOrder((Leg(row.option, Action.BUY),), 1)
         try:
-            end, _ = self.account.walker.walk(order1, inst.ts, day.pricer, self.account.ex, day.close_ts)
+            end, _ = self.account.walker.walk(order1, inst.ts, day.pricer, day.close_ts)
         except BadQuote:
             return
         if end is None or end[0] <= 0:

@@ -99,6 +99,35 @@ class ExchangeReject(Exception):
         self.reason = reason
 
 
+def combo_prices(legs: list[Leg], quotes: dict[str, Quote]) -> tuple[float, float, list[tuple[float, float]]]:
+    """(mid, natural, per-leg (mid, natural side)) per unit, as net debit. ExchangeReject 200
+    when a leg has no quote (unknown or expired contract)."""
+    mid = nat = 0.0
+    per_leg = []
+    for leg in legs:
+        q = quotes.get(leg.option.key)
+        if q is None:
+            raise ExchangeReject(NO_SECURITY, f"no quote for {leg.option.key}")
+        m = float(q.mid)
+        side = float(q.ask) if leg.action is Action.BUY else float(q.bid)
+        mid += leg.signed_ratio * m
+        nat += leg.signed_ratio * side
+        per_leg.append((m, side))
+    return mid, nat, per_leg
+
+
+def limit_fraction(limit: Decimal, mid: float, natural: float) -> float:
+    """How far a combo limit is from mid toward natural (0 at mid, 1 at natural)."""
+    span = natural - mid
+    return 1.0 if abs(span) < 1e-9 else (float(limit) - mid) / span
+
+
+def fills_at(limit: Decimal, mid: float, natural: float, fill_fraction: float) -> bool:
+    """The fill rule: a combo limit fills once it is `fill_fraction` of the way from mid to
+    natural (DESIGN-NOTES "Fill model")."""
+    return limit_fraction(limit, mid, natural) >= fill_fraction - 1e-9
+
+
 @dataclass(frozen=True)
 class ExchangeSettings:
     account: str = "DU0000001"
@@ -339,21 +368,6 @@ class SimExchange:
             out[o.key] = Quote(_dec(bid[i]), _dec(ask[i]), greeks, float(F[i]))
         return out
 
-    def _combo_prices(self, legs: list[Leg], quotes: dict[str, Quote]) -> tuple[float, float, list[tuple[float, float]]]:
-        """(mid, natural, per-leg (mid, natural side)) per unit, as net debit."""
-        mid = nat = 0.0
-        per_leg = []
-        for leg in legs:
-            q = quotes.get(leg.option.key)
-            if q is None:
-                raise ExchangeReject(NO_SECURITY, f"no quote for {leg.option.key}")
-            m = float(q.mid)
-            side = float(q.ask) if leg.action is Action.BUY else float(q.bid)
-            mid += leg.signed_ratio * m
-            nat += leg.signed_ratio * side
-            per_leg.append((m, side))
-        return mid, nat, per_leg
-
     # --- time --------------------------------------------------------------------------------
     def advance_to(self, t: datetime) -> None:
         """Settle what expired and try to fill working orders at time t."""
@@ -427,7 +441,7 @@ class SimExchange:
         with self._tx():
             self._set_meta("sim_time", max(t, self.sim_time or t).isoformat())
             quotes = self.price_options([leg.option for leg in legs], t)
-            self._combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
+            combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
             self._check_margin(legs, quantity, limit, quotes)
             if self.db.execute("SELECT 1 FROM orders WHERE order_ref=?", (order_ref,)).fetchone():
                 raise ExchangeReject(DUPLICATE_ORDER, f"an order with orderRef {order_ref} exists")
@@ -504,18 +518,16 @@ class SimExchange:
         if quotes is None:
             quotes = self.price_options([leg.option for leg in legs], t)
         try:
-            mid, nat, per_leg = self._combo_prices(legs, quotes)
+            mid, nat, per_leg = combo_prices(legs, quotes)
         except ExchangeReject:
             self.db.execute(
                 "UPDATE orders SET status='cancelled', reason='contract expired', updated=? WHERE order_ref=?",
                 (t.isoformat(), order_ref),
             )
             return
-        span = nat - mid
-        f = 1.0 if abs(span) < 1e-9 else (float(limit) - mid) / span
-        if f < self.settings.fill_fraction - 1e-9:
+        if not fills_at(limit, mid, nat, self.settings.fill_fraction):
             return
-        f = min(f, 1.0)
+        f = min(limit_fraction(limit, mid, nat), 1.0)
         combo_price = limit if f < 1.0 else _dec(nat)
         prices = [_dec(max(0.0, m + f * (side - m))) for m, side in per_leg]
         # cent rounding of each leg must not move the combo off its price: the last leg
