@@ -31,7 +31,7 @@ def world(history_dir):
     market = HistoryMarket(history, cal, 7)
     ex = SimExchange(market, cal, ExchangeSettings(), ":memory:")
     times = SessionTimes(cal, date(2004, 1, 1), date(2027, 6, 30))
-    return cal, market, ex, Pricer(market, cal, ex, times), times
+    return cal, market, ex, Pricer(market, cal, times), times
 
 
 def test_quotes_equal_the_exchange_bit_for_bit(world):
@@ -106,7 +106,8 @@ def test_job_times_equal_the_scheduler(world, job):
 
 
 def test_vix_strikes_and_day_paths_equal_the_exchange(world):
-    from bot.backtest.replay import Day, Schedule, vix_strikes
+    from bot.backtest.replay import Day, Schedule
+    from bot.sim.listing import vix_strikes
 
     cal, market, ex, pricer, times = world
     sched = Schedule(cal, 300, None, None, None, times)

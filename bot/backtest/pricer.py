@@ -29,15 +29,11 @@ import numpy as np
 from bot import pricing
 from bot.calendar import TradingCalendar
 from bot.domain import Greeks, OptionSpec, Quote, Right
-from bot.sim.exchange import DIVIDEND_YIELD, YEAR_S, SimExchange
+from bot.sim import listing
+from bot.sim.exchange import DIVIDEND_YIELD, YEAR_S, decimal_price
 from bot.sim.market import DayPath, HistoryMarket, session_stamps
 
 _DAYS = pricing.DAYS_PER_YEAR
-
-
-def _dec(x: float) -> Decimal:
-    """`bot.sim.exchange._dec`: a price as the exchange stores it (cents)."""
-    return Decimal(str(round(x, 2)))
 
 
 # --------------------------------------------------------------------------- the VIX-term ATM vol
@@ -149,11 +145,10 @@ class Pricer:
     per session. Quotes are keyed by (instant, option key); a missing key means the option
     is expired or was never listed (as the exchange leaves it out)."""
 
-    def __init__(self, market: HistoryMarket, calendar: TradingCalendar, exchange: SimExchange, sessions=None):
+    def __init__(self, market: HistoryMarket, calendar: TradingCalendar, sessions=None):
         self.sessions = sessions  # optional SessionTimes: open/close without pandas per date
         self.market = market
         self.cal = calendar
-        self.ex = exchange  # for listing rules and expiry times only (no account use)
         self.day: DayPath | None = None
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._spx_expiry_ts: dict[date, float | None] = {}
@@ -184,8 +179,8 @@ class Pricer:
     def vix_expiry_ts(self, expiry: date, trading_class: str) -> float | None:
         k = (expiry, trading_class)
         if k not in self._vix_expiry_ts:
-            ok = self.ex.is_vix_listed(expiry, trading_class)
-            self._vix_expiry_ts[k] = self.ex.vix_expiry_time(expiry).timestamp() if ok else None
+            ok = listing.is_vix_listed(self.cal, expiry, trading_class)
+            self._vix_expiry_ts[k] = self.cal.vix_expiry_time(expiry).timestamp() if ok else None
         return self._vix_expiry_ts[k]
 
     # -- state values at instants (vectors over instants)
@@ -342,14 +337,14 @@ class Pricer:
     @staticmethod
     def spx_quote(a: dict[str, np.ndarray], n) -> Quote:
         """The exchange's SPX `Quote` from `spx_arrays` output at index n."""
-        return Quote(_dec(a["bid"][n]), _dec(a["ask"][n]),
+        return Quote(decimal_price(a["bid"][n]), decimal_price(a["ask"][n]),
                      Greeks(float(a["delta"][n]), float(a["gamma"][n]), float(a["vega"][n]), float(a["theta"][n]),
                             float(a["iv"][n])), float(a["S"][n]))
 
     @staticmethod
     def vix_quote(a: dict[str, np.ndarray], n) -> Quote:
         """The exchange's VIX `Quote` from `vix_arrays` output at index n."""
-        return Quote(_dec(a["bid"][n]), _dec(a["ask"][n]),
+        return Quote(decimal_price(a["bid"][n]), decimal_price(a["ask"][n]),
                      Greeks(float(a["delta"][n]), float(a["gamma"][n]), float(a["vega"][n]), float(a["theta"][n]),
                             float(a["vol"][n])), float(a["F"][n]))
 
@@ -394,14 +389,9 @@ class StepQuotes:
         got = self._built.get(k)
         if got is None:
             b, a = self.bid[k], self.ask[k]
-            got = {key: Quote(_dec(b[j]), _dec(a[j])) for j, key in enumerate(self.keys) if not math.isnan(b[j])}
+            got = {key: Quote(decimal_price(b[j]), decimal_price(a[j])) for j, key in enumerate(self.keys) if not math.isnan(b[j])}
             self._built[k] = got
         return got
-
-
-def spx_listed_strikes(spot: float) -> tuple[int, int]:
-    """`SimExchange.strikes`: every 5 points within +/-20 % of spot, as (lowest, highest)."""
-    return int(spot * 0.8 // 5 * 5), int(spot * 1.2 // 5 * 5)
 
 
 def after(t: datetime, seconds: float) -> datetime:

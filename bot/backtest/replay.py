@@ -45,14 +45,14 @@ from bot.calendar import NY, UTC, TradingCalendar
 from bot.config import CondorConfig, Config, HedgeConfig
 from bot.hedging import SHORT_CHECK
 from bot.domain import Action, BadQuote, ChainRow, ComboOrder, Condor, Leg, MarketSnapshot, OptionSpec, Quote, Right
-from bot.sim.exchange import _VIX_STRIKE_GRID, VIX_STRIKE_MAX, VIX_STRIKE_MIN
+from bot.sim import listing
 from bot.indicators import VixSignals
 from bot.schedule import CronJob
 from strategies import alvh
 from strategies import iron_condor as ic
 
 from bot.backtest.account import Account
-from bot.backtest.pricer import Pricer, _dec, spx_listed_strikes
+from bot.backtest.pricer import Pricer, decimal_price
 
 TOL = 1e-6  # float pre-screen tolerance (in option price points); the pure code decides
 WARMUP_SESSIONS = 300  # VIX daily closes the hedge's indicators warm up on (as bot/hedging.py)
@@ -216,7 +216,7 @@ class Day:
 
     # -- SPX
     def spx_expiries(self, inst: Instant) -> list[date]:
-        """`SimExchange.expiries`: every session within 70 days whose close is after t."""
+        """`listing.spx_expiries`: the candidate sessions whose close is after t."""
         return [s for s, ts in self._spx_sessions if ts > inst.ts]
 
     def entry_snapshot(self, inst: Instant, expiry: date, cfg: CondorConfig) -> MarketSnapshot:
@@ -229,8 +229,8 @@ class Day:
         spx, vix = inst.spx, inst.vix
         exp_ts = self.pricer.spx_expiry_ts(expiry)
         near, far = ic.strike_band(spx, vix, (exp_ts - inst.ts) / (365 * 86400), cfg)
-        lo, hi = spx_listed_strikes(spx)
-        puts, calls = ic.band_strikes(range(lo, hi + 5, 5), spx, near, far)
+        lo, hi = listing.spx_strike_range(spx)
+        puts, calls = ic.band_strikes(range(lo, hi + listing.SPX_STRIKE_STEP, listing.SPX_STRIKE_STEP), spx, near, far)
         rows: list[ChainRow] = []
         if puts and calls:
             K = np.array(puts + calls, dtype=float)
@@ -293,7 +293,7 @@ class Day:
     def vix_expiries(self, inst: Instant) -> list[tuple[date, str]]:
         got = self._vix_expiries.get(inst.ts)
         if got is None:
-            got = self.pricer.ex.vix_expiries(inst.t)
+            got = listing.vix_expiries(self.cal, inst.t)
             self._vix_expiries[inst.ts] = got
         return got
 
@@ -304,7 +304,7 @@ class Day:
             parts = []
             for e, tc in todo:
                 exp_ts = self.pricer.vix_expiry_ts(e, tc)
-                strikes = vix_strikes(self.pricer.vix_future(e, inst.ts)) if exp_ts is not None and exp_ts > inst.ts \
+                strikes = listing.vix_strikes(self.pricer.vix_future(e, inst.ts)) if exp_ts is not None and exp_ts > inst.ts \
                     else []
                 parts.append((e, tc, exp_ts, strikes))
             n = sum(len(p[3]) for p in parts)
@@ -352,7 +352,7 @@ class Day:
             if q is None:
                 p = self._paths[key]
                 b = p["bid"][i]
-                q = False if math.isnan(b) else Quote(_dec(b), _dec(p["ask"][i]))
+                q = False if math.isnan(b) else Quote(decimal_price(b), decimal_price(p["ask"][i]))
                 cache[(key, i)] = q
             if q:
                 out[key] = q
@@ -390,14 +390,6 @@ class Day:
             self._paths[o.key] = {"bid": bid[:, j], "ask": ask[:, j]}
 
 
-def vix_strikes(future: float) -> list[Decimal]:
-    """`SimExchange.vix_strikes` from the expiry's future: the listed grid within
-    [max(5, F/2), min(150, max(3F, F/2 + 10))] (tests check it against the exchange)."""
-    lo = max(VIX_STRIKE_MIN, 0.5 * future)
-    hi = min(VIX_STRIKE_MAX, max(3.0 * future, lo + 10.0))
-    return [k for k in _VIX_STRIKE_GRID if lo <= float(k) <= hi]
-
-
 _SPX_SESSIONS: dict = {}
 
 
@@ -405,7 +397,7 @@ def _spx_sessions(cal: TradingCalendar, pricer: Pricer, d: date) -> list[tuple[d
     """(session, close ts) of the sessions `SimExchange.expiries` looks at from day d."""
     got = _SPX_SESSIONS.get((id(cal), d))
     if got is None:
-        got = [(s, pricer.spx_expiry_ts(s)) for s in cal.sessions_between(d - timedelta(days=1), d + timedelta(days=70))]
+        got = [(s, pricer.spx_expiry_ts(s)) for s in listing.spx_expiry_candidates(cal, d)]
         if len(_SPX_SESSIONS) > 4:
             _SPX_SESSIONS.clear()
         _SPX_SESSIONS[(id(cal), d)] = got

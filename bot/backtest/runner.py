@@ -20,7 +20,7 @@ from bot.calendar import NY, TradingCalendar, ny_time
 from bot.config import Config, HedgeConfig
 from bot.data import DataError, load_history
 from bot.schedule import CronJob
-from bot.sim.exchange import ExchangeSettings, SimExchange
+from bot.sim.exchange import ExchangeSettings
 from bot.sim.market import HISTORY_LOOKBACK_DAYS, HistoryMarket
 
 from bot.backtest.account import Account, BacktestExchange, Walker
@@ -158,9 +158,8 @@ class World:
         s = cfg.sim
         self.settings = ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract, s.fill_fraction,
                                          inputs.commissions)
-        self.listing = SimExchange(self.market, self.cal, self.settings, ":memory:")
         self.session_times = SessionTimes(self.cal, sessions[0] - timedelta(days=10), inputs.end + timedelta(days=120))
-        self.pricer = Pricer(self.market, self.cal, self.listing, self.session_times)
+        self.pricer = Pricer(self.market, self.cal, self.session_times)
         self.schedule_of = lambda vxth: self._schedule(vxth)
         self.walker = Walker(cfg.execution, s.fill_fraction)
         self.vxth_days = vxth_roll_days(self.cal, sessions[0], sessions[-1]) | {sessions[0]}

@@ -59,16 +59,12 @@ from bot.domain import (
     Quote,
     Right,
 )
+from bot.sim import listing
 from bot.sim.commissions import CommissionSchedule, schedule_by_name
 from bot.sim.market import MarketModel
 
 UTC = timezone.utc
 YEAR_S = 365.0 * 24 * 3600
-VIX_MONTHLIES_LISTED = 9  # monthly VIX expiries listed ahead
-VIXW_WEEKS_LISTED = 6  # weeks ahead with a VIXW weekly
-# VIX strike grid: (from, to, step); listed within [max(5, F/2), min(150, max(3F, F/2 + 10))]
-VIX_STRIKE_STEPS = ((1, 20, "0.5"), (20, 50, "1"), (50, 80, "2.5"), (80, 150, "5"))
-VIX_STRIKE_MIN, VIX_STRIKE_MAX = 5.0, 150.0
 DIVIDEND_YIELD = 0.013
 REJECT_TICK = 110
 REJECT_ORDER = 201
@@ -141,7 +137,8 @@ class ExchangeSettings:
         return schedule_by_name(self.commissions, self.commission_per_contract)
 
 
-def _dec(x: float) -> Decimal:
+def decimal_price(x: float) -> Decimal:
+    """A model price as the exchange quotes and stores it: cents."""
     return Decimal(str(round(x, 2)))
 
 
@@ -246,20 +243,16 @@ class SimExchange:
         out = {}
         for i, o in enumerate(live):
             greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(iv[i]))
-            out[o.key] = Quote(_dec(bid[i]), _dec(ask[i]), greeks, S)
+            out[o.key] = Quote(decimal_price(bid[i]), decimal_price(ask[i]), greeks, S)
         return out
 
     def strikes(self, expiry: date, t: datetime) -> list[Decimal]:
-        """Listed SPXW strikes: every 5 points within +/-20% of spot (a model of the listing)."""
-        s = self.market.state_at(t).spx
-        lo, hi = int(s * 0.8 // 5 * 5), int(s * 1.2 // 5 * 5)
-        return [Decimal(k) for k in range(lo, hi + 5, 5)]
+        """Listed SPXW strikes (`listing.spx_strikes` of spot)."""
+        return listing.spx_strikes(self.market.state_at(t).spx)
 
-    def expiries(self, t: datetime, horizon_days: int = 70) -> list[date]:
-        """SPXW lists an expiry every session (daily expiries)."""
-        today = t.astimezone(UTC).date()
-        days = self.calendar.sessions_between(today - timedelta(days=1), today + timedelta(days=horizon_days))
-        return [d for d in days if self.calendar.spxw_expiry_time(d) > t]
+    def expiries(self, t: datetime, horizon_days: int = listing.SPX_HORIZON_DAYS) -> list[date]:
+        """SPXW lists an expiry every session (`listing.spx_expiries`)."""
+        return listing.spx_expiries(self.calendar, t, horizon_days)
 
     # --- VIX options and futures -----------------------------------------------------------
     def vix_expiry_time(self, expiry: date) -> datetime:
@@ -270,54 +263,13 @@ class SimExchange:
         """The last trading day of a VIX option: the session before its expiry date."""
         return self.calendar.previous_session(expiry)
 
-    def _monthly_vix(self, year: int, month: int) -> date | None:
-        """The monthly VIX expiry of a contract month, None past the calendar's range."""
-        ny, nm = (year + 1, 1) if month == 12 else (year, month + 1)
-        if date(ny, nm, 21) > self.calendar.last:
-            return None
-        return self.calendar.vix_monthly_expiry(year, month)
-
-    def _weekly_vix(self, wednesday: date) -> date | None:
-        """The VIXW expiry of a Wednesday's week: the Wednesday, or the session before it when
-        it is a holiday; None in a monthly-expiry week (the monthly is that week's expiry)."""
-        monthly = self._monthly_vix(wednesday.year, wednesday.month)
-        if monthly is None or (wednesday - timedelta(days=2)) <= monthly <= wednesday:
-            return None
-        cal = self.calendar
-        return wednesday if cal.is_session(wednesday) else cal.previous_session(wednesday)
-
     def is_vix_listed(self, expiry: date, trading_class: str) -> bool:
-        """Whether (expiry, class) follows the VIX listing rules (monthly "VIX", weekly "VIXW")."""
-        if not self.calendar.is_session(expiry):
-            return False
-        if trading_class == "VIX":
-            return self._monthly_vix(expiry.year, expiry.month) == expiry
-        if trading_class == "VIXW":
-            wednesday = expiry + timedelta(days=(2 - expiry.weekday()) % 7)
-            return self._weekly_vix(wednesday) == expiry
-        return False
+        """Whether (expiry, class) follows the VIX listing rules (`listing.is_vix_listed`)."""
+        return listing.is_vix_listed(self.calendar, expiry, trading_class)
 
     def vix_expiries(self, t: datetime) -> list[tuple[date, str]]:
-        """Listed VIX option expiries whose SOQ is after t, by date: the next
-        `VIX_MONTHLIES_LISTED` monthlies (class "VIX") and a weekly (class "VIXW") for every
-        week of the next `VIXW_WEEKS_LISTED` that has no monthly expiry."""
-        today = t.astimezone(NY).date()
-        out: list[tuple[date, str]] = []
-        y, m = today.year, today.month
-        while sum(1 for _, c in out if c == "VIX") < VIX_MONTHLIES_LISTED:
-            expiry = self._monthly_vix(y, m)
-            if expiry is None:
-                break
-            if self.vix_expiry_time(expiry) > t:
-                out.append((expiry, "VIX"))
-            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-        wednesday = today + timedelta(days=2 - today.weekday())  # this week's (may be past)
-        while wednesday <= today + timedelta(days=7 * VIXW_WEEKS_LISTED):
-            expiry = self._weekly_vix(wednesday)
-            if expiry is not None and self.vix_expiry_time(expiry) > t:
-                out.append((expiry, "VIXW"))
-            wednesday += timedelta(days=7)
-        return sorted(out)
+        """Listed VIX option expiries whose SOQ is after t, by date (`listing.vix_expiries`)."""
+        return listing.vix_expiries(self.calendar, t)
 
     def futures(self, t: datetime) -> list[tuple[date, float]]:
         """The monthly VIX futures curve at t: (expiry, price), nearest first."""
@@ -340,10 +292,7 @@ class SimExchange:
     def vix_strikes(self, expiry: date, t: datetime) -> list[Decimal]:
         """Listed VIX strikes for an expiry: the grid (0.5 steps up to 20, 1 to 50, 2.5 to 80,
         5 to 150) within [max(5, F/2), min(150, max(3F, F/2 + 10))] of the expiry's future F."""
-        f = self.vix_future(expiry, t)
-        lo = max(VIX_STRIKE_MIN, 0.5 * f)
-        hi = min(VIX_STRIKE_MAX, max(3.0 * f, lo + 10.0))
-        return [k for k in _VIX_STRIKE_GRID if lo <= float(k) <= hi]
+        return listing.vix_strikes(self.vix_future(expiry, t))
 
     def _vix_years_to_expiry(self, opt: OptionSpec, t: datetime) -> float:
         if not self.is_vix_listed(opt.expiry, opt.trading_class):
@@ -365,7 +314,7 @@ class SimExchange:
         out = {}
         for i, o in enumerate(live):
             greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(vol[i]))
-            out[o.key] = Quote(_dec(bid[i]), _dec(ask[i]), greeks, float(F[i]))
+            out[o.key] = Quote(decimal_price(bid[i]), decimal_price(ask[i]), greeks, float(F[i]))
         return out
 
     # --- time --------------------------------------------------------------------------------
@@ -391,7 +340,7 @@ class SimExchange:
                 continue
             if not self.calendar.is_session(opt.expiry) or self.calendar.spxw_expiry_time(opt.expiry) <= t:
                 value = self.market.settlement(opt.expiry) if self.calendar.is_session(opt.expiry) else 0.0
-                intrinsic = _dec(opt.intrinsic(value))
+                intrinsic = decimal_price(opt.intrinsic(value))
                 cash = Decimal(self._meta("cash")) + intrinsic * opt.multiplier * qty
                 self._set_meta("cash", str(cash))
                 when = self.calendar.spxw_expiry_time(opt.expiry) if self.calendar.is_session(opt.expiry) else t
@@ -412,7 +361,7 @@ class SimExchange:
             value = self.market.state_at(when).vix
         else:
             when, value = t, 0.0
-        intrinsic = _dec(opt.intrinsic(value)) if listed else Decimal("0.00")
+        intrinsic = decimal_price(opt.intrinsic(value)) if listed else Decimal("0.00")
         cash = Decimal(self._meta("cash")) + intrinsic * opt.multiplier * qty
         self._set_meta("cash", str(cash))
         self.db.execute(
@@ -528,8 +477,8 @@ class SimExchange:
         if not fills_at(limit, mid, nat, self.settings.fill_fraction):
             return
         f = min(limit_fraction(limit, mid, nat), 1.0)
-        combo_price = limit if f < 1.0 else _dec(nat)
-        prices = [_dec(max(0.0, m + f * (side - m))) for m, side in per_leg]
+        combo_price = limit if f < 1.0 else decimal_price(nat)
+        prices = [decimal_price(max(0.0, m + f * (side - m))) for m, side in per_leg]
         # cent rounding of each leg must not move the combo off its price: the last leg
         # takes the difference, so the legs add up to exactly the combo price
         rest = sum((leg.signed_ratio * px for leg, px in zip(legs[:-1], prices[:-1])), Decimal(0))
@@ -634,7 +583,7 @@ class SimExchange:
             value += mark * p.option.multiplier * p.quantity
         worst = _worst_payoff({p.option.key: p.quantity for p in positions})
         acct = self.account_id
-        return AccountSummary(acct, acct.startswith("D"), cash, cash + value, _dec(max(0.0, -worst)))
+        return AccountSummary(acct, acct.startswith("D"), cash, cash + value, decimal_price(max(0.0, -worst)))
 
 
 def _worst_expiry_payoff(book: dict[str, int]) -> float:
@@ -656,20 +605,6 @@ def _worst_expiry_payoff(book: dict[str, int]) -> float:
             worst = min(worst, payoff)
         total += min(0.0, worst)
     return total
-
-
-def _vix_strike_grid() -> tuple[Decimal, ...]:
-    out: list[Decimal] = []
-    for lo, hi, step in VIX_STRIKE_STEPS:
-        k, inc = Decimal(lo), Decimal(step)
-        while k < hi:
-            out.append(Decimal(int(k)) if k == k.to_integral_value() else k)
-            k += inc
-    out.append(Decimal(VIX_STRIKE_STEPS[-1][1]))
-    return tuple(out)
-
-
-_VIX_STRIKE_GRID = _vix_strike_grid()
 
 
 def vix_option_model(F, K, T, vvix, rate, is_call):
