@@ -1,17 +1,12 @@
 """Model quotes for the backtest, batched: the numbers of `SimExchange.price_options`, faster.
 
-The daemon asks the simulated exchange for quotes one request at a time; each request runs a
-dozen numpy calls and builds a `Quote` per option. The backtest needs the same numbers for
-whole intraday paths (every monitor instant of a day, for every leg held) and for chains, so
-this module evaluates the exchange's own pricing functions (`bot.pricing`: `spx_smile`,
-`bs_price`, `bs_greeks`, `quote_spread`; `bot.sim.exchange.vix_option_model`,
-`pricing.vix_quote_spread`) on arrays spanning many (option, instant) pairs at once.
-
-Two pieces of the exchange's code take scalars and are re-expressed here element-wise with
-the same floating-point operations, so the results are bit-for-bit the exchange's:
-
-- `pricing.spx_atm_vol` (scalar VIX levels) -> `atm_vol`;
-- `SimExchange.vix_future` (interpolation on one curve) -> `_vix_futures`.
+The daemon asks the simulated exchange for quotes one request at a time and builds a `Quote`
+per option. The backtest needs the same numbers for whole intraday paths (every monitor
+instant of a day, for every leg held) and for chains, so it calls the exchange's own
+vectorized models (`pricing.spx_option_model`, `pricing.vix_option_model`, the future of an
+expiry by `pricing.curve_at`) once on arrays spanning many (option, instant) pairs, on the
+market's own day path (`HistoryMarket.session_path`), and builds `Quote`s only for the rows it
+hands to the strategy code (`exchange.option_quote`).
 
 `tests/test_backtest_pricer.py` checks that every bid, ask and greek produced here equals
 `SimExchange.price_options` on random days, instants, strikes and expiries.
@@ -21,109 +16,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 
 import numpy as np
 
 from bot import pricing
 from bot.calendar import TradingCalendar
-from bot.domain import Greeks, OptionSpec, Quote, Right
+from bot.domain import OptionSpec, Quote, Right
 from bot.sim import listing
-from bot.sim.exchange import DIVIDEND_YIELD, YEAR_S, decimal_price
+from bot.sim.exchange import YEAR_S, decimal_price, option_quote
 from bot.sim.market import DayPath, HistoryMarket, session_stamps
-
-_DAYS = pricing.DAYS_PER_YEAR
-
-
-# --------------------------------------------------------------------------- the VIX-term ATM vol
-
-
-def atm_vol(T, vix, vix9d, vix3m, atm_ratio: float = pricing.ATM_TO_VIX) -> np.ndarray:
-    """`pricing.spx_atm_vol` element by element: every argument an array of one shape.
-
-    The knots (9, 30, 91 days) present for an element are those whose level is finite; VIX is
-    always present. Total variance is interpolated linearly between the knots as `np.interp`
-    does it (slope * (x - x_j) + y_j, the knot value itself at a knot), flat outside.
-    """
-    T, vix, v9, v3 = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (T, vix, vix9d, vix3m)))
-    out = np.empty(T.shape)
-    has9, has3 = np.isfinite(v9), np.isfinite(v3)
-    for p9 in (False, True):
-        for p3 in (False, True):
-            sel = (has9 == p9) & (has3 == p3)
-            if not sel.any():
-                continue
-            levels = ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else [])
-            days = ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else [])
-            t_k = [d / _DAYS for d in days]
-            v_k = [lv / 100.0 for lv in levels]
-            w_k = [v * v * t for v, t in zip(v_k, t_k)]
-            x = T[sel]
-            vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
-            if len(t_k) > 1:
-                inside = (x > t_k[0]) & (x < t_k[-1])
-                if inside.any():
-                    xi = x[inside]
-                    interp = np.empty(xi.shape)
-                    for j in range(len(t_k) - 1):
-                        seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
-                        if not seg.any():
-                            continue
-                        y0, y1 = w_k[j][inside][seg], w_k[j + 1][inside][seg]
-                        slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
-                        xs = xi[seg]
-                        interp[seg] = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
-                    vi = np.sqrt(interp / xi)
-                    vol = vol.copy()
-                    vol[inside] = vi
-            out[sel] = vol * atm_ratio
-    return out
-
-
-# --------------------------------------------------------------------------- Black-Scholes, fused
-
-
-def bs_fused(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
-    """`pricing.bs_price` and, with `greeks`, `pricing.bs_greeks` in one pass: the same
-    operations in the same order (so the same bits), with one `norm_cdf` call over the stacked
-    arguments (d1, d2, -d1, -d2) instead of ten calls, and one `_d1_d2` instead of two."""
-    S, K, T, sigma, r, q, call = pricing._inputs(S, K, T, sigma, r, q, is_call)  # noqa: SLF001
-    d1, d2, live, Tp, sd = pricing._d1_d2(S, K, T, sigma, r, q)  # noqa: SLF001
-    n = d1.size
-    cdf = pricing.norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
-    n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
-    dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
-    call_px = S * dq * n_d1 - K * dr * n_d2
-    put_px = K * dr * n_md2 - S * dq * n_md1
-    fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
-    price = np.where(live, np.where(call, call_px, put_px), fwd_intrinsic)
-    out = {"mid": np.maximum(price, 0.0)}
-    if not greeks:
-        return out
-    pdf = pricing.norm_pdf(d1)
-    sqrt_t = np.where(live, np.sqrt(Tp), 1.0)
-    delta = np.where(call, dq * n_d1, -dq * n_md1)
-    gamma = dq * pdf / (np.where(live, S, 1.0) * sd)
-    vega = S * dq * pdf * sqrt_t / 100.0
-    decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
-    theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
-    theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
-    theta = np.where(call, theta_call, theta_put) / pricing.DAYS_PER_YEAR
-    dead_delta = np.where(call, np.where(S > K, 1.0, 0.0), np.where(S < K, -1.0, 0.0))
-    zero = np.zeros_like(S)
-    out.update(delta=np.where(live, delta, dead_delta), gamma=np.where(live, gamma, zero),
-               vega=np.where(live, vega, zero), theta=np.where(live, theta, zero))
-    return out
-
-
-def vix_model(F, K, T, vvix, rate, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
-    """`bot.sim.exchange.vix_option_model` (Black-76 = Black-Scholes with q = r), fused."""
-    vol = pricing.vix_call_skew(pricing.vix_option_vol(vvix, T), F, K)
-    out = bs_fused(F, K, T, vol, rate, rate, is_call, greeks)
-    out["vol"] = np.asarray(vol)
-    return out
-
 
 # --------------------------------------------------------------------------- one session's arrays
 
@@ -201,11 +104,8 @@ class Pricer:
         T = (np.asarray(expiry_ts, dtype=float) - np.asarray(stamps, dtype=float)) / YEAR_S
         S, vix, v9, v3, T, K, call = np.broadcast_arrays(S, vix, v9, v3, T, np.asarray(strikes, dtype=float),
                                                        np.asarray(is_call, dtype=bool))
-        atm = atm_vol(T, vix, v9, v3)
-        iv = pricing.spx_smile(atm, S, K, T)
-        out = bs_fused(S, K, T, iv, day.rate, DIVIDEND_YIELD, call, greeks)
-        out["bid"], out["ask"] = pricing.quote_spread(out["mid"])
-        out.update(T=T, S=S, iv=np.asarray(iv))
+        out = pricing.spx_option_model(S, K, T, vix, v9, v3, day.rate, call, greeks)
+        out.update(T=T, S=S)
         return out
 
     # -- VIX
@@ -225,18 +125,7 @@ class Pricer:
             xs = [0.0] + [float((e - today).days) for e in day.vx_expiries if e > today]
             ys = [np.asarray(day.vix, dtype=float)] + [np.asarray(day.vx[:, j], dtype=float)
                                                        for j, e in enumerate(day.vx_expiries) if e > today]
-            x = float((expiry - today).days)
-            if x >= xs[-1]:
-                got = ys[-1].copy()
-            elif x <= xs[0]:
-                got = ys[0].copy()
-            else:
-                j = max(i for i in range(len(xs) - 1) if xs[i] <= x)
-                if x == xs[j]:
-                    got = ys[j].copy()
-                else:
-                    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
-                    got = slope * (x - xs[j]) + ys[j]
+            got = np.array(pricing.curve_at(float((expiry - today).days), xs, ys))
         self._futures[expiry] = got
         return got
 
@@ -262,9 +151,8 @@ class Pricer:
         k = self._steps(stamps)
         F = self._vix_futures(expiries, k)
         T = (np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S
-        out = vix_model(F, np.asarray(strikes, dtype=float), T, day.vvix[k], day.rate, np.asarray(is_call, dtype=bool),
-                        greeks)
-        out["bid"], out["ask"] = pricing.vix_quote_spread(out["mid"])
+        out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, day.vvix[k], day.rate,
+                                       np.asarray(is_call, dtype=bool), greeks)
         out.update(F=F, T=T)
         return out
 
@@ -337,16 +225,12 @@ class Pricer:
     @staticmethod
     def spx_quote(a: dict[str, np.ndarray], n) -> Quote:
         """The exchange's SPX `Quote` from `spx_arrays` output at index n."""
-        return Quote(decimal_price(a["bid"][n]), decimal_price(a["ask"][n]),
-                     Greeks(float(a["delta"][n]), float(a["gamma"][n]), float(a["vega"][n]), float(a["theta"][n]),
-                            float(a["iv"][n])), float(a["S"][n]))
+        return option_quote(a, n, "iv", float(a["S"][n]))
 
     @staticmethod
     def vix_quote(a: dict[str, np.ndarray], n) -> Quote:
         """The exchange's VIX `Quote` from `vix_arrays` output at index n."""
-        return Quote(decimal_price(a["bid"][n]), decimal_price(a["ask"][n]),
-                     Greeks(float(a["delta"][n]), float(a["gamma"][n]), float(a["vega"][n]), float(a["theta"][n]),
-                            float(a["vol"][n])), float(a["F"][n]))
+        return option_quote(a, n, "vol", float(a["F"][n]))
 
     def _price(self, options: list[OptionSpec], ts: float) -> list[Quote | None]:
         res: list[Quote | None] = [None] * len(options)
@@ -392,7 +276,3 @@ class StepQuotes:
             got = {key: Quote(decimal_price(b[j]), decimal_price(a[j])) for j, key in enumerate(self.keys) if not math.isnan(b[j])}
             self._built[k] = got
         return got
-
-
-def after(t: datetime, seconds: float) -> datetime:
-    return t + timedelta(seconds=seconds)

@@ -52,7 +52,8 @@ from strategies import alvh
 from strategies import iron_condor as ic
 
 from bot.backtest.account import Account
-from bot.backtest.pricer import Pricer, decimal_price
+from bot.backtest.pricer import Pricer
+from bot.sim.exchange import decimal_price
 
 TOL = 1e-6  # float pre-screen tolerance (in option price points); the pure code decides
 WARMUP_SESSIONS = 300  # VIX daily closes the hedge's indicators warm up on (as bot/hedging.py)

@@ -65,7 +65,7 @@ from bot.sim.market import MarketModel
 
 UTC = timezone.utc
 YEAR_S = 365.0 * 24 * 3600
-DIVIDEND_YIELD = 0.013
+DIVIDEND_YIELD = pricing.DIVIDEND_YIELD
 REJECT_TICK = 110
 REJECT_ORDER = 201
 NO_SECURITY = 200
@@ -235,16 +235,8 @@ class SimExchange:
         K = np.array([float(o.strike) for o in live])
         T = np.array([self._years_to_expiry(o, t) for o in live])
         is_call = np.array([o.right is Right.CALL for o in live])
-        atm = pricing.spx_atm_vol(T, state.vix, state.vix9d, state.vix3m)
-        iv = pricing.spx_smile(atm, S, K, T)
-        mid = pricing.bs_price(S, K, T, iv, state.rate, DIVIDEND_YIELD, is_call)
-        g = pricing.bs_greeks(S, K, T, iv, state.rate, DIVIDEND_YIELD, is_call)
-        bid, ask = pricing.quote_spread(mid)
-        out = {}
-        for i, o in enumerate(live):
-            greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(iv[i]))
-            out[o.key] = Quote(decimal_price(bid[i]), decimal_price(ask[i]), greeks, S)
-        return out
+        a = pricing.spx_option_model(S, K, T, state.vix, state.vix9d, state.vix3m, state.rate, is_call)
+        return {o.key: option_quote(a, i, "iv", S) for i, o in enumerate(live)}
 
     def strikes(self, expiry: date, t: datetime) -> list[Decimal]:
         """Listed SPXW strikes (`listing.spx_strikes` of spot)."""
@@ -287,7 +279,7 @@ class SimExchange:
         today = t.astimezone(NY).date()
         days = [0.0] + [float((e - today).days) for e, _ in state.vx if e > today]
         prices = [state.vix] + [float(p) for e, p in state.vx if e > today]
-        return float(np.interp(float((expiry - today).days), days, prices))
+        return float(pricing.curve_at(float((expiry - today).days), days, prices))
 
     def vix_strikes(self, expiry: date, t: datetime) -> list[Decimal]:
         """Listed VIX strikes for an expiry: the grid (0.5 steps up to 20, 1 to 50, 2.5 to 80,
@@ -309,13 +301,8 @@ class SimExchange:
         K = np.array([float(o.strike) for o in live])
         T = np.array([self._vix_years_to_expiry(o, t) for o in live])
         is_call = np.array([o.right is Right.CALL for o in live])
-        mid, g, vol = vix_option_model(F, K, T, state.vvix, state.rate, is_call)
-        bid, ask = pricing.vix_quote_spread(mid)
-        out = {}
-        for i, o in enumerate(live):
-            greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(vol[i]))
-            out[o.key] = Quote(decimal_price(bid[i]), decimal_price(ask[i]), greeks, float(F[i]))
-        return out
+        a = pricing.vix_option_model(F, K, T, state.vvix, state.rate, is_call)
+        return {o.key: option_quote(a, i, "vol", float(F[i])) for i, o in enumerate(live)}
 
     # --- time --------------------------------------------------------------------------------
     def advance_to(self, t: datetime) -> None:
@@ -608,15 +595,17 @@ def _worst_expiry_payoff(book: dict[str, int]) -> float:
 
 
 def vix_option_model(F, K, T, vvix, rate, is_call):
-    """(mid, greeks, vol) of VIX options: Black-76 on the VIX future F with the vol
-    `vix_call_skew(vix_option_vol(vvix, T), F, K)`. Greeks from `black76_greeks`: delta and
-    gamma with respect to the future, vega per vol point, theta per calendar day. Arrays
-    broadcast; T in years."""
-    F, K, T, is_call = (np.asarray(x) for x in (F, K, T, is_call))
-    vol = pricing.vix_call_skew(pricing.vix_option_vol(vvix, T), F, K)
-    mid = pricing.black76_price(F, K, T, vol, rate, is_call)
-    greeks = pricing.black76_greeks(F, K, T, vol, rate, is_call)
-    return np.atleast_1d(mid), {k: np.atleast_1d(v) for k, v in greeks.items()}, np.atleast_1d(vol)
+    """(mid, greeks, vol) of VIX options (`pricing.vix_option_model`), as arrays."""
+    a = pricing.vix_option_model(F, K, T, vvix, rate, is_call)
+    return (np.atleast_1d(a["mid"]), {k: np.atleast_1d(a[k]) for k in pricing.GREEKS}, np.atleast_1d(a["vol"]))
+
+
+def option_quote(a: dict[str, np.ndarray], i: int, vol: str, underlying: float) -> Quote:
+    """The `Quote` of option i of a model's output (`pricing.spx_option_model` with vol "iv",
+    `pricing.vix_option_model` with vol "vol")."""
+    return Quote(decimal_price(a["bid"][i]), decimal_price(a["ask"][i]),
+                 Greeks(float(a["delta"][i]), float(a["gamma"][i]), float(a["vega"][i]), float(a["theta"][i]),
+                        float(a[vol][i])), underlying)
 
 
 def _uncovered_vix_calls(book: dict[str, int]) -> list[tuple[str, int]]:
