@@ -20,7 +20,7 @@ from strategies import alvh
 from strategies import iron_condor as ic
 
 from bot.backtest import run_backtest
-from bot.backtest.replay import Day
+from bot.backtest.day import Day
 from bot.backtest.runner import RunInputs, World, run_group, variant_specs
 
 from conftest import ROOT, data_dir
@@ -218,7 +218,8 @@ def test_pruned_entry_chain_gives_the_full_chains_decision(world, wing_delta):
 def test_pruned_hedge_chains_give_the_full_chains_decision(world):
     """alvh.decide on the pruned chains the backtest builds and on whole chains: same targets,
     same actions, for books holding longs (and covered shorts) bought earlier."""
-    from bot.backtest.replay import AlvhHedge, CondorTrader
+    from bot.backtest.condors import CondorTrader
+    from bot.backtest.hedges import AlvhHedge
 
     cfg = load_config(CFG)
     rng = random.Random(9)
@@ -259,7 +260,8 @@ def test_pruned_hedge_chains_give_the_full_chains_decision(world):
 def test_empty_hedge_book_needs_no_chains(world):
     """Nothing held, no condor notional or vega: alvh.decide gives the same decision without
     chains (the backtest then skips building them)."""
-    from bot.backtest.replay import AlvhHedge, CondorTrader
+    from bot.backtest.condors import CondorTrader
+    from bot.backtest.hedges import AlvhHedge
 
     cfg = load_config(CFG)
     for sizing in ("count", "vega"):

@@ -20,7 +20,7 @@ from bot.sim.exchange import ExchangeSettings, SimExchange
 from bot.sim.market import HistoryMarket
 
 from bot.backtest.pricer import Pricer, day_arrays
-from bot.backtest.replay import Schedule, SessionTimes
+from bot.backtest.day import Schedule, SessionTimes
 
 
 
@@ -106,7 +106,7 @@ def test_job_times_equal_the_scheduler(world, job):
 
 
 def test_vix_strikes_and_day_paths_equal_the_exchange(world):
-    from bot.backtest.replay import Day, Schedule
+    from bot.backtest.day import Day
     from bot.sim.listing import vix_strikes
 
     cal, market, ex, pricer, times = world

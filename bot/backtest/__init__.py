@@ -8,7 +8,8 @@ The CLI entry points:
 - `data_check(dir)` -> exit code (`spx-bot data check DIR`);
 - `data_fetch(dir)` -> exit code (`spx-bot data fetch DIR`).
 
-See bot/backtest/replay.py for how the daemon's jobs are replayed, account.py for orders and
+See bot/backtest/variants.py for how the daemon's jobs are replayed (day.py: the instants and
+chains of a session; condors.py, hedges.py: the jobs of an account), account.py for orders and
 fills, pricer.py for quotes, report.py for what the report measures.
 """
 

@@ -15,9 +15,7 @@ hands to the strategy code (`exchange.option_quote`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 
 import numpy as np
 

@@ -25,18 +25,9 @@ from bot.sim.market import HISTORY_LOOKBACK_DAYS, HistoryMarket
 
 from bot.backtest.account import Account, BacktestExchange, Walker
 from bot.backtest.pricer import Pricer
-from bot.backtest.replay import (
-    BuyHold,
-    Day,
-    Schedule,
-    SessionTimes,
-    SignalTrack,
-    Variant,
-    VxthRule,
-    _signal_key,
-    vxth_roll_days,
-    warmup_closes,
-)
+from bot.backtest.day import Day, Schedule, SessionTimes
+from bot.backtest.hedges import SignalTrack, VxthRule, signal_key
+from bot.backtest.variants import BuyHold, Variant, vxth_roll_days, warmup_closes
 
 MAIN_VARIANTS = ("unhedged", "alvh", "vxth", "spx")
 SWEEP_COUNTS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -210,7 +201,7 @@ def run_group(inputs: RunInputs, specs: list[VariantSpec], progress=None, world:
     closes = None
     for v in variants:
         if getattr(v, "alvh", None) is not None:
-            key = _signal_key(v.hedge_cfg)
+            key = signal_key(v.hedge_cfg)
             if key not in tracks:
                 closes = closes if closes is not None else warmup_closes(w.market, start_t)
                 tracks[key] = SignalTrack(v.hedge_cfg, closes)
