@@ -65,7 +65,7 @@ def run_backtest(cfg, start: date, end: date, out_dir: Path, data_dir: Path, swe
               "days_per_s": round(res.sessions / wall, 1) if wall > 0 else None,
               "cpu_count": os.cpu_count()}
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
-    print(R._conclusion(rep) or "backtest done", file=out)
+    print(R.conclusion(rep) or "backtest done", file=out)
     print(f"{res.sessions} sessions, {len(specs)} variants, {wall:.1f} s; wrote "
           + ", ".join(p.name for p in paths) + f" in {out_dir}", file=out)
     return 0

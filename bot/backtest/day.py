@@ -37,6 +37,11 @@ class Instant(NamedTuple):
     def t(self) -> datetime:
         return datetime.fromtimestamp(self.ts, UTC)
 
+    def moved(self, ts: float, step: int, spx: float | None = None, vix: float | None = None) -> Instant:
+        """The same instant (same jobs) at a later time ts, on step `step` of the path."""
+        return self._replace(ts=ts, step=step, spx=self.spx if spx is None else spx,
+                             vix=self.vix if vix is None else vix)
+
 
 JOB_ORDER = {"entry": 0, "monitor": 1, "rebalance": 2, "vxth": 3, "close": 4}
 
@@ -176,7 +181,7 @@ class Day:
         if clock <= inst.ts:
             return inst
         step = self.arrays.step_of(clock)
-        return inst._replace(ts=clock, step=step, spx=float(self.arrays.spx[step]), vix=float(self.arrays.vix[step]))
+        return inst.moved(clock, step, float(self.arrays.spx[step]), float(self.arrays.vix[step]))
 
     # -- SPX
     def spx_expiries(self, inst: Instant) -> list[date]:
@@ -184,7 +189,7 @@ class Day:
         return [s for s, ts in self._spx_sessions if ts > inst.ts]
 
     def entry_snapshot(self, inst: Instant, expiry: date, cfg: CondorConfig) -> MarketSnapshot:
-        """The daemon's `Engine._chain_snapshot` (the strike band it asks for), pruned to the
+        """The daemon's entry chain (the strike band `iron_condor.strike_band` asks for), pruned to the
         rows `iron_condor.select_condor` can choose from."""
         key = (inst.ts, expiry, cfg.short_delta, cfg.wing_width, cfg.wing_delta)
         snap = self._snapshots.get(key)

@@ -163,7 +163,7 @@ class AlvhHedge:
         return alvh.condor_notional(self.condors.open, self.condors.last_opened, now, self.cfg)
 
     def _market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool) -> alvh.HedgeMarket:
-        """`HedgeManager._market`: quotes of the held options and, to rebalance, the chain of
+        """The inputs `HedgeManager.evaluate` gathers: quotes of the held options and, to rebalance, the chain of
         each layer's expiry and of the write expiry (pruned, see the module doc)."""
         quotes = day.lot_quotes(self.books.held(), inst) if lots else {}
         out: dict[str, tuple[ChainRow, ...]] = {}
@@ -211,7 +211,7 @@ class AlvhHedge:
             self.evaluate(day, inst, signals, scheduled=False)
 
     def evaluate(self, day: Day, inst: Instant, signals: alvh.Signals, scheduled: bool) -> None:
-        """`HedgeManager._evaluate`: inputs as the daemon gathers them, the pure decision, its
+        """`HedgeManager.evaluate`: inputs as the daemon gathers them, the pure decision, its
         actions in order through the walk."""
         state = self.state
         why = alvh.trigger(signals, state, self.cfg, scheduled)
@@ -228,7 +228,7 @@ class AlvhHedge:
         if decision.activated and not state.activated:
             self.activations += 1
         self.state = decision.state
-        failed = False  # `HedgeManager._run_plan`: after a miss only what stands alone goes on
+        failed = False  # as HedgeManager runs a plan: after a miss only what stands alone goes on
         for action in decision.actions:
             if self.state.halted and action.kind != alvh.BUY_BACK:
                 break

@@ -102,7 +102,7 @@ class Variant:
         stop = getattr(self, "stop_at", None)
         for inst in day.instants:
             if stop is not None and inst.ts > stop:  # parity runs: where the daemon stopped
-                self._record(day, inst._replace(ts=stop, step=day.arrays.step_of(stop)))
+                self._record(day, inst.moved(stop, day.arrays.step_of(stop)))
                 return
             # the daemon's loop asks each job for its next fire after the clock: a fire that the
             # walks of earlier jobs have passed is skipped (the close is never passed)
@@ -112,7 +112,7 @@ class Variant:
                     continue
                 at = day.at(inst, acct.clock)
                 if job == "entry":
-                    if condors.entry(day, at, self.nl(day, at)) and hedge is not None:  # Engine._rebalance_hedge
+                    if condors.entry(day, at, self.nl(day, at)) and hedge is not None:  # the engine's hedge rebalance after an entry
                         at = day.at(inst, acct.clock)
                         hedge.refresh_vega(day, at)
                         hedge.evaluate(day, at, track.at(at), scheduled=True)
