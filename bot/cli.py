@@ -76,13 +76,13 @@ def cmd_run(args) -> int:
 async def _run(cfg, args) -> int:
     """Wire the daemon for the configured broker and run it until it ends or is signalled."""
     from bot.broker.base import BrokerError, FatalBrokerError
-    from bot.broker.ib import IBBroker
     from bot.calendar import TradingCalendar
     from bot.clock import SystemClock, wall_now
     from bot.control import ControlServer, ControlUnavailable, request
     from bot.engine import Engine
     from bot.log import get_logger, setup_logging
     from bot.store import Store
+    from bot.wiring import ib_broker
 
     socket_path = cfg.bot.control_socket
     try:
@@ -98,9 +98,7 @@ async def _run(cfg, args) -> int:
         setup_logging(cfg.bot.log_path, cfg.bot.log_level, cfg.bot.console_log, bind={"run_id": run_id})
         log = get_logger("bot")
         b = cfg.broker
-        broker = IBBroker(b.host, b.port, b.client_id, timeout=b.connect_timeout_s, account=b.account,
-                          market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
-                          log=log, clock=clock)
+        broker = ib_broker(cfg, log, clock)
         cal = TradingCalendar()
         started = {"broker": "ib", "host": b.host, "port": b.port, "client_id": b.client_id}
         until, sim = None, None
@@ -158,21 +156,19 @@ class _Simulator:
 
 
 async def _simulator(cfg, args, run_id: str) -> _Simulator:
-    from bot.broker.ib import IBBroker
     from bot.broker.sim import SimBroker
     from bot.calendar import TradingCalendar, ny_time
     from bot.clock import SimClock, wall_now
     from bot.data import DataError
     from bot.log import get_logger, setup_logging
-    from bot.sim.exchange import ExchangeSettings, SimExchange
     from bot.sim.gateway import SimGateway
     from bot.sim.market import build_market
+    from bot.wiring import ib_broker, open_exchange
 
     s = cfg.sim
     horizon = max(s.start or date.min, wall_now().date()) + (args.duration or timedelta(0)) + timedelta(days=400)
     cal = TradingCalendar(end=max(horizon, date(wall_now().year + 2, 12, 31)))
-    exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
-                                                       s.fill_fraction), s.state_path)
+    exchange = open_exchange(cfg, cal)
     if s.start is not None:
         start = ny_time(s.start, args.start[1] if args.start else "09:00")
     else:  # just before the next open, so that `make run` shows trading at once
@@ -202,10 +198,7 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
     if cfg.broker.kind == "sim-gateway" and s.speed != "max":
         gateway = SimGateway(exchange, clock, cal, port=0, account=s.account)
         await gateway.start()
-        b = cfg.broker
-        broker = IBBroker("127.0.0.1", gateway.port, b.client_id, timeout=b.connect_timeout_s,
-                          market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
-                          log=log, clock=clock)
+        broker = ib_broker(cfg, log, clock, gateway_port=gateway.port)
     else:
         broker = SimBroker(exchange, clock)
     info = dict(broker=broker.name, market=market.source, market_reason=getattr(market, "reason", ""),
@@ -320,8 +313,8 @@ def _offline_kill(cfg, reason: str) -> dict:
     the broker with our own connection."""
     from bot.clock import wall_now
     from bot.log import get_logger, setup_logging
-    from bot.sim.exchange import ExchangeSettings, SimExchange
     from bot.store import Store
+    from bot.wiring import open_exchange
 
     setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, bind={"source": "kill-command"})
     log = get_logger("kill")
@@ -333,8 +326,7 @@ def _offline_kill(cfg, reason: str) -> dict:
     if cfg.broker.kind == "ib":
         cancelled, remaining = asyncio.run(_ib_global_cancel(cfg, live, log))
     elif Path(cfg.sim.state_path).exists():
-        s = cfg.sim
-        exchange = SimExchange(None, None, ExchangeSettings(s.account, s.starting_cash), s.state_path)
+        exchange = open_exchange(cfg, None)
         try:
             cancelled = exchange.cancel_all(exchange.sim_time or wall_now())
             remaining = [o.order_ref for o in exchange.open_orders()]
@@ -349,11 +341,9 @@ def _offline_kill(cfg, reason: str) -> dict:
 async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[str]]:
     """Connect with the kill switch's own client id and send a global cancel."""
     from bot.broker.base import BrokerError
-    from bot.broker.ib import IBBroker
+    from bot.wiring import ib_broker
 
-    b = cfg.broker
-    broker = IBBroker(b.host, b.port, b.kill_client_id, timeout=b.connect_timeout_s, account=b.account,
-                      reconnect=False, log=log)
+    broker = ib_broker(cfg, log, kill=True)
     try:
         await broker.connect()
         await broker.cancel_all()

@@ -11,7 +11,9 @@ import json
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from bot.broker.base import Broker, BrokerError, FatalBrokerError, TransientBrokerError, UnknownState
+from bot.broker.base import (
+    Broker, BrokerError, FatalBrokerError, TransientBrokerError, UnknownState, live_feed,
+)
 from bot.calendar import NY, TradingCalendar
 from bot.clock import Clock
 from bot.config import Config
@@ -58,6 +60,7 @@ class Engine:
         self.store = store
         self.log = log
         self.until = until
+        self.live = live_feed(broker)  # streaming, resync callbacks, data delay: IBBroker only
         self.executor = Executor(broker, store, clock, cfg.execution, log)
         c = cfg.condor
         hh, mm = (int(x) for x in c.entry_time.split(":"))
@@ -101,9 +104,9 @@ class Engine:
         check_paper_account(self.account, self.cfg.bot.allow_live)
         self.log.info("broker.connected", broker=self.broker.name, account=self.account.account,
                       paper=self.account.is_paper, net_liquidation=str(self.account.net_liquidation),
-                      server_version=getattr(self.broker, "server_version", None))
-        if hasattr(self.broker, "on_resync"):
-            self.broker.on_resync.append(self.resync)
+                      server_version=self.live.server_version if self.live is not None else None)
+        if self.live is not None:
+            self.live.on_resync.append(self.resync)
         try:
             await self.reconcile()
         except (TransientBrokerError, UnknownState) as e:  # FAILURES.md 13: unknown, not empty; the resync retries
@@ -111,8 +114,8 @@ class Engine:
         if self.hedge is not None:
             await self.hedge.warm_up()
             await self.hedge.check_invariant()
-            if hasattr(self.broker, "watch"):  # live VIX: triggers act at once, not at the next check
-                self.broker.watch("VIX", self._on_vix_tick)
+            if self.live is not None:  # live VIX: triggers act at once, not at the next check
+                self.live.watch("VIX", self._on_vix_tick)
         return True
 
     def _on_vix_tick(self, vix: float) -> None:
@@ -369,7 +372,7 @@ class Engine:
                    + [OptionSpec("SPX", expiry, k, Right.CALL, "SPXW") for k in calls])
         quotes = await self.broker.quotes(options)
         rows = tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
-        return MarketSnapshot(now, spx, vix, chain=rows, stale=getattr(self.broker, "delayed", False))
+        return MarketSnapshot(now, spx, vix, chain=rows, stale=self.live is not None and self.live.delayed)
 
     async def on_monitor(self) -> None:
         now = self.clock.now()
