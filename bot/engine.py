@@ -438,7 +438,7 @@ class Engine:
         refs = [r.intent.order_ref for r in self.store.intents(group=condor_id)]
         fills = [f for ref in refs for f in self.store.fills(ref)]
         commissions = sum((f.commission for f in fills), Decimal(0))
-        pnl = (condor.credit - close_price) * 100 * condor.quantity - commissions
+        pnl = ic.realized_pnl(condor, close_price, commissions)
         self.store.close_condor(condor_id, when, reason, close_price, pnl)
         self.log.info(
             "condor.closed", condor_id=condor_id, reason=reason, expiry=str(condor.expiry),
@@ -475,10 +475,9 @@ class Engine:
             self.store.add_fill(Fill(f"settle:{key}", "", option, -qty, price, now))
         for c in self.store.open_condors():
             if self.cal.spxw_expiry_time(c.expiry) <= now:
-                closing = c.legs(opening=False)
-                fills = {f.option.key: f.price for f in self.store.fills("") if f.exec_id.startswith("settle:")}
-                if all(leg.option.key in fills for leg in closing):
-                    debit = sum((leg.signed_ratio * fills[leg.option.key] for leg in closing), Decimal(0))
+                prices = {f.option.key: f.price for f in self.store.fills("") if f.exec_id.startswith("settle:")}
+                debit = ic.settlement_debit(c, prices)
+                if debit is not None:
                     self._close_record(c.condor_id, self.cal.spxw_expiry_time(c.expiry), "settlement", debit)
 
     # --- control surface (CLI, socket) ---------------------------------------------------------

@@ -225,15 +225,9 @@ class HedgeManager:
         chains: dict[str, tuple[ChainRow, ...]] = {}
         if with_chains:
             monthly = await self.broker.expiries("VIX", "VIX")
-            for layer in alvh.LAYERS:
-                expiry = alvh.layer_expiry(monthly, today, self.hcfg.layer(layer))
-                if expiry is not None:
-                    chains[layer] = await self._chain(expiry, "VIX")
             weekly = await self.broker.expiries("VIX", "VIXW") if self.hcfg.write.weekly else []
-            candidates = [(d, "VIX") for d in monthly] + [(d, "VIXW") for d in weekly]
-            w = alvh.write_expiry([d for d, _ in candidates], today, self.hcfg)
-            if w is not None:
-                chains["write"] = await self._chain(w, dict(candidates)[w])
+            for purpose, (expiry, trading_class) in alvh.chain_expiries(monthly, weekly, today, self.hcfg).items():
+                chains[purpose] = await self._chain(expiry, trading_class)
         return alvh.HedgeMarket(today, vix, chains, quotes)
 
     async def _chain(self, expiry: date, trading_class: str) -> tuple[ChainRow, ...]:

@@ -247,6 +247,23 @@ def write_expiry(expiries: Iterable[date], today: date, cfg: HedgeConfig) -> dat
     return inside[0] if inside else None
 
 
+def chain_expiries(monthly: Sequence[date], weekly: Sequence[date], today: date,
+                   cfg: HedgeConfig) -> dict[str, tuple[date, str]]:
+    """The chains a rebalance looks at, by purpose: each layer's expiry window among the
+    monthly expiries (class "VIX"), and the write expiry ("write") among the monthlies and,
+    when `write.weekly`, the weeklies ("VIXW"). Values are (expiry, trading class)."""
+    out: dict[str, tuple[date, str]] = {}
+    for layer in LAYERS:
+        expiry = layer_expiry(monthly, today, cfg.layer(layer))
+        if expiry is not None:
+            out[layer] = (expiry, "VIX")
+    candidates = [(d, "VIX") for d in monthly] + [(d, "VIXW") for d in (weekly if cfg.write.weekly else ())]
+    w = write_expiry([d for d, _ in candidates], today, cfg)
+    if w is not None:
+        out["write"] = (w, dict(candidates)[w])
+    return out
+
+
 def by_delta(chain: Sequence[ChainRow], target: float, min_strike: Decimal | None = None) -> ChainRow | None:
     """The call whose delta is nearest the target (ties: the higher strike, cheaper)."""
     rows = [r for r in chain if r.quote.greeks is not None and r.quote.ask > 0

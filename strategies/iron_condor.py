@@ -197,6 +197,20 @@ def debit_to_close(condor: Condor, quotes: dict[str, Quote]) -> Decimal | None:
     return total
 
 
+def settlement_debit(condor: Condor, prices: dict[str, Decimal]) -> Decimal | None:
+    """Debit per unit that the cash settlement of its legs (settlement price per share, by
+    option key) closes the condor at; None while a leg's price is not known."""
+    closing = condor.legs(opening=False)
+    if not all(leg.option.key in prices for leg in closing):
+        return None
+    return sum((leg.signed_ratio * prices[leg.option.key] for leg in closing), Decimal(0))
+
+
+def realized_pnl(condor: Condor, close_debit: Decimal, commissions: Decimal) -> Decimal:
+    """Dollars a condor made: credit received minus the debit it closed at, commissions off."""
+    return (condor.credit - close_debit) * SPX_MULTIPLIER * condor.quantity - commissions
+
+
 def decide_exits(snapshot: MarketSnapshot, book: Book, cfg: CondorConfig, now: datetime) -> list[CloseProposal]:
     """Take profit at `take_profit` of the credit, stop at a loss of `stop_loss_multiple` x
     credit, close at `close_dte` calendar days (0 = hold to cash settlement)."""

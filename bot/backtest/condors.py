@@ -126,13 +126,12 @@ class CondorTrader:
         prices = {o.key: px for o, _, px in settled}
         for c in list(self.open):
             if day.pricer.spx_expiry_ts(c.expiry) <= now.timestamp():
-                closing = c.legs(opening=False)
-                if all(leg.option.key in prices for leg in closing):
-                    debit = sum((leg.signed_ratio * prices[leg.option.key] for leg in closing), Decimal(0))
+                debit = ic.settlement_debit(c, prices)
+                if debit is not None:
                     self._record(c, day.d, "settlement", debit, self._commissions.pop(c.condor_id, Decimal(0)))
 
     def _record(self, c: Condor, when: date, reason: str, debit: Decimal, fees: Decimal) -> None:
-        pnl = (c.credit - debit) * 100 * c.quantity - fees
+        pnl = ic.realized_pnl(c, debit, fees)
         self.open = [x for x in self.open if x.condor_id != c.condor_id]
         self.closed.append(ClosedCondor(c, when, reason, debit, pnl))
 

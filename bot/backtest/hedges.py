@@ -169,18 +169,9 @@ class AlvhHedge:
         out: dict[str, tuple[ChainRow, ...]] = {}
         if chains:
             listed = day.vix_expiries(inst)
-            monthly = [d for d, tc in listed if tc == "VIX"]
-            wanted: dict[str, tuple[date, str]] = {}
-            for layer in alvh.LAYERS:
-                expiry = alvh.layer_expiry(monthly, day.d, self.cfg.layer(layer))
-                if expiry is not None:
-                    wanted[layer] = (expiry, "VIX")
+            wanted = alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
+                                         day.d, self.cfg)
             w = self.cfg.write
-            weekly = [d for d, tc in listed if tc == "VIXW"] if w.weekly else []
-            candidates = [(d, "VIX") for d in monthly] + [(d, "VIXW") for d in weekly]
-            we = alvh.write_expiry([d for d, _ in candidates], day.d, self.cfg)
-            if we is not None:
-                wanted["write"] = (we, dict(candidates)[we])
             priced = dict(zip(wanted, day.vix_chains(inst, list(wanted.values()))))
             floors = {float(lot.option.strike) for lot in lots if lot.quantity > 0}
             for layer in alvh.LAYERS:
