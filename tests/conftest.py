@@ -15,6 +15,21 @@ from bot.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "never_skip: a skip of this test is a failure (parity must always run)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test marked never_skip that skips fails instead: CI must not pass on parity tests
+    that did not run."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("never_skip") is not None and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid} skipped, but it must always run (never_skip): {report.longrepr}"
+
+
 def data_dir() -> Path | None:
     """The history files: $SPX_BOT_DATA, or ../shared/data beside the checkout."""
     for candidate in (os.environ.get("SPX_BOT_DATA"), ROOT.parent / "shared" / "data"):

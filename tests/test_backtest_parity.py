@@ -16,6 +16,8 @@ from bot.backtest.parity import parity
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.never_skip
+
 
 COMMISSIONS = pytest.mark.parametrize("commissions", ["ib", "flat"])
 

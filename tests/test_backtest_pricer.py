@@ -22,6 +22,7 @@ from bot.sim.market import HistoryMarket
 from bot.backtest.pricer import Pricer, day_arrays
 from bot.backtest.day import Schedule, SessionTimes
 
+pytestmark = pytest.mark.never_skip
 
 
 @pytest.fixture(scope="module")
