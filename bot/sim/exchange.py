@@ -137,9 +137,18 @@ class ExchangeSettings:
         return schedule_by_name(self.commissions, self.commission_per_contract)
 
 
+_CENTS: dict[float, Decimal] = {}
+
+
 def decimal_price(x: float) -> Decimal:
-    """A model price as the exchange quotes and stores it: cents."""
-    return Decimal(str(round(x, 2)))
+    """A model price as the exchange quotes and stores it: cents. Memoized (a backtest asks
+    for the same few thousand prices millions of times; the dict is cleared when it grows)."""
+    got = _CENTS.get(x)
+    if got is None:
+        if len(_CENTS) > 200_000:
+            _CENTS.clear()
+        got = _CENTS[x] = Decimal(str(round(x, 2)))
+    return got
 
 
 class SimExchange:
