@@ -40,34 +40,48 @@ def crash_factor(d: date) -> float:
     return 3.5 - 2.5 * (d - peak).days / (end - peak).days
 
 
+HEADERS = {
+    "spx_daily": "date,open,high,low,close", "vix_daily": "date,open,high,low,close",
+    "vix9d_daily": "date,open,high,low,close", "vix3m_daily": "date,open,high,low,close",
+    "vvix_daily": "date,close", "tbill_3m_daily": "date,rate_pct",
+    "vix_futures_term": "date,vx1,vx2,vx3,vx4,vx5,vx6,vx7,vx8,vx1_expiry,vx2_expiry,source",
+}
+
+
+def day_lines(d: date, spx: tuple, vix: tuple, vix9d: float, vix3m: float, vvix: float, tbill_pct: float,
+              vx: list[float], vx_expiries: tuple[date, date], source: str) -> dict[str, str]:
+    """One session's line of every file: SPX and VIX (open, high, low, close), the closes of
+    VIX9D / VIX3M / VVIX, the 3-month T-bill discount rate (%), up to 8 VIX futures."""
+    ohlc = ",".join(f"{x:.2f}" for x in spx), ",".join(f"{x:.2f}" for x in vix)
+    futures = [f"{x:.2f}" for x in vx][:8]
+    return {"spx_daily": f"{d},{ohlc[0]}", "vix_daily": f"{d},{ohlc[1]}", "vix9d_daily": f"{d},,,,{vix9d:.2f}",
+            "vix3m_daily": f"{d},,,,{vix3m:.2f}", "vvix_daily": f"{d},{vvix:.2f}", "tbill_3m_daily": f"{d},{tbill_pct:.4f}",
+            "vix_futures_term": f"{d},{','.join(futures + [''] * (8 - len(futures)))},{vx_expiries[0]},{vx_expiries[1]},"
+                                f"{source}"}
+
+
+def write_files(folder: Path, days: list[dict[str, str]]) -> Path:
+    """The history files of these sessions' lines (`day_lines`), oldest first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, header in HEADERS.items():
+        (folder / f"{name}.csv").write_text("\n".join([header] + [day[name] for day in days]) + "\n")
+    return folder
+
+
 def write_history(folder: Path, start: date = START, end: date = END, seed: int = SEED) -> Path:
     cal = TradingCalendar(start=date(2002, 1, 2), end=date(end.year + 2, 12, 31))
     market = SyntheticMarket(cal, seed, start, spx0=1000.0, vix0=20.0)
-    rows: dict[str, list[str]] = {
-        "spx_daily": ["date,open,high,low,close"], "vix_daily": ["date,open,high,low,close"],
-        "vix9d_daily": ["date,open,high,low,close"], "vix3m_daily": ["date,open,high,low,close"],
-        "vvix_daily": ["date,close"], "tbill_3m_daily": ["date,rate_pct"],
-        "vix_futures_term": ["date,vx1,vx2,vx3,vx4,vx5,vx6,vx7,vx8,vx1_expiry,vx2_expiry,source"],
-    }
-    ohlc = lambda x: f"{x[0]:.2f},{x.max():.2f},{x.min():.2f},{x[-1]:.2f}"  # noqa: E731
+    days = []
     for d in cal.sessions_between(start, end):
         p = market.day_path(d)
         f = crash_factor(d)
         spx, vix = p.spx * f ** -0.12, p.vix * f
-        rows["spx_daily"].append(f"{d},{ohlc(spx)}")
-        rows["vix_daily"].append(f"{d},{ohlc(vix)}")
-        rows["vix9d_daily"].append(f"{d},,,,{p.vix9d[-1] * f:.2f}")
-        rows["vix3m_daily"].append(f"{d},,,,{p.vix3m[-1] * f ** 0.6:.2f}")
-        rows["vvix_daily"].append(f"{d},{p.vvix[-1] * f ** 0.5:.2f}")
         # the model's continuous rate as a 3-month discount rate (bot.data converts it back)
-        rows["tbill_3m_daily"].append(f"{d},{100 * 360 / 91 * (1 - math.exp(-p.rate * 91 / 365)):.4f}")
-        vx = [f"{x * f ** 0.5:.2f}" for x in p.vx[-1]][:8]
-        rows["vix_futures_term"].append(
-            f"{d},{','.join(vx + [''] * (8 - len(vx)))},{p.vx_expiries[0]},{p.vx_expiries[1]},synthetic")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, lines in rows.items():
-        (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    return folder
+        tbill = 100 * 360 / 91 * (1 - math.exp(-p.rate * 91 / 365))
+        days.append(day_lines(d, (spx[0], spx.max(), spx.min(), spx[-1]), (vix[0], vix.max(), vix.min(), vix[-1]),
+                              p.vix9d[-1] * f, p.vix3m[-1] * f ** 0.6, p.vvix[-1] * f ** 0.5, tbill,
+                              list(p.vx[-1] * f ** 0.5), p.vx_expiries[:2], "synthetic"))
+    return write_files(folder, days)
 
 
 def synthetic_history(root: Path) -> Path:
