@@ -162,7 +162,7 @@ class AlvhHedge:
     def notional(self, now: datetime) -> Decimal:
         return alvh.condor_notional(self.condors.open, self.condors.last_opened, now, self.cfg)
 
-    def _market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool) -> alvh.HedgeMarket:
+    def market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool) -> alvh.HedgeMarket:
         """The inputs `HedgeManager.evaluate` gathers: quotes of the held options and, to rebalance, the chain of
         each layer's expiry and of the write expiry (pruned, see the module doc)."""
         quotes = day.lot_quotes(self.books.held(), inst) if lots else {}
@@ -212,7 +212,7 @@ class AlvhHedge:
         # with nothing held and nothing to hedge every target is 0 and decide uses no chain
         # (tests/test_backtest.py checks the decision is the same with and without them)
         need_chains = why != "update" and (bool(lots) or notional > 0 or self.vega > 0)
-        market = self._market(day, inst, lots, chains=need_chains)
+        market = self.market(day, inst, lots, chains=need_chains)
         book = alvh.HedgeBook(lots, notional, self.vega)
         decision = alvh.decide(signals, market, book, state, self.cfg, scheduled)
         self.decisions += 1
