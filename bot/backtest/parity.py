@@ -7,7 +7,7 @@ then the backtest on the same window with the same commission schedule, and line
 each did: condors (entry day, strikes, quantity, credit, how and when they closed) and hedge
 trades (day, kind, layer, contract, quantity).
 
-Used by tests/test_backtest_parity.py and `python bench/replay.py --parity`.
+Used by tests/test_backtest_parity.py.
 """
 
 from __future__ import annotations
