@@ -55,7 +55,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -64,16 +63,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/engine.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bot.broker.sim import SimBroker  # noqa: E402
 from bot.calendar import NY, TradingCalendar, ny_time  # noqa: E402
-from bot.clock import SimClock  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.data import DataError  # noqa: E402
-from bot.engine import Engine  # noqa: E402
-from bot.log import get_logger, setup_logging  # noqa: E402
-from bot.sim.exchange import ExchangeSettings, SimExchange  # noqa: E402
+from bot.log import setup_logging  # noqa: E402
 from bot.sim.market import build_market  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.wiring import sim_daemon  # noqa: E402
 
 CONFIG = ROOT / "config" / "sim.toml"
 START = date(2022, 1, 3)
@@ -124,7 +119,7 @@ def rss_kib() -> int:
 
 
 async def run_once(scn: Scenario, days: int, cal: TradingCalendar) -> RunResult:
-    """One run on fresh temp state, wired as bot/cli.py `_run_sim` does."""
+    """One run on fresh temp state, wired as `spx-bot run --speed max` is (`bot.wiring.sim_daemon`)."""
     tmp = Path(tempfile.mkdtemp(prefix="spxbench", dir="/tmp"))
     try:
         t0 = time.perf_counter()
@@ -142,33 +137,20 @@ async def run_once(scn: Scenario, days: int, cal: TradingCalendar) -> RunResult:
         s = cfg.sim
         start = ny_time(START, "09:00")
         until = start + timedelta(days=days)
-        exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
-                                                           s.fill_fraction), s.state_path)
         market = build_market(cfg.market.source, scn.data_dir, cal, start.date(), until.date(), s.seed,
                               s.step_minutes)
-        exchange.market = market
-        clock = SimClock(start, "max")
-        setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, clock=clock,
-                      bind={"run_id": uuid.uuid4().hex[:12]})
-        log = get_logger("bot")
-        store = Store(cfg.bot.store_path)
-        broker = SimBroker(exchange, clock)
-        engine = Engine(cfg, clock, cal, broker, store, log, until=until)
-        log.info("bot.started", config=str(CONFIG), broker=broker.name, market=market.source,
-                 market_reason=getattr(market, "reason", ""), speed="max", start=start.isoformat(),
-                 until=until.isoformat(), bench=True)
+        daemon = sim_daemon(cfg, cal, market, start, until)
+        daemon.log.info("bot.started", config=str(CONFIG), broker=daemon.broker.name, market=market.source,
+                        market_reason=getattr(market, "reason", ""), speed="max", start=start.isoformat(),
+                        until=until.isoformat(), bench=True)
         t1 = time.perf_counter()
         reason = "stopped"
         try:
-            await engine.start()
-            reason = await engine.run()
+            reason = await daemon.run()
         finally:
-            await engine.shutdown()
-            log.info("bot.stopped", reason=reason, sim_time=clock.now().isoformat())
-            end = clock.now()
-            condors = len(store.condor_rows())
-            store.close()
-            exchange.close()
+            end = daemon.clock.now()
+            condors = len(daemon.store.condor_rows())
+            daemon.close()
         t2 = time.perf_counter()
         sessions = len(cal.sessions_between(START, end.astimezone(NY).date()))
         # Detach the log sink from the temp file before it is removed.

@@ -73,7 +73,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.broker.ib import IBBroker  # noqa: E402
 from bot.broker.sim import SimBroker  # noqa: E402
 from bot.calendar import TradingCalendar, ny_time  # noqa: E402
 from bot.clock import SimClock  # noqa: E402
@@ -90,6 +89,7 @@ from bot.sim.gateway.mapping import Index  # noqa: E402
 from bot.sim.gateway.quotes import LAST, TickSet  # noqa: E402
 from bot.sim.market import SyntheticMarket  # noqa: E402
 from bot.store import Store  # noqa: E402
+from bot.wiring import ib_broker, open_exchange  # noqa: E402
 
 START = date(2022, 3, 1)  # a Tuesday; seeded synthetic market, VIX ~20
 SPEED = 10.0  # simulated seconds per real second: the session outlasts the bench
@@ -200,19 +200,13 @@ class LatencyRig:
             "bot.control_socket": str(tmp / "ctl.sock"), "bot.console_log": False,
             "sim.state_path": str(tmp / "sim.sqlite"), "hedge.enabled": True})
         self.market = VixLevel(SyntheticMarket(cal, seed=3, start=START - timedelta(days=5), vix0=24.0))
-        s = cfg.sim
-        self.exchange = SimExchange(self.market, cal, ExchangeSettings(s.account, s.starting_cash,
-                                                                       s.commission_per_contract, s.fill_fraction),
-                                    s.state_path)
+        self.exchange = open_exchange(cfg, cal, self.market)
         self.clock = clock = SimClock(ny_time(START, "10:30"), SPEED)
         setup_logging(cfg.bot.log_path, cfg.bot.log_level, console=False, clock=clock)
         self.market.set(BASE, clock.now())
         self.gateway = gwpkg.SimGateway(self.exchange, clock, cal, port=0, account=cfg.sim.account)
         await self.gateway.start()
-        b = cfg.broker
-        self.broker = IBBroker("127.0.0.1", self.gateway.port, b.client_id, timeout=b.connect_timeout_s,
-                               market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
-                               log=get_logger("bot"), clock=clock)
+        self.broker = ib_broker(cfg, get_logger("bot"), clock, gateway_port=self.gateway.port)
         self.store = Store(cfg.bot.store_path)
         self.log = TimedLog(get_logger("bot"))
         self.engine = Engine(cfg, clock, cal, self.broker, self.store, self.log)

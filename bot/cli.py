@@ -216,7 +216,6 @@ async def _run(cfg, args, store_factory=None) -> int:
     """Wire the daemon for the configured broker and run it until it ends or is signalled.
     `store_factory` (default `Store`) lets tests give the daemon a store that fails to write."""
     from bot.broker.base import BrokerError, FatalBrokerError
-    from bot.broker.ib import IBBroker
     from bot.calendar import TradingCalendar
     from bot.clock import SystemClock, wall_now
     from bot.control import ControlServer, ControlUnavailable, request
@@ -224,6 +223,7 @@ async def _run(cfg, args, store_factory=None) -> int:
     from bot.log import get_logger, reopen_log, setup_logging
     from bot.ops.wiring import Ops, OpsConfigError
     from bot.store import Store
+    from bot.wiring import ib_broker
 
     import sqlite3
 
@@ -243,9 +243,7 @@ async def _run(cfg, args, store_factory=None) -> int:
         setup_logging(cfg.bot.log_path, cfg.bot.log_level, cfg.bot.console_log, bind={"run_id": run_id})
         log = get_logger("bot")
         b = cfg.broker
-        broker = IBBroker(b.host, b.port, b.client_id, timeout=b.connect_timeout_s, account=b.account,
-                          market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
-                          log=log, clock=clock, market_data_lines=b.market_data_lines)
+        broker = ib_broker(cfg, log, clock)
         cal = TradingCalendar()
         started = {"broker": "ib", "host": b.host, "port": b.port, "client_id": b.client_id}
         until, sim = None, None
@@ -354,21 +352,19 @@ class _Simulator:
 
 
 async def _simulator(cfg, args, run_id: str) -> _Simulator:
-    from bot.broker.ib import IBBroker
     from bot.broker.sim import SimBroker
     from bot.calendar import TradingCalendar, ny_time
     from bot.clock import SimClock, wall_now
     from bot.data import DataError
     from bot.log import get_logger, setup_logging
-    from bot.sim.exchange import ExchangeSettings, SimExchange
     from bot.sim.gateway import SimGateway
     from bot.sim.market import build_market
+    from bot.wiring import ib_broker, open_exchange
 
     s = cfg.sim
     horizon = max(s.start or date.min, wall_now().date()) + (args.duration or timedelta(0)) + timedelta(days=400)
     cal = TradingCalendar(end=max(horizon, date(wall_now().year + 2, 12, 31)))
-    exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
-                                                       s.fill_fraction), s.state_path)
+    exchange = open_exchange(cfg, cal)
     if s.start is not None:
         start = ny_time(s.start, args.start[1] if args.start else "09:00")
     else:  # just before the next open, so that `make run` shows trading at once
@@ -400,10 +396,7 @@ async def _simulator(cfg, args, run_id: str) -> _Simulator:
     if cfg.broker.kind == "sim-gateway" and s.speed != "max":
         gateway = SimGateway(exchange, clock, cal, port=0, account=s.account)
         await gateway.start()
-        b = cfg.broker
-        broker = IBBroker("127.0.0.1", gateway.port, b.client_id, timeout=b.connect_timeout_s,
-                          market_data_type=b.market_data_type, max_messages_per_s=b.max_messages_per_s,
-                          log=log, clock=clock, market_data_lines=b.market_data_lines)
+        broker = ib_broker(cfg, log, clock, gateway_port=gateway.port)
     else:
         broker = SimBroker(exchange, clock)
     info = dict(broker=broker.name, market=market.source, market_reason=getattr(market, "reason", ""),
@@ -669,16 +662,14 @@ def _sim_cancel(cfg) -> tuple[list[str], list[str], str]:
 async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[str], str]:
     """Connect with the kill switch's own client id and send a global cancel."""
     from bot.broker.base import BrokerError
-    from bot.broker.ib import IBBroker
+    from bot.wiring import ib_broker
 
     import logging
 
     # ib_async's own warnings would print beside our one line; our log has the cause
     logging.getLogger("ib_async").addHandler(logging.NullHandler())
     logging.getLogger("ib_async").propagate = False
-    b = cfg.broker
-    broker = IBBroker(b.host, b.port, b.kill_client_id, timeout=b.connect_timeout_s, account=b.account,
-                      reconnect=False, log=log)
+    broker = ib_broker(cfg, log, kill=True)
     try:
         await broker.connect()
         await broker.cancel_all()
@@ -686,7 +677,7 @@ async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[
         return [ref for ref in live if ref not in remaining], remaining, ""
     except BrokerError as e:
         log.error("killswitch.cancel_failed", error=str(e), note="halt stored; cancels go first after reconnect")
-        return [], live, f"gateway {b.host}:{b.port} not reachable, nothing cancelled: {e}"
+        return [], live, f"gateway {cfg.broker.host}:{cfg.broker.port} not reachable, nothing cancelled: {e}"
     finally:
         await broker.disconnect()
 

@@ -166,7 +166,8 @@ class SimConfig(Section):
     seed: int = Field(7, ge=0, le=2**32 - 1)  # numpy seeds are unsigned 32-bit
     speed: float | Literal["max"] = 300.0
     start: date | None = Field(None, ge=FIRST_START, le=LAST_START)
-    commission_per_contract: float = Field(0.65, ge=0, le=10)
+    commission_per_contract: float = Field(0.65, ge=0, le=10)  # the flat schedule's rate
+    commissions: Literal["flat", "ib"] = "flat"  # bot/sim/commissions.py: flat, or IB's tiered schedule
     fill_fraction: float = Field(0.25, ge=0, le=1)
     step_minutes: int = Field(5, ge=1, le=60)
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sqlite3
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from bot.broker.base import Broker, BrokerError, FatalBrokerError, TransientBrokerError, UnknownState
+from bot.broker.base import (
+    Broker, BrokerError, FatalBrokerError, TransientBrokerError, UnknownState, live_feed,
+)
 from bot.calendar import NY, TradingCalendar
 from bot.clock import Clock
 from bot.config import Config
@@ -22,7 +23,6 @@ from bot.domain import (
     BadQuote,
     ChainRow,
     ComboOrder,
-    Condor,
     Fill,
     Intent,
     IntentStatus,
@@ -62,6 +62,7 @@ class Engine:
         self.store = store
         self.log = log
         self.until = until
+        self.live = live_feed(broker)  # streaming, resync callbacks, data delay: IBBroker only
         self.executor = Executor(broker, store, clock, cfg.execution, log)
         c = cfg.condor
         hh, mm = (int(x) for x in c.entry_time.split(":"))
@@ -108,9 +109,9 @@ class Engine:
         check_paper_account(self.account, self.cfg.bot.allow_live)
         self.log.info("broker.connected", broker=self.broker.name, account=self.account.account,
                       paper=self.account.is_paper, net_liquidation=str(self.account.net_liquidation),
-                      server_version=getattr(self.broker, "server_version", None))
-        if hasattr(self.broker, "on_resync"):
-            self.broker.on_resync.append(self.resync)
+                      server_version=self.live.server_version if self.live is not None else None)
+        if self.live is not None:
+            self.live.on_resync.append(self.resync)
         try:
             await self.reconcile()
         except (TransientBrokerError, UnknownState) as e:  # FAILURES.md 13: unknown, not empty; the resync retries
@@ -118,8 +119,8 @@ class Engine:
         if self.hedge is not None:
             await self.hedge.warm_up()
             await self.hedge.check_invariant()
-            if hasattr(self.broker, "watch"):  # live VIX: triggers act at once, not at the next check
-                self.broker.watch("VIX", self._on_vix_tick)
+            if self.live is not None:  # live VIX: triggers act at once, not at the next check
+                self.live.watch("VIX", self._on_vix_tick)
         return True
 
     def _on_vix_tick(self, vix: float) -> None:
@@ -383,7 +384,8 @@ class Engine:
         snapshot = await self._chain_snapshot(expiry, now)
         decision = ic.decide_entry(snapshot, await self._book(), cfg, now)
         if isinstance(decision, ic.Skip):
-            self.log.info("condor.skipped", reason=decision.reason, spx=snapshot.spx, vix=snapshot.vix)
+            self.log.info("condor.skipped", reason=decision.reason, code=decision.code.value, spx=snapshot.spx,
+                          vix=snapshot.vix)
             return
         ref = self.store.next_order_ref("ic", now.astimezone(NY).date())
         intent = Intent(ref, OPEN, ref, decision.order, reason="scheduled entry", created_at=now)
@@ -403,24 +405,19 @@ class Engine:
         await self.hedge.evaluate(scheduled=True)
 
     async def _chain_snapshot(self, expiry: date, now: datetime) -> MarketSnapshot:
-        """Quotes for the strikes a condor could use: two bands, one below and one above spot,
-        from 0.4 to 1.6 expected moves (VIX scaled to the expiry) plus room for
-        the wings. Asking only for those keeps market-data requests (IB paces them) to a few
-        dozen instead of the whole chain."""
+        """Quotes for the strikes a condor could use (`iron_condor.strike_band`): asking only
+        for those keeps market-data requests (IB paces them) to a few dozen instead of the
+        whole chain."""
         spx = await self.broker.spot("SPX")
         vix = await self.broker.spot("VIX")
-        years = max((self.cal.spxw_expiry_time(expiry) - now).total_seconds() / (365 * 86400), 1 / 365)
-        move = spx * vix / 100 * math.sqrt(years)
-        c = self.cfg.condor
-        near, far = 0.4 * move, 1.6 * move + (c.wing_width if c.wing_delta is None else move) + 5
-        listed = await self.broker.strikes("SPX", "SPXW", expiry)
-        puts = [k for k in listed if spx - far <= float(k) <= spx - near]
-        calls = [k for k in listed if spx + near <= float(k) <= spx + far]
+        years = (self.cal.spxw_expiry_time(expiry) - now).total_seconds() / (365 * 86400)
+        near, far = ic.strike_band(spx, vix, years, self.cfg.condor)
+        puts, calls = ic.band_strikes(await self.broker.strikes("SPX", "SPXW", expiry), spx, near, far)
         options = ([OptionSpec("SPX", expiry, k, Right.PUT, "SPXW") for k in puts]
                    + [OptionSpec("SPX", expiry, k, Right.CALL, "SPXW") for k in calls])
         quotes = await self.broker.quotes(options)
         rows = tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes)
-        return MarketSnapshot(now, spx, vix, chain=rows, stale=getattr(self.broker, "delayed", False))
+        return MarketSnapshot(now, spx, vix, chain=rows, stale=self.live is not None and self.live.delayed)
 
     async def on_monitor(self) -> None:
         now = self.clock.now()
@@ -476,7 +473,8 @@ class Engine:
             price = state.avg_price
             if outcome.status is not IntentStatus.FILLED or not price:
                 price = _net_price(self.store.fills(intent.order_ref), state.filled)
-            condor = _condor_from_intent(intent, state.filled, -price, intent.created_at or now)
+            condor = ic.condor_from_order(intent.order_ref, intent.order, state.filled, price,
+                                          intent.created_at or now)
             if self.store.add_condor(condor, intent.order_ref):
                 self.log.info(
                     "condor.opened", condor_id=condor.condor_id, order_ref=intent.order_ref, expiry=str(condor.expiry),
@@ -494,7 +492,7 @@ class Engine:
         refs = [r.intent.order_ref for r in self.store.intents(group=condor_id)]
         fills = [f for ref in refs for f in self.store.fills(ref)]
         commissions = sum((f.commission for f in fills), Decimal(0))
-        pnl = (condor.credit - close_price) * 100 * condor.quantity - commissions
+        pnl = ic.realized_pnl(condor, close_price, commissions)
         self.store.close_condor(condor_id, when, reason, close_price, pnl)
         self.log.info(
             "condor.closed", condor_id=condor_id, reason=reason, expiry=str(condor.expiry),
@@ -537,10 +535,9 @@ class Engine:
             self.store.add_fill(Fill(f"settle:{key}", "", option, -qty, price, now))
         for c in self.store.open_condors():
             if self.cal.spxw_expiry_time(c.expiry) <= now:
-                closing = c.legs(opening=False)
-                fills = {f.option.key: f.price for f in self.store.fills("") if f.exec_id.startswith("settle:")}
-                if all(leg.option.key in fills for leg in closing):
-                    debit = sum((leg.signed_ratio * fills[leg.option.key] for leg in closing), Decimal(0))
+                prices = {f.option.key: f.price for f in self.store.fills("") if f.exec_id.startswith("settle:")}
+                debit = ic.settlement_debit(c, prices)
+                if debit is not None:
                     self._close_record(c.condor_id, self.cal.spxw_expiry_time(c.expiry), "settlement", debit)
 
     # --- control surface (CLI, socket) ---------------------------------------------------------
@@ -639,14 +636,6 @@ class Engine:
             self.hedge.resume()
         self.log.warning("killswitch.released")
         return {"halted": False}
-
-
-def _condor_from_intent(intent: Intent, quantity: int, credit: Decimal, opened_at: datetime) -> Condor:
-    by = {(leg.option.right, leg.action.value): leg.option for leg in intent.order.legs}
-    sp, lp = by[(Right.PUT, "SELL")], by[(Right.PUT, "BUY")]
-    sc, lc = by[(Right.CALL, "SELL")], by[(Right.CALL, "BUY")]
-    return Condor(intent.order_ref, sp.expiry, sp.strike, lp.strike, sc.strike, lc.strike, quantity, credit,
-                  opened_at, sp.trading_class)
 
 
 def _net_price(fills: list[Fill], quantity: int) -> Decimal:

@@ -1,4 +1,5 @@
-"""Order lifecycle: persist the intent, send, walk the limit from mid toward natural, cancel.
+"""Order lifecycle: persist the intent, send, walk the limit from mid toward natural, cancel
+(the walk's prices and steps: `bot.walk`).
 
 `Executor._send` is THE place orders leave the bot: it refuses anything while the store says
 HALTED (the kill switch), except the kill switch's own flatten orders, and any new order the
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING
 from bot import guard
 from bot.broker.base import Broker, BrokerError, Degraded, OrderRejected, TransientBrokerError, UnknownState
 from bot.clock import Clock
-from bot.domain import BadQuote, ComboOrder, Intent, IntentStatus, OrderState, OrderStatus, ceil_tick, floor_tick
+from bot.domain import BadQuote, ComboOrder, Intent, IntentStatus, OrderState, OrderStatus
 from bot.store import Store
+from bot.walk import Pricing, WalkPlan, combo_pricing
 
 if TYPE_CHECKING:
     from bot.config import ExecutionConfig
@@ -35,12 +37,6 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
-class Pricing:
-    mid: Decimal
-    natural: Decimal
-
-
-@dataclass(frozen=True)
 class Outcome:
     order_ref: str
     status: IntentStatus
@@ -56,29 +52,15 @@ class Executor:
         self.cfg = cfg
         self.log = log
         self.tick = Decimal(str(cfg.tick))
+        self.plan = WalkPlan.of(cfg)
 
     async def price(self, order: ComboOrder) -> Pricing:
         """Mid and natural net debit per unit from fresh quotes; BadQuote when a leg has none."""
-        quotes = await self.broker.quotes([leg.option for leg in order.legs])
-        mid = nat = Decimal(0)
-        for leg in order.legs:
-            q = quotes.get(leg.option.key)
-            if q is None or q.ask <= 0:
-                raise BadQuote(f"no usable quote for {leg.option.key}")
-            mid += leg.signed_ratio * q.mid
-            nat += leg.signed_ratio * (q.ask if leg.signed_ratio > 0 else q.bid)
-        return Pricing(mid, nat)
+        return combo_pricing(order, await self.broker.quotes([leg.option for leg in order.legs]))
 
     def step_price(self, p: Pricing, step: int, order: ComboOrder) -> Decimal:
-        """Limit for walk step `step` (0 = mid): on the combo grid, never past natural nor past
-        the strategy's worst acceptable price."""
-        steps = max(1, self.cfg.max_steps)
-        target = p.mid + (p.natural - p.mid) * Decimal(min(step, steps)) / Decimal(steps)
-        limit = floor_tick(target, self.tick) if step == 0 else ceil_tick(target, self.tick)
-        limit = min(limit, ceil_tick(p.natural, self.tick))
-        if order.limit_floor is not None:
-            limit = min(limit, floor_tick(order.limit_floor, self.tick))
-        return limit
+        """Limit for walk step `step` (`WalkPlan.step_price`)."""
+        return self.plan.step_price(p, step, order)
 
     def _check_halt(self, intent: Intent) -> None:
         halted, reason = self.store.halted()

@@ -105,18 +105,13 @@ class HedgeManager:
 
     def wants_evaluation(self, vix: float) -> bool:
         """Cheap check on a live VIX tick (no I/O): does this value trigger the hedge now?
-        RSI crossing above the rebalance level, activation entering or leaving, a short to buy
-        back at VIX >= stop_vix, or a spike to monetize."""
-        if not self.hcfg.enabled or self.busy or self.state.halted:
+        (`alvh.wants_evaluation`)"""
+        if not self.hcfg.enabled or self.busy:
             return False
         values = self.signals.peek(vix)
         signals = alvh.Signals(vix, values.rsi, values.macd, values.signal, self._closed_active(),
                                self.clock.now().astimezone(NY).date())
-        if alvh.trigger(signals, self.state, self.hcfg, scheduled=False) != "update":
-            return True
-        if self._has_shorts and vix >= self.hcfg.write.stop_vix:
-            return True
-        return vix >= self.hcfg.monetize.vix and len(self.state.monetized) < len(alvh.LAYERS)
+        return alvh.wants_evaluation(signals, self.state, self._has_shorts, self.hcfg)
 
     async def on_update(self, vix: float) -> None:
         """A live VIX value outside the schedule: evaluate when it triggers something, and every
@@ -262,22 +257,21 @@ class HedgeManager:
             searches: dict[tuple[date, str], ChainSearch] = {}
             chosen: dict[tuple[date, str], list[int | None]] = {}
             monthly = await self.broker.expiries("VIX", "VIX")
+            weekly = await self.broker.expiries("VIX", "VIXW") if self.hcfg.write.weekly else []
+            wanted = alvh.chain_expiries(monthly, weekly, today, self.hcfg)
             layer_strikes: list[Decimal] = []
             for layer in alvh.LAYERS:
-                expiry = alvh.layer_expiry(monthly, today, self.hcfg.layer(layer))
-                if expiry is None:
+                if layer not in wanted:
                     continue
-                search = await self._search(searches, expiry, "VIX")
-                i = await self._best(search, expiry, "VIX", self.hcfg.layer(layer).delta)
-                chosen.setdefault((expiry, "VIX"), []).append(i)
+                expiry, tc = wanted[layer]
+                search = await self._search(searches, expiry, tc)
+                i = await self._best(search, expiry, tc, self.hcfg.layer(layer).delta)
+                chosen.setdefault((expiry, tc), []).append(i)
                 if i is not None:
                     layer_strikes.append(search.options[i].strike)
                 chains[layer] = search
-            weekly = await self.broker.expiries("VIX", "VIXW") if self.hcfg.write.weekly else []
-            candidates = [(d, "VIX") for d in monthly] + [(d, "VIXW") for d in weekly]
-            w = alvh.write_expiry([d for d, _ in candidates], today, self.hcfg)
-            if w is not None and writes:
-                tc = dict(candidates)[w]
+            if "write" in wanted and writes:
+                w, tc = wanted["write"]
                 search = await self._search(searches, w, tc)
                 target = self.hcfg.write.delta
                 i = await self._best(search, w, tc, target)
@@ -388,19 +382,12 @@ class HedgeManager:
             del self._open[k]
 
     def lots(self) -> list[alvh.Lot]:
-        qty: dict[tuple[str, str], int] = {}
-        cost: dict[tuple[str, str], Decimal] = {}
+        lots: dict[tuple[str, str], tuple[int, Decimal | None]] = {}
         for layer, f in self._hedge_fills():
             k = (layer, f.option.key)
-            old = qty.get(k, 0)
-            new = old + f.quantity
-            if old == 0 or (old > 0) != (new > 0):
-                cost[k] = f.price
-            elif abs(new) > abs(old):
-                cost[k] = (cost[k] * abs(old) + f.price * abs(f.quantity)) / abs(new)
-            qty[k] = new
-        return [alvh.Lot(layer, OptionSpec.from_key(key), q, cost[(layer, key)])
-                for (layer, key), q in qty.items() if q]
+            lots[k] = alvh.lot_after_fill(*lots.get(k, (0, None)), f.quantity, f.price)
+        return [alvh.Lot(layer, OptionSpec.from_key(key), q, cost)
+                for (layer, key), (q, cost) in lots.items() if q]
 
     async def books(self) -> dict[str, LayerBooks]:
         out = {layer: LayerBooks() for layer in alvh.LAYERS}
@@ -452,22 +439,16 @@ class HedgeManager:
 
     # --- inputs from the condor book --------------------------------------------------------------------
     def _condor_notional(self) -> Decimal:
-        """Notional the hedge is sized on (ALVH.md §1-2: the condors' max loss, or the index
-        value they control). With no condor open, the most recent one opened within
-        `notional_memory_days` still counts: a 1DTE program closes and reopens every day and
-        must not sell its hedge each morning to buy it back each afternoon."""
+        """`alvh.condor_notional` of the open condors (or the last one opened, remembered)."""
         condors = self.store.open_condors()
+        last = None
         if not condors:
             recent = self.store.condor_rows(limit=1)
-            horizon = self.clock.now() - timedelta(days=self.hcfg.notional_memory_days)
-            if not recent or recent[0]["opened_at"] < horizon:
-                return Decimal(0)
-            r = recent[0]
-            condors = [Condor(r["condor_id"], r["expiry"], r["put_short"], r["put_long"], r["call_short"],
-                              r["call_long"], r["quantity"], r["credit"], r["opened_at"])]
-        if self.hcfg.notional_basis == "max_loss":
-            return sum((c.max_loss for c in condors), Decimal(0))
-        return sum((c.put_short * 100 * c.quantity for c in condors), Decimal(0))
+            if recent:
+                r = recent[0]
+                last = Condor(r["condor_id"], r["expiry"], r["put_short"], r["put_long"], r["call_short"],
+                              r["call_long"], r["quantity"], r["credit"], r["opened_at"])
+        return alvh.condor_notional(condors, last, self.clock.now(), self.hcfg)
 
     def _condor_vega(self) -> float:
         """|$ per vol point| of the open condors, from the last quotes seen (vega sizing)."""

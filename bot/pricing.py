@@ -85,46 +85,55 @@ def _d1_d2(S, K, T, sigma, r, q):
     return d1, d1 - sd_safe, live, Tp, sd_safe
 
 
-def bs_price(S, K, T, sigma, r, q, is_call):
-    """Black-Scholes-Merton price of a European option on an asset with dividend yield q."""
-    S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
-    d1, d2, live, Tp, _ = _d1_d2(S, K, T, sigma, r, q)
-    dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
-    call_px = S * dq * norm_cdf(d1) - K * dr * norm_cdf(d2)
-    put_px = K * dr * norm_cdf(-d2) - S * dq * norm_cdf(-d1)
-    fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
-    price = np.where(live, np.where(call, call_px, put_px), fwd_intrinsic)
-    return _scalarize(np.maximum(price, 0.0))
+def bs_price_greeks(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
+    """Black-Scholes-Merton price ("mid") of European options on an asset with dividend yield
+    q and, with `greeks`, delta, gamma, vega (per vol point) and theta (per calendar day), in
+    one pass over broadcast arrays (one `norm_cdf` over the stacked d1, d2, -d1, -d2).
 
-
-def bs_greeks(S, K, T, sigma, r, q, is_call) -> dict:
-    """delta, gamma, vega (per vol point) and theta (per calendar day) of `bs_price`.
-
-    For dead options (T <= 0 or no volatility) delta is 1 / -1 in the money and 0 otherwise,
-    the other greeks are 0.
+    For dead options (T <= 0 or no volatility) the price is the discounted forward intrinsic,
+    delta is 1 / -1 in the money and 0 otherwise, the other greeks are 0.
     """
     S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
     d1, d2, live, Tp, sd = _d1_d2(S, K, T, sigma, r, q)
+    n = d1.size
+    cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
+    n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
     dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
+    call_px = S * dq * n_d1 - K * dr * n_d2
+    put_px = K * dr * n_md2 - S * dq * n_md1
+    fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
+    price = np.where(live, np.where(call, call_px, put_px), fwd_intrinsic)
+    out = {"mid": np.maximum(price, 0.0)}
+    if not greeks:
+        return out
     pdf = norm_pdf(d1)
     sqrt_t = np.where(live, np.sqrt(Tp), 1.0)
-
-    delta = np.where(call, dq * norm_cdf(d1), -dq * norm_cdf(-d1))
+    delta = np.where(call, dq * n_d1, -dq * n_md1)
     gamma = dq * pdf / (np.where(live, S, 1.0) * sd)
     vega = S * dq * pdf * sqrt_t / 100.0
     decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
-    theta_call = decay - r * K * dr * norm_cdf(d2) + q * S * dq * norm_cdf(d1)
-    theta_put = decay + r * K * dr * norm_cdf(-d2) - q * S * dq * norm_cdf(-d1)
+    theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
+    theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
     theta = np.where(call, theta_call, theta_put) / DAYS_PER_YEAR
-
     dead_delta = np.where(call, np.where(S > K, 1.0, 0.0), np.where(S < K, -1.0, 0.0))
     zero = np.zeros_like(S)
-    return {
-        "delta": _scalarize(np.where(live, delta, dead_delta)),
-        "gamma": _scalarize(np.where(live, gamma, zero)),
-        "vega": _scalarize(np.where(live, vega, zero)),
-        "theta": _scalarize(np.where(live, theta, zero)),
-    }
+    out.update(delta=np.where(live, delta, dead_delta), gamma=np.where(live, gamma, zero),
+               vega=np.where(live, vega, zero), theta=np.where(live, theta, zero))
+    return out
+
+
+GREEKS = ("delta", "gamma", "vega", "theta")
+
+
+def bs_price(S, K, T, sigma, r, q, is_call):
+    """Black-Scholes-Merton price of a European option on an asset with dividend yield q."""
+    return _scalarize(bs_price_greeks(S, K, T, sigma, r, q, is_call, greeks=False)["mid"])
+
+
+def bs_greeks(S, K, T, sigma, r, q, is_call) -> dict:
+    """delta, gamma, vega (per vol point) and theta (per calendar day) of `bs_price`."""
+    out = bs_price_greeks(S, K, T, sigma, r, q, is_call)
+    return {k: _scalarize(out[k]) for k in GREEKS}
 
 
 # --------------------------------------------------------------------------- Black-76
@@ -159,23 +168,46 @@ def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float = ATM_TO_
 
     The indexes are variance-swap rates: they include the put skew, so an ATM option trades
     below them. `atm_ratio` (default 0.9, typical for SPX) maps index level to ATM vol.
-    """
-    tenors, vols = [], []
-    for days, level in zip(VIX_TENORS_DAYS, (vix9d, vix, vix3m)):
-        if level is not None and np.isfinite(level):
-            tenors.append(days / DAYS_PER_YEAR)
-            vols.append(float(level) / 100.0)
-    if len(vols) == 0 or not np.isfinite(vix):
-        raise ValueError("spx_atm_vol needs a finite VIX")
-    t_knots, v_knots = np.array(tenors), np.array(vols)
-    w_knots = v_knots**2 * t_knots
 
-    T = np.asarray(T_years, dtype=float)
-    inside = (T > t_knots[0]) & (T < t_knots[-1])
-    T_safe = np.where(inside, T, 1.0)
-    interp = np.sqrt(np.interp(T_safe, t_knots, w_knots) / T_safe)
-    vol = np.where(T <= t_knots[0], v_knots[0], np.where(T >= t_knots[-1], v_knots[-1], interp))
-    return _scalarize(vol * atm_ratio)
+    Every argument may be an array (broadcast): each element uses the knots finite for it,
+    interpolated as `np.interp` does it (slope * (T - t_j) + w_j, the knot value at a knot).
+    """
+    nan = float("nan")
+    T, vix, v9, v3 = np.broadcast_arrays(*(np.asarray(nan if x is None else x, dtype=float)
+                                           for x in (T_years, vix, vix9d, vix3m)))
+    if not np.isfinite(vix).all():
+        raise ValueError("spx_atm_vol needs a finite VIX")
+    out = np.empty(T.shape)
+    has9, has3 = np.isfinite(v9), np.isfinite(v3)
+    for p9 in (False, True):
+        for p3 in (False, True):
+            sel = (has9 == p9) & (has3 == p3)
+            if not sel.any():
+                continue
+            levels = ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else [])
+            days = ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else [])
+            t_k = [d / DAYS_PER_YEAR for d in days]
+            v_k = [lv / 100.0 for lv in levels]
+            w_k = [v * v * t for v, t in zip(v_k, t_k)]
+            x = T[sel]
+            vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
+            if len(t_k) > 1:
+                inside = (x > t_k[0]) & (x < t_k[-1])
+                if inside.any():
+                    xi = x[inside]
+                    interp = np.empty(xi.shape)
+                    for j in range(len(t_k) - 1):
+                        seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
+                        if not seg.any():
+                            continue
+                        y0, y1 = w_k[j][inside][seg], w_k[j + 1][inside][seg]
+                        slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
+                        xs = xi[seg]
+                        interp[seg] = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
+                    vol = vol.copy()
+                    vol[inside] = np.sqrt(interp / xi)
+            out[sel] = vol * atm_ratio
+    return _scalarize(out)
 
 
 def spx_smile(atm_vol, S, K, T, put_slope: float = 0.15, put_curve: float = 0.06,
@@ -201,6 +233,50 @@ def spx_smile(atm_vol, S, K, T, put_slope: float = 0.15, put_curve: float = 0.06
     call_side = 1.0 - call_slope * m + call_curve * m * m
     ratio = np.clip(np.where(m < 0, put_side, call_side), min_ratio, max_ratio)
     return _scalarize(np.clip(atm * ratio, 0.01, 5.0))
+
+
+# --------------------------------------------------------------------------- the option models
+
+DIVIDEND_YIELD = 0.013  # SPX, continuous
+
+
+def spx_option_model(S, K, T, vix, vix9d, vix3m, rate, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
+    """SPX options as the simulated exchange quotes them: Black-Scholes at the smile
+    (`spx_smile` around `spx_atm_vol`), dividend yield `DIVIDEND_YIELD`, bid and ask by
+    `quote_spread`. Arrays broadcast; returns mid, bid, ask, iv and (with `greeks`) the greeks."""
+    atm = spx_atm_vol(T, vix, vix9d, vix3m)
+    iv = np.asarray(spx_smile(atm, S, K, T))
+    out = bs_price_greeks(S, K, T, iv, rate, DIVIDEND_YIELD, is_call, greeks)
+    out["bid"], out["ask"] = quote_spread(out["mid"])
+    out["iv"] = iv
+    return out
+
+
+def vix_option_model(F, K, T, vvix, rate, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
+    """VIX options as the simulated exchange quotes them: Black-76 (Black-Scholes with q = r)
+    on the VIX future F of the option's expiry, at `vix_call_skew(vix_option_vol(vvix, T))`,
+    bid and ask by `vix_quote_spread`. Returns mid, bid, ask, vol and (with `greeks`) the
+    greeks, delta and gamma with respect to the future."""
+    vol = np.asarray(vix_call_skew(vix_option_vol(vvix, T), F, K))
+    out = bs_price_greeks(F, K, T, vol, rate, rate, is_call, greeks)
+    out["bid"], out["ask"] = vix_quote_spread(out["mid"])
+    out["vol"] = vol
+    return out
+
+
+def curve_at(x: float, xs: list[float], ys: list):
+    """`np.interp(x, xs, ys)` for one x where each knot value may be an array (one curve at
+    many instants at once): linear between the bracketing knots (slope * (x - x_j) + y_j, y_j
+    itself at a knot), flat outside."""
+    if x >= xs[-1]:
+        return ys[-1]
+    if x <= xs[0]:
+        return ys[0]
+    j = max(i for i in range(len(xs) - 1) if xs[i] <= x)
+    if x == xs[j]:
+        return ys[j]
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    return slope * (x - xs[j]) + ys[j]
 
 
 # --------------------------------------------------------------------------- quotes

@@ -1,15 +1,16 @@
 """Cron jobs in America/New_York, fired on the injected clock, on trading sessions only.
 
-APScheduler's `CronTrigger` computes fire times (day-of-week, hour, minute, DST); the
-exchange calendar removes holidays and moves a time past an early close to before it. The
-engine asks `next_fire(after)` and sleeps on its own clock, so the same jobs run in real
-time, accelerated, or as fast as possible.
+APScheduler's `CronTrigger` parses the cron day-of-week; the New York wall-clock time (DST
+included) is placed on each matching session, and the exchange calendar removes holidays and
+moves a time past an early close to before it (`CronJob.fire_on`, the one rule). The engine
+asks `next_fire(after)` and sleeps on its own clock, so the same jobs run in real time,
+accelerated, or as fast as possible; the backtest asks `fire_on` per session.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 from apscheduler.triggers.cron import CronTrigger
 
@@ -34,37 +35,41 @@ class CronJob:
     before_close: timedelta | None = None
 
     def __post_init__(self):
-        # every weekday, then filtered: a job may move off its cron day (first_of_week)
-        self._trigger = CronTrigger(day_of_week="mon-fri", hour=self.hour, minute=self.minute, timezone=NY)
-        self._days = CronTrigger(day_of_week=self.day_of_week, timezone=NY)
+        # APScheduler parses the cron day_of_week once: the weekdays (Monday = 0) it matches
+        days = CronTrigger(day_of_week=self.day_of_week, timezone=NY)
+        monday = datetime(2024, 1, 1, tzinfo=NY)
+        self.weekdays = frozenset(i for i in range(7) if days.get_next_fire_time(
+            None, monday + timedelta(days=i)) == monday + timedelta(days=i))
 
-    def _day_matches(self, cal: TradingCalendar, t: datetime) -> bool:
-        d = t.astimezone(NY).date()
+    def runs_on(self, cal: TradingCalendar, d: date) -> bool:
+        """Whether the job fires in session d at all."""
         if not cal.is_session(d):
             return False
         if self.first_of_week:
-            week_start = d - timedelta(days=d.weekday())
-            return cal.next_session(week_start, include=True) == d
-        midnight = datetime.combine(d, datetime.min.time(), NY)
-        return self._days.get_next_fire_time(None, midnight) == midnight
+            return cal.next_session(d - timedelta(days=d.weekday()), include=True) == d
+        return d.weekday() in self.weekdays
+
+    def fire_on(self, cal: TradingCalendar, d: date, close: datetime | None = None) -> datetime | None:
+        """When the job fires in session d (UTC), None when it does not fire that day. `close`:
+        the session's close when the caller knows it already."""
+        if not self.runs_on(cal, d):
+            return None
+        fire = datetime.combine(d, time(self.hour, self.minute), NY).astimezone(UTC)
+        if close is None:
+            close = cal.open_close(d)[1]
+        if fire >= close:
+            if self.before_close is None:
+                return None
+            fire = close - self.before_close
+        return fire
 
     def next_fire(self, cal: TradingCalendar, after: datetime) -> datetime | None:
-        t = after
+        d = after.astimezone(NY).date()
         for _ in range(400):
-            nxt = self._trigger.get_next_fire_time(None, t + timedelta(seconds=1))
-            if nxt is None:
-                return None
-            t = nxt
-            if not self._day_matches(cal, t):
-                continue
-            fire = t.astimezone(UTC)
-            _, close = cal.open_close(t.astimezone(NY).date())
-            if fire >= close:
-                if self.before_close is None:
-                    continue
-                fire = close - self.before_close
-            if fire > after:
+            fire = self.fire_on(cal, d)
+            if fire is not None and fire > after:
                 return fire
+            d += timedelta(days=1)
         return None
 
 

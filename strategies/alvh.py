@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
-from bot.domain import Action, ChainRow, Leg, OptionSpec, Quote
+from bot.domain import Action, ChainRow, Condor, Leg, OptionSpec, Quote
 
 if TYPE_CHECKING:
     from bot.config import HedgeConfig, LayerConfig
@@ -63,6 +63,33 @@ class Lot:
     option: OptionSpec
     quantity: int  # + long, - short
     cost: Decimal  # average price per share paid (long) or received (short)
+
+
+def lot_after_fill(quantity: int, cost: Decimal | None, fill_quantity: int, price: Decimal) -> tuple[int, Decimal]:
+    """A lot's (quantity, average cost) after a fill: adding to a position averages the cost,
+    reducing it keeps the cost, crossing through zero (or opening) starts at the fill price."""
+    new = quantity + fill_quantity
+    if quantity == 0 or cost is None or (quantity > 0) != (new > 0):
+        return new, price
+    if abs(new) > abs(quantity):
+        return new, (cost * abs(quantity) + price * abs(fill_quantity)) / abs(new)
+    return new, cost
+
+
+def condor_notional(open_condors: Sequence[Condor], last_opened: Condor | None, now: datetime,
+                    cfg: HedgeConfig) -> Decimal:
+    """Notional the hedge is sized on (ALVH.md §1-2: the condors' max loss, or the index
+    value they control). With no condor open, the most recent one opened within
+    `notional_memory_days` still counts: a 1DTE program closes and reopens every day and
+    must not sell its hedge each morning to buy it back each afternoon."""
+    condors = list(open_condors)
+    if not condors:
+        if last_opened is None or last_opened.opened_at < now - timedelta(days=cfg.notional_memory_days):
+            return Decimal(0)
+        condors = [last_opened]
+    if cfg.notional_basis == "max_loss":
+        return sum((c.max_loss for c in condors), Decimal(0))
+    return sum((c.put_short * 100 * c.quantity for c in condors), Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -220,6 +247,23 @@ def write_expiry(expiries: Iterable[date], today: date, cfg: HedgeConfig) -> dat
     return inside[0] if inside else None
 
 
+def chain_expiries(monthly: Sequence[date], weekly: Sequence[date], today: date,
+                   cfg: HedgeConfig) -> dict[str, tuple[date, str]]:
+    """The chains a rebalance looks at, by purpose: each layer's expiry window among the
+    monthly expiries (class "VIX"), and the write expiry ("write") among the monthlies and,
+    when `write.weekly`, the weeklies ("VIXW"). Values are (expiry, trading class)."""
+    out: dict[str, tuple[date, str]] = {}
+    for layer in LAYERS:
+        expiry = layer_expiry(monthly, today, cfg.layer(layer))
+        if expiry is not None:
+            out[layer] = (expiry, "VIX")
+    candidates = [(d, "VIX") for d in monthly] + [(d, "VIXW") for d in (weekly if cfg.write.weekly else ())]
+    w = write_expiry([d for d, _ in candidates], today, cfg)
+    if w is not None:
+        out["write"] = (w, dict(candidates)[w])
+    return out
+
+
 def by_delta(chain: Sequence[ChainRow], target: float, min_strike: Decimal | None = None) -> ChainRow | None:
     """The call whose delta is nearest the target (ties: the higher strike, cheaper)."""
     rows = [r for r in chain if r.quote.greeks is not None and r.quote.ask > 0
@@ -281,6 +325,19 @@ def trigger(signals: Signals, state: HedgeState, cfg: HedgeConfig, scheduled: bo
     if state.rsi is not None and signals.rsi is not None and state.rsi <= cfg.rebalance_rsi < signals.rsi:
         return "rsi_cross"
     return "schedule" if scheduled else "update"
+
+
+def wants_evaluation(signals: Signals, state: HedgeState, has_shorts: bool, cfg: HedgeConfig) -> bool:
+    """Does this live VIX value trigger an evaluation outside the schedule? RSI crossing above
+    the rebalance level, activation entering or leaving, a short to buy back at VIX >=
+    stop_vix, or a spike to monetize. Cheap (no chains, no quotes): checked on every tick."""
+    if state.halted:
+        return False
+    if trigger(signals, state, cfg, scheduled=False) != "update":
+        return True
+    if has_shorts and signals.vix >= cfg.write.stop_vix:
+        return True
+    return signals.vix >= cfg.monetize.vix and len(state.monetized) < len(LAYERS)
 
 
 def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeState, cfg: HedgeConfig,

@@ -1,4 +1,5 @@
-"""Shared fixtures: a config with its state in tmp, the real data folder when present."""
+"""Shared fixtures: a config with its state in tmp, the real data folder when present, else a
+synthetic history for the tests that must run anyway (`history_dir`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 # daemons of other test runs or of an operator on the same account. Subprocesses inherit it.
 os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="spxrt", dir="/tmp")
 os.environ.pop("SPX_BOT_CONFIG", None)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "never_skip: a skip of this test is a failure (parity must always run)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test marked never_skip that skips fails instead: CI must not pass on parity tests
+    that did not run."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("never_skip") is not None and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid} skipped, but it must always run (never_skip): {report.longrepr}"
 
 
 def data_dir() -> Path | None:
@@ -61,6 +77,18 @@ def make_config(tmp: Path, **overrides):
 @pytest.fixture
 def make_cfg(short_tmp):
     return lambda **o: make_config(short_tmp, **o)
+
+
+@pytest.fixture(scope="session")
+def history_dir(tmp_path_factory) -> Path:
+    """History files for the tests that replay history: the real ones when present, else a
+    synthetic history written once per session (tests/synthetic_history.py). Never skips."""
+    real = data_dir()
+    if real is not None:
+        return real
+    from synthetic_history import synthetic_history
+
+    return synthetic_history(tmp_path_factory.mktemp("history"))
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""The backtest on short real windows from ../shared/data: the report, its metrics, one path
-for every variant, determinism, one-line errors on bad data, and the pruned chains handed to
-the pure strategy code giving the choices the full chains give."""
+"""The backtest on short windows: the report, its metrics, one path for every variant and
+determinism on real history from ../shared/data (they check facts of 2020 and 2022); one-line
+errors on bad data, the pruned chains handed to the pure strategy code giving the choices the
+full chains give, and the monthly preset on any history (the synthetic one when the real files
+are absent: those never skip)."""
 
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ from strategies import alvh
 from strategies import iron_condor as ic
 
 from bot.backtest import run_backtest
-from bot.backtest.replay import Day
+from bot.backtest.day import Day
 from bot.backtest.runner import RunInputs, World, run_group, variant_specs
 
 from conftest import ROOT, data_dir
 
-pytestmark = pytest.mark.skipif(data_dir() is None, reason="history files not found (SPX_BOT_DATA or ../shared/data)")
+real_history = pytest.mark.skipif(data_dir() is None, reason="checks facts of real history: SPX_BOT_DATA or ../shared/data")
 
 CFG = ROOT / "config" / "sim.toml"
 
@@ -57,6 +59,7 @@ def _closes(name: str) -> dict[str, tuple[float, float]]:
         return {r["date"]: (float(r["open"]), float(r["close"])) for r in csv.DictReader(f)}
 
 
+@real_history
 def test_report_files_and_variants(crash):
     out, rep = crash
     for name in ("report.md", "report.json", "equity.csv", "equity.png", "drawdowns.png", "hedge_layers.png",
@@ -67,6 +70,7 @@ def test_report_files_and_variants(crash):
     assert "Verdict on the hedge's claims" in md and "| 2020-03 |" in md
 
 
+@real_history
 def test_metrics_are_sane(crash, q1_2022):
     for _, rep in (crash, q1_2022):
         for name, v in rep["variants"].items():
@@ -94,6 +98,7 @@ def test_metrics_are_sane(crash, q1_2022):
     assert rep22["high_vix_2022"]["variants"]["unhedged"]["days"] >= 1  # VIX closed >= 30 in March 2022
 
 
+@real_history
 def test_variants_trade_one_path(crash):
     out, _ = crash
     vix = _closes("vix_daily.csv")
@@ -110,6 +115,7 @@ def test_variants_trade_one_path(crash):
     assert firsts[0] == firsts[1] == firsts[2]  # same day, expiry and strikes in every account
 
 
+@real_history
 def test_same_inputs_give_identical_report_json(q1_2022, tmp_path):
     out, _ = q1_2022
     rc, _ = _run(tmp_path / "again", date(2022, 1, 3), date(2022, 3, 31), charts=False, workers=2)
@@ -120,11 +126,11 @@ def test_same_inputs_give_identical_report_json(q1_2022, tmp_path):
 # --------------------------------------------------------------------------- bad data
 
 
-def _copy_data(tmp: Path) -> Path:
+def _copy_data(tmp: Path, source: Path) -> Path:
     d = tmp / "data"
     d.mkdir()
     for name in ("spx_daily.csv", "vix_daily.csv", "vix_futures_term.csv", "vvix_daily.csv", "tbill_3m_daily.csv"):
-        shutil.copy(data_dir() / name, d / name)
+        shutil.copy(source / name, d / name)
     return d
 
 
@@ -144,27 +150,28 @@ def _bad_run(tmp: Path, d: Path, capsys) -> str:
     return err[0]
 
 
-def test_missing_file_stops_with_one_line(tmp_path, capsys):
-    d = _copy_data(tmp_path)
+def test_missing_file_stops_with_one_line(tmp_path, capsys, history_dir):
+    d = _copy_data(tmp_path, history_dir)
     (d / "vix_daily.csv").unlink()
     line = _bad_run(tmp_path, d, capsys)
     assert "vix_daily.csv" in line and "missing" in line
 
 
-def test_nan_row_stops_with_file_and_line(tmp_path, capsys):
-    d = _copy_data(tmp_path)
+def test_nan_row_stops_with_file_and_line(tmp_path, capsys, history_dir):
+    d = _copy_data(tmp_path, history_dir)
     n = _edit(d / "spx_daily.csv", "2022-01-12", lambda row, _: [row.rsplit(",", 1)[0] + ",NaN"])
     line = _bad_run(tmp_path, d, capsys)
     assert f"spx_daily.csv line {n}" in line and "close is NaN" in line
 
 
-def test_date_out_of_order_stops_with_file_and_line(tmp_path, capsys):
-    d = _copy_data(tmp_path)
+def test_date_out_of_order_stops_with_file_and_line(tmp_path, capsys, history_dir):
+    d = _copy_data(tmp_path, history_dir)
     n = _edit(d / "vix_daily.csv", "2022-01-12", lambda row, _: ["2022-01-10" + row[10:]])
     line = _bad_run(tmp_path, d, capsys)
     assert f"vix_daily.csv line {n}" in line and "not after" in line
 
 
+@real_history
 def test_window_not_covered(tmp_path, capsys):
     rc = run_backtest(load_config(CFG), date(2003, 1, 2), date(2003, 2, 1), tmp_path / "o", data_dir(), progress=False)
     assert rc == 2
@@ -175,23 +182,21 @@ def test_window_not_covered(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def world():
-    return World(RunInputs(load_config(CFG), date(2008, 1, 2), date(2025, 12, 31), data_dir()))
+def world(history_dir):
+    return World(RunInputs(load_config(CFG), date(2008, 1, 2), date(2025, 12, 31), history_dir))
 
 
 def _full_snapshot(day: Day, inst, expiry, cfg):
-    """The daemon's whole strike band (Engine._chain_snapshot), every row quoted."""
-    import math
-
+    """The daemon's whole strike band (`iron_condor.strike_band` over the exchange's listing, as
+    the engine asks for its entry chain), every row quoted."""
     from bot.domain import ChainRow, MarketSnapshot, OptionSpec, Right
+    from bot.sim import listing
 
     spx, vix = inst.spx, inst.vix
-    years = max((day.pricer.spx_expiry_ts(expiry) - inst.ts) / (365 * 86400), 1 / 365)
-    move = spx * vix / 100 * math.sqrt(years)
-    near, far = 0.4 * move, 1.6 * move + (cfg.wing_width if cfg.wing_delta is None else move) + 5
-    listed = [Decimal(k) for k in range(int(spx * 0.8 // 5 * 5), int(spx * 1.2 // 5 * 5) + 5, 5)]
-    options = ([OptionSpec("SPX", expiry, k, Right.PUT, "SPXW") for k in listed if spx - far <= float(k) <= spx - near]
-               + [OptionSpec("SPX", expiry, k, Right.CALL, "SPXW") for k in listed if spx + near <= float(k) <= spx + far])
+    near, far = ic.strike_band(spx, vix, (day.pricer.spx_expiry_ts(expiry) - inst.ts) / (365 * 86400), cfg)
+    puts, calls = ic.band_strikes(listing.spx_strikes(spx), spx, near, far)
+    options = ([OptionSpec("SPX", expiry, k, Right.PUT, "SPXW") for k in puts]
+               + [OptionSpec("SPX", expiry, k, Right.CALL, "SPXW") for k in calls])
     quotes = day.pricer.quotes(options, inst.t)
     return MarketSnapshot(inst.t, spx, vix, chain=tuple(ChainRow(o, quotes[o.key]) for o in options if o.key in quotes))
 
@@ -218,7 +223,8 @@ def test_pruned_entry_chain_gives_the_full_chains_decision(world, wing_delta):
 def test_pruned_hedge_chains_give_the_full_chains_decision(world):
     """alvh.decide on the pruned chains the backtest builds and on whole chains: same targets,
     same actions, for books holding longs (and covered shorts) bought earlier."""
-    from bot.backtest.replay import AlvhHedge, CondorTrader
+    from bot.backtest.condors import CondorTrader
+    from bot.backtest.hedges import AlvhHedge
 
     cfg = load_config(CFG)
     rng = random.Random(9)
@@ -239,7 +245,7 @@ def test_pruned_hedge_chains_give_the_full_chains_decision(world):
                 continue
             j = max(0, min(len(chain) - 1, j + rng.randint(-4, 4)))
             lots.append(alvh.Lot(layer, chain.option(j), rng.randint(2, 12), Decimal("1.00")))
-        market = hedge._market(day, inst, tuple(lots), chains=True)
+        market = hedge.market(day, inst, tuple(lots), chains=True)
         full_chains = {}
         for purpose, rows in market.chains.items():
             chain = day.vix_chain(inst, rows[0].option.expiry, rows[0].option.trading_class)
@@ -259,7 +265,8 @@ def test_pruned_hedge_chains_give_the_full_chains_decision(world):
 def test_empty_hedge_book_needs_no_chains(world):
     """Nothing held, no condor notional or vega: alvh.decide gives the same decision without
     chains (the backtest then skips building them)."""
-    from bot.backtest.replay import AlvhHedge, CondorTrader
+    from bot.backtest.condors import CondorTrader
+    from bot.backtest.hedges import AlvhHedge
 
     cfg = load_config(CFG)
     for sizing in ("count", "vega"):
@@ -268,7 +275,7 @@ def test_empty_hedge_book_needs_no_chains(world):
             day = Day(d, world.pricer, world.cal, world.schedule_of(False), False)
             inst = next(i for i in day.instants if "rebalance" in i.jobs)
             hedge = AlvhHedge(hcfg, world.account("t"), CondorTrader(cfg.condor, world.account("c")))
-            with_chains = hedge._market(day, inst, (), chains=True)
+            with_chains = hedge.market(day, inst, (), chains=True)
             assert with_chains.chains
             book = alvh.HedgeBook((), Decimal(0), 0.0)
             for vix, rsi, macd in ((14.0, 50.0, -0.1), (31.0, 72.0, 0.5)):
@@ -282,9 +289,9 @@ def test_empty_hedge_book_needs_no_chains(world):
 # --------------------------------------------------------------------------- monthly preset, short
 
 
-def test_monthly_preset_window(tmp_path):
+def test_monthly_preset_window(tmp_path, history_dir):
     rc = run_backtest(load_config(ROOT / "config" / "monthly.toml"), date(2018, 1, 2), date(2018, 3, 30),
-                      tmp_path, data_dir(), progress=False, variants=("unhedged", "alvh"), charts=False)
+                      tmp_path, history_dir, progress=False, variants=("unhedged", "alvh"), charts=False)
     assert rc == 0
     rep = json.loads((tmp_path / "report.json").read_text())
     u = rep["variants"]["unhedged"]

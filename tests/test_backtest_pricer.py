@@ -1,6 +1,7 @@
 """The backtest's fast paths give the daemon's numbers bit for bit: quotes (vs
 SimExchange.price_options), intraday paths (vs HistoryMarket), job times (vs CronJob) and
-session times (vs TradingCalendar). Real history from ../shared/data."""
+session times (vs TradingCalendar). Real history from ../shared/data, or the synthetic history
+when it is absent (these tests never skip)."""
 
 from __future__ import annotations
 
@@ -19,21 +20,19 @@ from bot.sim.exchange import ExchangeSettings, SimExchange
 from bot.sim.market import HistoryMarket
 
 from bot.backtest.pricer import Pricer, day_arrays
-from bot.backtest.replay import Schedule, SessionTimes
+from bot.backtest.day import Schedule, SessionTimes
 
-from conftest import data_dir
-
-pytestmark = pytest.mark.skipif(data_dir() is None, reason="history files not found (SPX_BOT_DATA or ../shared/data)")
+pytestmark = pytest.mark.never_skip
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(history_dir):
     cal = TradingCalendar(end=date(2027, 12, 31))
-    history = load_history(data_dir(), date(2003, 6, 1), date(2026, 7, 23))
+    history = load_history(history_dir, date(2003, 6, 1), date(2026, 7, 23))
     market = HistoryMarket(history, cal, 7)
     ex = SimExchange(market, cal, ExchangeSettings(), ":memory:")
     times = SessionTimes(cal, date(2004, 1, 1), date(2027, 6, 30))
-    return cal, market, ex, Pricer(market, cal, ex, times), times
+    return cal, market, ex, Pricer(market, cal, times), times
 
 
 def test_quotes_equal_the_exchange_bit_for_bit(world):
@@ -108,7 +107,8 @@ def test_job_times_equal_the_scheduler(world, job):
 
 
 def test_vix_strikes_and_day_paths_equal_the_exchange(world):
-    from bot.backtest.replay import Day, Schedule, vix_strikes
+    from bot.backtest.day import Day
+    from bot.sim.listing import vix_strikes
 
     cal, market, ex, pricer, times = world
     sched = Schedule(cal, 300, None, None, None, times)

@@ -12,6 +12,8 @@ from bot.calendar import UTC, TradingCalendar, ny_time
 from bot.data import DataError, load_history
 from bot.sim.market import HistoryMarket, MarketState, SyntheticMarket, build_market
 
+from synthetic_history import day_lines, write_files
+
 DATA_DIR = Path(os.environ.get("SPX_BOT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 real_data = pytest.mark.skipif(not (DATA_DIR / "spx_daily.csv").is_file(),
                                reason=f"history files not found in {DATA_DIR} (set SPX_BOT_DATA)")
@@ -41,22 +43,8 @@ def _daily_rows(seed: int) -> dict[date, dict]:
 
 
 def _write_dataset(folder: Path, rows: dict[date, dict]) -> Path:
-    ohlc = lambda vals: ",".join(f"{x:.2f}" for x in vals)  # noqa: E731
-    lines = {"spx_daily.csv": ["date,open,high,low,close"], "vix_daily.csv": ["date,open,high,low,close"],
-             "vix_futures_term.csv": ["date,vx1,vx2,vx3,vx4,vx5,vx6,vx7,vx8,vx1_expiry,vx2_expiry,source"],
-             "vix9d_daily.csv": ["date,open,high,low,close"], "vix3m_daily.csv": ["date,open,high,low,close"],
-             "vvix_daily.csv": ["date,close"], "tbill_3m_daily.csv": ["date,rate_pct"]}
-    for d, r in rows.items():
-        lines["spx_daily.csv"].append(f"{d},{ohlc(r['spx'])}")
-        lines["vix_daily.csv"].append(f"{d},{ohlc(r['vix'])}")
-        lines["vix_futures_term.csv"].append(f"{d},{ohlc(r['vx'])},,,,,,2022-12-21,2023-01-18,test")
-        lines["vix9d_daily.csv"].append(f"{d},,,,{r['vix9d']:.2f}")
-        lines["vix3m_daily.csv"].append(f"{d},,,,{r['vix3m']:.2f}")
-        lines["vvix_daily.csv"].append(f"{d},{r['vvix']:.2f}")
-        lines["tbill_3m_daily.csv"].append(f"{d},4.00")
-    for name, text in lines.items():
-        (folder / name).write_text("\n".join(text) + "\n")
-    return folder
+    return write_files(folder, [day_lines(d, r["spx"], r["vix"], r["vix9d"], r["vix3m"], r["vvix"], 4.0, list(r["vx"]),
+                                          (date(2022, 12, 21), date(2023, 1, 18)), "test") for d, r in rows.items()])
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ The CLI entry points:
 - `data_check(dir)` -> exit code (`spx-bot data check DIR`);
 - `data_fetch(dir)` -> exit code (`spx-bot data fetch DIR`).
 
-See bot/backtest/replay.py for how the daemon's jobs are replayed, account.py for orders and
+See bot/backtest/variants.py for how the daemon's jobs are replayed (day.py: the instants and
+chains of a session; condors.py, hedges.py: the jobs of an account), account.py for orders and
 fills, pricer.py for quotes, report.py for what the report measures.
 """
 
@@ -64,7 +65,7 @@ def run_backtest(cfg, start: date, end: date, out_dir: Path, data_dir: Path, swe
               "days_per_s": round(res.sessions / wall, 1) if wall > 0 else None,
               "cpu_count": os.cpu_count()}
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
-    print(R._conclusion(rep) or "backtest done", file=out)
+    print(R.conclusion(rep) or "backtest done", file=out)
     print(f"{res.sessions} sessions, {len(specs)} variants, {wall:.1f} s; wrote "
           + ", ".join(p.name for p in paths) + f" in {out_dir}", file=out)
     return 0

@@ -6,16 +6,14 @@ an in-memory SQLite database, with two changes:
 
 - quotes come from the shared `Pricer` (bit-for-bit the exchange's own numbers, computed once
   per instant for every variant instead of once per request);
-- commissions follow a `CommissionSchedule`. The default is IB's US options schedule
-  (Smart-routed, <= 10,000 contracts a month: $0.65 a contract at a premium of $0.10 or
-  more, $0.50 from $0.05 to $0.10, $0.25 below $0.05, at least $1.00 an order). `flat`
-  charges the exchange's `commission_per_contract` on every contract, as the daemon's
-  simulator does. Exchange, clearing and regulatory fees are not modelled.
+- commissions: the run's schedule (`bot.sim.commissions`: IB's by default, or `flat`), charged
+  by the exchange's own fill code, as the daemon's exchange charges them with the same
+  `sim.commissions`.
 
-`Walker` replays the daemon's order walk (bot.execution.Executor against SimExchange) on its
-own timeline: the combo is priced by `Executor.price` on the quotes of each walk step's instant
-(decision time, +15 s, +30 s, ...), each step's limit is `Executor.step_price`, and the exchange's
-fill rule (`fill_fraction` of the way from mid to natural) is tried where the exchange tries it
+`Walker` replays the daemon's order walk (`bot.walk`, which bot.execution.Executor drives
+against SimExchange) on its own timeline: the combo is priced by `combo_pricing` on the quotes
+of each walk step's instant (decision time, +15 s, +30 s, ...), each step's limit is
+`WalkPlan.step_price`, and the exchange's fill rule (`fills_at`) is tried where the exchange tries it
 (at placement, at each poll, after each modify, at the cancel). The order is then placed at the
 walk's final limit at its fill time, so the exchange fills it at once, at the price and time the
 daemon's walk would have got; a walk that times out advances the account's clock as the
@@ -24,74 +22,31 @@ daemon's does and places nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from bot.calendar import NY, UTC, TradingCalendar
 from bot.config import ExecutionConfig
 from bot.domain import BadQuote, ComboOrder, Fill, Leg, OptionSpec, OrderState, OrderStatus, Quote
-from bot.execution import Executor, Pricing
-from bot.sim.exchange import ExchangeReject, ExchangeSettings, SimExchange
+from bot.sim.exchange import ExchangeReject, ExchangeSettings, SimExchange, combo_prices, fills_at
+from bot.walk import WalkPlan, combo_pricing
 from bot.sim.market import HistoryMarket
 
 from bot.backtest.pricer import Pricer
-
-
-# --------------------------------------------------------------------------- commissions
-
-
-@dataclass(frozen=True)
-class CommissionSchedule:
-    """Per-contract commission by premium (per share), and a minimum per order."""
-
-    name: str
-    tiers: tuple[tuple[float, float], ...]  # (premium below, $ per contract), ascending; last = any
-    minimum_per_order: float = 0.0
-
-    def per_contract(self, premium: Decimal) -> Decimal:
-        p = abs(float(premium))
-        for below, rate in self.tiers:
-            if p < below:
-                return Decimal(str(rate))
-        return Decimal(str(self.tiers[-1][1]))
-
-    def order_commissions(self, legs: list[tuple[int, Decimal]]) -> list[Decimal]:
-        """Commission of each leg execution (signed quantity, price), the order minimum
-        added to the first leg."""
-        each = [self.per_contract(px) * abs(q) for q, px in legs]
-        short = Decimal(str(self.minimum_per_order)) - sum(each, Decimal(0))
-        if short > 0 and each:
-            each[0] += short
-        return each
-
-
-IB_TIERED = CommissionSchedule("ib", ((0.05, 0.25), (0.10, 0.50), (float("inf"), 0.65)), 1.00)
-
-
-def flat_schedule(rate: float) -> CommissionSchedule:
-    return CommissionSchedule("flat", ((float("inf"), rate),), 0.0)
-
-
-def schedule_by_name(name: str, flat_rate: float) -> CommissionSchedule:
-    if name == "ib":
-        return IB_TIERED
-    if name == "flat":
-        return flat_schedule(flat_rate)
-    raise ValueError(f"unknown commission schedule {name!r} (ib | flat)")
 
 
 # --------------------------------------------------------------------------- the exchange
 
 
 class BacktestExchange(SimExchange):
-    """`SimExchange` on ":memory:" with quotes from a shared `Pricer` and a commission schedule."""
+    """`SimExchange` on ":memory:" with quotes from a shared `Pricer` (commissions: the
+    settings' schedule, as the daemon's exchange charges them)."""
 
     def __init__(self, market: HistoryMarket, calendar: TradingCalendar, settings: ExchangeSettings,
-                 pricer: Pricer, schedule: CommissionSchedule):
-        super().__init__(market, calendar, replace(settings, commission_per_contract=0.0), ":memory:")
+                 pricer: Pricer):
+        super().__init__(market, calendar, settings, ":memory:")
         self.pricer = pricer
-        self.schedule = schedule
         self.walk_quotes: tuple[datetime, dict[str, Quote]] | None = None
 
     def price_options(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
@@ -102,79 +57,35 @@ class BacktestExchange(SimExchange):
             return walk[1]
         return self.pricer.quotes(options, t)
 
-    def _try_fill(self, order_ref: str, t: datetime, quotes: dict[str, Quote] | None = None) -> None:
-        super()._try_fill(order_ref, t, quotes)
-        row = self.db.execute("SELECT status FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
-        if row is None or row[0] != "filled":
-            return
-        rows = self.db.execute("SELECT exec_id, qty, price, commission FROM executions WHERE order_ref=? "
-                               "ORDER BY exec_id", (order_ref,)).fetchall()
-        if not rows or any(Decimal(c) != 0 for *_, c in rows):
-            return  # booked already
-        fees = self.schedule.order_commissions([(q, Decimal(p)) for _, q, p, _ in rows])
-        for (exec_id, *_), fee in zip(rows, fees):
-            self.db.execute("UPDATE executions SET commission=? WHERE exec_id=?", (str(fee), exec_id))
-        self._set_meta("cash", str(Decimal(self._meta("cash")) - sum(fees, Decimal(0))))
-
 
 # --------------------------------------------------------------------------- the walk
 
 
-class _QuoteBroker:
-    """The one broker call `Executor.price` makes, answered from quotes already fetched."""
-
-    def __init__(self):
-        self.current: dict[str, Quote] = {}
-
-    async def quotes(self, options):
-        return self.current
-
-
-def _sync(coro):
-    """Run a coroutine that never suspends (its awaits all return at once)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise RuntimeError("coroutine suspended")
-
-
 class Walker:
-    """The daemon's order walk (`Executor.execute` / `walk` / `cancel` against `SimExchange`),
-    replayed on its own timeline from exchange-identical quotes.
+    """The daemon's order walk (`bot.walk.WalkPlan`, as `Executor.execute` / `walk` / `cancel`
+    drive it against `SimExchange`), replayed on its own timeline from exchange-identical
+    quotes.
 
-    Step 0: price (`Executor.price`), limit at mid (`Executor.step_price`), place: the
-    exchange tries the fill with the quotes of that instant. Then every `step_s`: the poll
-    (the exchange tries the working limit on that instant's quotes), then the next step's
-    limit from fresh quotes (a modify, tried at once when the limit changed). After
-    `max_steps`, a wait to `final_wait_s` and the cancel (the exchange tries once more: a
-    cancel can lose the race to a fill). The fill rule is the exchange's: a limit at least
-    `fill_fraction` of the way from the combo's mid to its natural price, during the session.
+    Step 0: price (`combo_pricing`), limit at mid (`step_price`), place: the exchange tries the
+    fill with the quotes of that instant. Then every `step_s`: the poll (the exchange tries the
+    working limit on that instant's quotes), then the next step's limit from fresh quotes (a
+    modify, tried at once when the limit changed). After `max_steps`, a wait to
+    `final_wait_s` and the cancel (the exchange tries once more: a cancel can lose the race to
+    a fill). The fill rule is the exchange's (`fills_at`).
     """
 
     def __init__(self, cfg: ExecutionConfig, fill_fraction: float):
-        self._broker = _QuoteBroker()
-        self.executor = Executor(self._broker, None, None, cfg, None)
-        self.cfg = cfg
+        self.plan = WalkPlan.of(cfg)
         self.fill_fraction = fill_fraction
 
-    def pricing(self, order: ComboOrder, quotes: dict[str, Quote]) -> Pricing:
-        """`Executor.price` (BadQuote when a leg has no usable quote)."""
-        self._broker.current = quotes
-        return _sync(self.executor.price(order))
-
-    def walk(self, order: ComboOrder, t0: float, pricer: Pricer, exchange: SimExchange,
-             close_ts: float) -> tuple[tuple[Decimal, float, dict[str, Quote]] | None, float]:
-        """((limit, fill time) or None, time the walk ended). BadQuote when the order is
-        blocked before it is sent (the daemon's order.blocked)."""
-        cfg = self.cfg
-        step_s, max_steps = float(cfg.step_s), cfg.max_steps
-        t_cancel_extra = max(0.0, float(cfg.final_wait_s) - step_s)
-        stamps = [t0 + k * step_s for k in range(max_steps + 2)] + [t0 + (max_steps + 1) * step_s + t_cancel_extra]
+    def walk(self, order: ComboOrder, t0: float, pricer: Pricer, close_ts: float
+             ) -> tuple[tuple[Decimal, float, dict[str, Quote]] | None, float]:
+        """((limit, fill time, quotes then) or None, time the walk ended). BadQuote when the
+        order is blocked before it is sent (the daemon's order.blocked)."""
+        plan = self.plan
+        stamps = [t0 + dt for dt in plan.offsets()]
         book = pricer.bid_ask_over([leg.option for leg in order.legs], stamps)
         legs = list(order.legs)
-        ex = self.executor
         combo: dict[int, tuple[float, float] | None] = {}
 
         def fills(limit: Decimal, k: int) -> bool:
@@ -183,20 +94,13 @@ class Walker:
                 return False
             if k not in combo:
                 try:
-                    mid, nat, _ = exchange._combo_prices(legs, book[k])  # noqa: SLF001 - the exchange's own
-                    combo[k] = (mid, nat)
+                    combo[k] = combo_prices(legs, book[k])[:2]
                 except ExchangeReject:
                     combo[k] = None
             got = combo[k]
-            if got is None:
-                return False
-            mid, nat = got
-            span = nat - mid
-            f = 1.0 if abs(span) < 1e-9 else (float(limit) - mid) / span
-            return f >= self.fill_fraction - 1e-9
+            return got is not None and fills_at(limit, got[0], got[1], self.fill_fraction)
 
-        p = self.pricing(order, book[0])  # BadQuote: blocked, nothing sent
-        limit = ex.step_price(p, 0, order)
+        limit = plan.step_price(combo_pricing(order, book[0]), 0, order)  # BadQuote: blocked, nothing sent
         if fills(limit, 0):
             return (limit, stamps[0], book[0]), stamps[0]
         step = 1
@@ -205,13 +109,13 @@ class Walker:
             k += 1  # sleep(step_s), then the poll
             if fills(limit, k):
                 return (limit, stamps[k], book[k]), stamps[k]
-            if step > max_steps:
+            if step > plan.max_steps:
                 last = len(stamps) - 1  # wait to final_wait_s, then cancel (which may find it filled)
                 if fills(limit, last):
                     return (limit, stamps[last], book[last]), stamps[last]
                 return None, stamps[last]
             try:
-                new = ex.step_price(self.pricing(order, book[k]), step, order)
+                new = plan.step_price(combo_pricing(order, book[k]), step, order)
                 if new != limit:
                     limit = new
                     if fills(limit, k):
@@ -250,14 +154,14 @@ class Account:
 
     @property
     def cash(self) -> Decimal:
-        return Decimal(self.ex._meta("cash"))  # noqa: SLF001
+        return self.ex.cash
 
     def execute(self, order: ComboOrder, ts: float, pricer: Pricer, close_ts: float) -> Execution | None:
         """The daemon's `Executor.execute` of this order decided at ts: the walk, then the fill
         at the exchange (the order is placed at the walk's final limit at its fill time).
         Advances `clock` to the walk's end. None: blocked, timed out or rejected."""
         try:
-            (done, end) = self.walker.walk(order, ts, pricer, self.ex, close_ts)
+            (done, end) = self.walker.walk(order, ts, pricer, close_ts)
         except (BadQuote, ExchangeReject):  # no usable quote for a leg: the daemon's order.blocked
             self.blocked += 1
             return None

@@ -1,12 +1,13 @@
 """Parity check: the backtest against the daemon itself on the same window.
 
 Runs the daemon's `Engine` in-process exactly as `spx-bot run --speed max` wires it
-(SimClock "max", SimExchange on a temp SQLite file, Store, SimBroker) on a history window,
-then the backtest on the same window with the daemon's flat commissions, and lines up what
+(`bot.wiring.sim_daemon`: SimClock "max", SimExchange on a temp SQLite file, Store, SimBroker)
+on a history window,
+then the backtest on the same window with the same commission schedule, and lines up what
 each did: condors (entry day, strikes, quantity, credit, how and when they closed) and hedge
 trades (day, kind, layer, contract, quantity).
 
-Used by tests/test_backtest_parity.py and `python bench/replay.py --parity`.
+Used by tests/test_backtest_parity.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import json
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -64,41 +64,29 @@ def _condor_row(opened: date, expiry, ps, pl, cs, cl, qty, credit, closed: date 
 
 
 async def _daemon(cfg: Config, data_dir: Path, start: date, days: int, tmp: Path):
-    from bot.broker.sim import SimBroker
-    from bot.clock import SimClock
-    from bot.engine import Engine
-    from bot.log import get_logger, setup_logging
-    from bot.sim.exchange import ExchangeSettings, SimExchange
+    from bot.log import setup_logging
     from bot.sim.market import build_market
-    from bot.store import Store
+    from bot.wiring import sim_daemon
 
     cfg = cfg.with_overrides(**{
         "bot.store_path": str(tmp / "bot.sqlite"), "bot.log_path": str(tmp / "bot.jsonl"),
-        "bot.control_socket": str(tmp / "ctl.sock"), "bot.console_log": False,
+        "bot.control_socket": str(tmp / "ctl.sock"), "bot.console_log": False, "bot.log_level": "info",
         "sim.state_path": str(tmp / "sim.sqlite"), "sim.speed": "max", "sim.start": start.isoformat(),
         "market.source": "history"})
     s = cfg.sim
     cal = TradingCalendar(end=start + timedelta(days=days + 400))
     t0 = ny_time(start, "09:00")
     until = t0 + timedelta(days=days)
-    exchange = SimExchange(None, cal, ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract,
-                                                       s.fill_fraction), s.state_path)
-    exchange.market = build_market("history", data_dir, cal, t0.date(), until.date() + timedelta(days=10), s.seed,
-                                   s.step_minutes)
-    clock = SimClock(t0, "max")
-    setup_logging(cfg.bot.log_path, "info", console=False, clock=clock, bind={"run_id": uuid.uuid4().hex[:8]})
-    store = Store(cfg.bot.store_path)
-    engine = Engine(cfg, clock, cal, SimBroker(exchange, clock), store, get_logger("bot"), until=until)
+    market = build_market("history", data_dir, cal, t0.date(), until.date() + timedelta(days=10), s.seed,
+                          s.step_minutes)
+    daemon = sim_daemon(cfg, cal, market, t0, until)
     try:
-        await engine.start()
-        await engine.run()
+        await daemon.run()
     finally:
-        await engine.shutdown()
-        end = clock.now()
-        rows = store.condor_rows()
-        nl = float(exchange.account(end).net_liquidation)
-        store.close()
-        exchange.close()
+        end = daemon.clock.now()
+        rows = daemon.store.condor_rows()
+        nl = float(daemon.exchange.account(end).net_liquidation)
+        daemon.close()
         setup_logging(tmp / "detached.jsonl", "info", console=False)
     condors = sorted(_condor_row(r["opened_at"].astimezone(NY).date(), r["expiry"], r["put_short"], r["put_long"],
                                  r["call_short"], r["call_long"], r["quantity"], r["credit"],
@@ -118,17 +106,18 @@ _KIND = {"buy": "bought", "sell": "sold", "roll": "rolled", "write": "written", 
          "monetize": "monetized"}
 
 
-def parity(cfg: Config, data_dir: Path, start: date, days: int, hedge: bool) -> ParityReport:
+def parity(cfg: Config, data_dir: Path, start: date, days: int, hedge: bool, commissions: str = "ib") -> ParityReport:
     """Run the daemon and the backtest (one variant: alvh when `hedge`, else unhedged) from
-    `start` for `days` calendar days of entries, and line up their trades."""
-    cfg = cfg.with_overrides(**{"hedge.enabled": hedge})
+    `start` for `days` calendar days of entries, both charging the `commissions` schedule
+    (the backtest's default, IB's), and line up their trades."""
+    cfg = cfg.with_overrides(**{"hedge.enabled": hedge, "sim.commissions": commissions})
     tmp = Path(tempfile.mkdtemp(prefix="parity", dir="/tmp"))
     try:
         d_condors, d_hedge, d_nl, end = asyncio.run(_daemon(cfg, data_dir, start, days, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     last = end.astimezone(NY).date()
-    inputs = RunInputs(cfg, start, last, data_dir, commissions="flat")
+    inputs = RunInputs(cfg, start, last, data_dir, commissions=commissions)
     world = World(inputs)
     until = ny_time(start, "09:00") + timedelta(days=days)
     names = ["alvh" if hedge else "unhedged"]

@@ -1,17 +1,12 @@
 """Model quotes for the backtest, batched: the numbers of `SimExchange.price_options`, faster.
 
-The daemon asks the simulated exchange for quotes one request at a time; each request runs a
-dozen numpy calls and builds a `Quote` per option. The backtest needs the same numbers for
-whole intraday paths (every monitor instant of a day, for every leg held) and for chains, so
-this module evaluates the exchange's own pricing functions (`bot.pricing`: `spx_smile`,
-`bs_price`, `bs_greeks`, `quote_spread`; `bot.sim.exchange.vix_option_model`,
-`pricing.vix_quote_spread`) on arrays spanning many (option, instant) pairs at once.
-
-Two pieces of the exchange's code take scalars and are re-expressed here element-wise with
-the same floating-point operations, so the results are bit-for-bit the exchange's:
-
-- `pricing.spx_atm_vol` (scalar VIX levels) -> `atm_vol`;
-- `SimExchange.vix_future` (interpolation on one curve) -> `_vix_futures`.
+The daemon asks the simulated exchange for quotes one request at a time and builds a `Quote`
+per option. The backtest needs the same numbers for whole intraday paths (every monitor
+instant of a day, for every leg held) and for chains, so it calls the exchange's own
+vectorized models (`pricing.spx_option_model`, `pricing.vix_option_model`, the future of an
+expiry by `pricing.curve_at`) once on arrays spanning many (option, instant) pairs, on the
+market's own day path (`HistoryMarket.session_path`), and builds `Quote`s only for the rows it
+hands to the strategy code (`exchange.option_quote`).
 
 `tests/test_backtest_pricer.py` checks that every bid, ask and greek produced here equals
 `SimExchange.price_options` on random days, instants, strikes and expiries.
@@ -20,175 +15,27 @@ the same floating-point operations, so the results are bit-for-bit the exchange'
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import date, datetime
 
 import numpy as np
 
 from bot import pricing
 from bot.calendar import TradingCalendar
-from bot.domain import Greeks, OptionSpec, Quote, Right
-from bot.sim.exchange import DIVIDEND_YIELD, YEAR_S, SimExchange
-from bot.sim.market import HistoryMarket, bridge_spx_vix, vvix_from_vix, vx_beta
-
-_DAYS = pricing.DAYS_PER_YEAR
-
-
-def _dec(x: float) -> Decimal:
-    """`bot.sim.exchange._dec`: a price as the exchange stores it (cents)."""
-    return Decimal(str(round(x, 2)))
-
-
-# --------------------------------------------------------------------------- the VIX-term ATM vol
-
-
-def atm_vol(T, vix, vix9d, vix3m, atm_ratio: float = pricing.ATM_TO_VIX) -> np.ndarray:
-    """`pricing.spx_atm_vol` element by element: every argument an array of one shape.
-
-    The knots (9, 30, 91 days) present for an element are those whose level is finite; VIX is
-    always present. Total variance is interpolated linearly between the knots as `np.interp`
-    does it (slope * (x - x_j) + y_j, the knot value itself at a knot), flat outside.
-    """
-    T, vix, v9, v3 = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (T, vix, vix9d, vix3m)))
-    out = np.empty(T.shape)
-    has9, has3 = np.isfinite(v9), np.isfinite(v3)
-    for p9 in (False, True):
-        for p3 in (False, True):
-            sel = (has9 == p9) & (has3 == p3)
-            if not sel.any():
-                continue
-            levels = ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else [])
-            days = ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else [])
-            t_k = [d / _DAYS for d in days]
-            v_k = [lv / 100.0 for lv in levels]
-            w_k = [v * v * t for v, t in zip(v_k, t_k)]
-            x = T[sel]
-            vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
-            if len(t_k) > 1:
-                inside = (x > t_k[0]) & (x < t_k[-1])
-                if inside.any():
-                    xi = x[inside]
-                    interp = np.empty(xi.shape)
-                    for j in range(len(t_k) - 1):
-                        seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
-                        if not seg.any():
-                            continue
-                        y0, y1 = w_k[j][inside][seg], w_k[j + 1][inside][seg]
-                        slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
-                        xs = xi[seg]
-                        interp[seg] = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
-                    vi = np.sqrt(interp / xi)
-                    vol = vol.copy()
-                    vol[inside] = vi
-            out[sel] = vol * atm_ratio
-    return out
-
-
-# --------------------------------------------------------------------------- Black-Scholes, fused
-
-
-def bs_fused(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
-    """`pricing.bs_price` and, with `greeks`, `pricing.bs_greeks` in one pass: the same
-    operations in the same order (so the same bits), with one `norm_cdf` call over the stacked
-    arguments (d1, d2, -d1, -d2) instead of ten calls, and one `_d1_d2` instead of two."""
-    S, K, T, sigma, r, q, call = pricing._inputs(S, K, T, sigma, r, q, is_call)  # noqa: SLF001
-    d1, d2, live, Tp, sd = pricing._d1_d2(S, K, T, sigma, r, q)  # noqa: SLF001
-    n = d1.size
-    cdf = pricing.norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
-    n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
-    dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
-    call_px = S * dq * n_d1 - K * dr * n_d2
-    put_px = K * dr * n_md2 - S * dq * n_md1
-    fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
-    price = np.where(live, np.where(call, call_px, put_px), fwd_intrinsic)
-    out = {"mid": np.maximum(price, 0.0)}
-    if not greeks:
-        return out
-    pdf = pricing.norm_pdf(d1)
-    sqrt_t = np.where(live, np.sqrt(Tp), 1.0)
-    delta = np.where(call, dq * n_d1, -dq * n_md1)
-    gamma = dq * pdf / (np.where(live, S, 1.0) * sd)
-    vega = S * dq * pdf * sqrt_t / 100.0
-    decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
-    theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
-    theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
-    theta = np.where(call, theta_call, theta_put) / pricing.DAYS_PER_YEAR
-    dead_delta = np.where(call, np.where(S > K, 1.0, 0.0), np.where(S < K, -1.0, 0.0))
-    zero = np.zeros_like(S)
-    out.update(delta=np.where(live, delta, dead_delta), gamma=np.where(live, gamma, zero),
-               vega=np.where(live, vega, zero), theta=np.where(live, theta, zero))
-    return out
-
-
-def vix_model(F, K, T, vvix, rate, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
-    """`bot.sim.exchange.vix_option_model` (Black-76 = Black-Scholes with q = r), fused."""
-    vol = pricing.vix_call_skew(pricing.vix_option_vol(vvix, T), F, K)
-    out = bs_fused(F, K, T, vol, rate, rate, is_call, greeks)
-    out["vol"] = np.asarray(vol)
-    return out
-
+from bot.domain import OptionSpec, Quote, Right
+from bot.sim import listing
+from bot.sim.exchange import YEAR_S, decimal_price, option_quote
+from bot.sim.market import DayPath, HistoryMarket, session_stamps
 
 # --------------------------------------------------------------------------- one session's arrays
 
 
-@dataclass(eq=False)
-class DayArrays:
-    """One session's intraday path (the market's own bridged path) as arrays."""
-
-    session: date
-    times: list[datetime]
-    stamps: np.ndarray
-    spx: np.ndarray
-    vix: np.ndarray
-    vix9d: np.ndarray
-    vix3m: np.ndarray
-    vvix: np.ndarray
-    rate: float
-    vx_expiries: tuple[date, ...]
-    vx: np.ndarray  # (steps, len(vx_expiries))
-    step_s: float
-
-    @property
-    def open_ts(self) -> float:
-        return float(self.stamps[0])
-
-    @property
-    def close_ts(self) -> float:
-        return float(self.stamps[-1])
-
-    def step_of(self, ts: float) -> int:
-        """Index of the step whose state holds at ts (the market's `_locate`, inside the
-        session: the close state from the close on)."""
-        if ts >= self.close_ts:
-            return len(self.stamps) - 1
-        return max(0, int((ts - self.open_ts) // self.step_s))
-
-
-def day_arrays(market: HistoryMarket, d: date, open_close: tuple[float, float] | None = None) -> DayArrays:
-    """The market's intraday path of session d. With the session's (open, close) timestamps,
-    the path is built here by `HistoryMarket._generate`'s own steps (its seeded generator,
-    `bridge_spx_vix`, `_vx_curve`, the same elasticities) without the list of datetimes the
-    market keeps for its clock; tests/test_backtest_pricer.py checks the arrays are the
-    market's, bit for bit. Without it, the market's cached path."""
+def day_arrays(market: HistoryMarket, d: date, open_close: tuple[float, float] | None = None) -> DayPath:
+    """The market's intraday path of session d: with the session's (open, close) timestamps,
+    built afresh on them (`HistoryMarket.session_path`, no calendar lookup, no cache); without,
+    the market's cached path (`day_path`)."""
     if open_close is None:
-        p = market._day(d)  # noqa: SLF001 - the market's cached path, read-only
-        return DayArrays(d, p.times, p.stamps, p.spx, p.vix, p.vix9d, p.vix3m, p.vvix, p.rate, p.vx_expiries, p.vx,
-                         market._step_s)  # noqa: SLF001
-    open_ts, close_ts = open_close
-    step_s = market._step_s  # noqa: SLF001
-    n = int(math.ceil((close_ts - open_ts) / step_s))
-    stamps = np.array([open_ts + k * step_s for k in range(n)] + [close_ts])
-    row = market._history.row(d)  # noqa: SLF001
-    rng = np.random.default_rng([market._seed, d.toordinal()])  # noqa: SLF001
-    spx, vix = bridge_spx_vix(rng, n, row.spx, row.vix)
-    ratio = vix / row.vix[3]
-    expiries, settles = market._vx_curve(d, row)  # noqa: SLF001
-    days = np.array([(e - d).days for e in expiries], dtype=float)
-    vvix_close = row.vvix if math.isfinite(row.vvix) else float(vvix_from_vix(row.vix[3]))
-    return DayArrays(d, [], stamps, spx, vix, row.vix9d * ratio ** market.VIX9D_BETA,
-                     row.vix3m * ratio ** market.VIX3M_BETA, vvix_close * ratio ** market.VVIX_BETA, row.rate,
-                     expiries, np.asarray(settles) * ratio[:, None] ** vx_beta(days), step_s)
+        return market.day_path(d)
+    return market.session_path(d, session_stamps(open_close[0], open_close[1], market.step_s))
 
 
 # --------------------------------------------------------------------------- the pricer
@@ -199,12 +46,11 @@ class Pricer:
     per session. Quotes are keyed by (instant, option key); a missing key means the option
     is expired or was never listed (as the exchange leaves it out)."""
 
-    def __init__(self, market: HistoryMarket, calendar: TradingCalendar, exchange: SimExchange, sessions=None):
+    def __init__(self, market: HistoryMarket, calendar: TradingCalendar, sessions=None):
         self.sessions = sessions  # optional SessionTimes: open/close without pandas per date
         self.market = market
         self.cal = calendar
-        self.ex = exchange  # for listing rules and expiry times only (no account use)
-        self.day: DayArrays | None = None
+        self.day: DayPath | None = None
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
@@ -212,7 +58,7 @@ class Pricer:
         self._futures: dict[date, np.ndarray] = {}
 
     # -- session
-    def start_day(self, d: date) -> DayArrays:
+    def start_day(self, d: date) -> DayPath:
         oc = self.sessions.get(d) if self.sessions is not None else None
         self.day = day_arrays(self.market, d, oc)
         self._futures = {}
@@ -234,8 +80,8 @@ class Pricer:
     def vix_expiry_ts(self, expiry: date, trading_class: str) -> float | None:
         k = (expiry, trading_class)
         if k not in self._vix_expiry_ts:
-            ok = self.ex.is_vix_listed(expiry, trading_class)
-            self._vix_expiry_ts[k] = self.ex.vix_expiry_time(expiry).timestamp() if ok else None
+            ok = listing.is_vix_listed(self.cal, expiry, trading_class)
+            self._vix_expiry_ts[k] = self.cal.vix_expiry_time(expiry).timestamp() if ok else None
         return self._vix_expiry_ts[k]
 
     # -- state values at instants (vectors over instants)
@@ -256,11 +102,8 @@ class Pricer:
         T = (np.asarray(expiry_ts, dtype=float) - np.asarray(stamps, dtype=float)) / YEAR_S
         S, vix, v9, v3, T, K, call = np.broadcast_arrays(S, vix, v9, v3, T, np.asarray(strikes, dtype=float),
                                                        np.asarray(is_call, dtype=bool))
-        atm = atm_vol(T, vix, v9, v3)
-        iv = pricing.spx_smile(atm, S, K, T)
-        out = bs_fused(S, K, T, iv, day.rate, DIVIDEND_YIELD, call, greeks)
-        out["bid"], out["ask"] = pricing.quote_spread(out["mid"])
-        out.update(T=T, S=S, iv=np.asarray(iv))
+        out = pricing.spx_option_model(S, K, T, vix, v9, v3, day.rate, call, greeks)
+        out.update(T=T, S=S)
         return out
 
     # -- VIX
@@ -280,18 +123,7 @@ class Pricer:
             xs = [0.0] + [float((e - today).days) for e in day.vx_expiries if e > today]
             ys = [np.asarray(day.vix, dtype=float)] + [np.asarray(day.vx[:, j], dtype=float)
                                                        for j, e in enumerate(day.vx_expiries) if e > today]
-            x = float((expiry - today).days)
-            if x >= xs[-1]:
-                got = ys[-1].copy()
-            elif x <= xs[0]:
-                got = ys[0].copy()
-            else:
-                j = max(i for i in range(len(xs) - 1) if xs[i] <= x)
-                if x == xs[j]:
-                    got = ys[j].copy()
-                else:
-                    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
-                    got = slope * (x - xs[j]) + ys[j]
+            got = np.array(pricing.curve_at(float((expiry - today).days), xs, ys))
         self._futures[expiry] = got
         return got
 
@@ -317,9 +149,8 @@ class Pricer:
         k = self._steps(stamps)
         F = self._vix_futures(expiries, k)
         T = (np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S
-        out = vix_model(F, np.asarray(strikes, dtype=float), T, day.vvix[k], day.rate, np.asarray(is_call, dtype=bool),
-                        greeks)
-        out["bid"], out["ask"] = pricing.vix_quote_spread(out["mid"])
+        out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, day.vvix[k], day.rate,
+                                       np.asarray(is_call, dtype=bool), greeks)
         out.update(F=F, T=T)
         return out
 
@@ -392,16 +223,12 @@ class Pricer:
     @staticmethod
     def spx_quote(a: dict[str, np.ndarray], n) -> Quote:
         """The exchange's SPX `Quote` from `spx_arrays` output at index n."""
-        return Quote(_dec(a["bid"][n]), _dec(a["ask"][n]),
-                     Greeks(float(a["delta"][n]), float(a["gamma"][n]), float(a["vega"][n]), float(a["theta"][n]),
-                            float(a["iv"][n])), float(a["S"][n]))
+        return option_quote(a, n, "iv", float(a["S"][n]))
 
     @staticmethod
     def vix_quote(a: dict[str, np.ndarray], n) -> Quote:
         """The exchange's VIX `Quote` from `vix_arrays` output at index n."""
-        return Quote(_dec(a["bid"][n]), _dec(a["ask"][n]),
-                     Greeks(float(a["delta"][n]), float(a["gamma"][n]), float(a["vega"][n]), float(a["theta"][n]),
-                            float(a["vol"][n])), float(a["F"][n]))
+        return option_quote(a, n, "vol", float(a["F"][n]))
 
     def _price(self, options: list[OptionSpec], ts: float) -> list[Quote | None]:
         res: list[Quote | None] = [None] * len(options)
@@ -444,15 +271,6 @@ class StepQuotes:
         got = self._built.get(k)
         if got is None:
             b, a = self.bid[k], self.ask[k]
-            got = {key: Quote(_dec(b[j]), _dec(a[j])) for j, key in enumerate(self.keys) if not math.isnan(b[j])}
+            got = {key: Quote(decimal_price(b[j]), decimal_price(a[j])) for j, key in enumerate(self.keys) if not math.isnan(b[j])}
             self._built[k] = got
         return got
-
-
-def spx_listed_strikes(spot: float) -> tuple[int, int]:
-    """`SimExchange.strikes`: every 5 points within +/-20 % of spot, as (lowest, highest)."""
-    return int(spot * 0.8 // 5 * 5), int(spot * 1.2 // 5 * 5)
-
-
-def after(t: datetime, seconds: float) -> datetime:
-    return t + timedelta(seconds=seconds)

@@ -335,7 +335,7 @@ def markdown(r: dict) -> str:
             alvh_cell = f"{alvh_cell} (unhedged {show(c.get('unhedged'))}, S&P 500 {show(c.get('spx'))})"
         L.append(f"| {c['claim']} | {c['measure']} | {claimed} | {alvh_cell} | {show(c.get('vxth_reference'))} "
                  f"| {c['verdict']} |")
-    L += ["", _conclusion(r), ""]
+    L += ["", conclusion(r), ""]
     L += ["## Variants (whole period)", ""]
     L += ["Hedge cost = minus the hedge's P&L (premiums, commissions, sales, settlements and the value still held): "
           "a negative cost is a net gain.", ""]
@@ -439,7 +439,7 @@ def _cost_words(h: dict) -> str:
     return f"paying {_f(paid)}% of net liquidation a year in premium for {net} a year"
 
 
-def _conclusion(r: dict) -> str:
+def conclusion(r: dict) -> str:
     v = r["variants"]
     a, x = v.get("alvh"), v.get("vxth")
     if not a:

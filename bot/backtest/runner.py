@@ -20,23 +20,14 @@ from bot.calendar import NY, TradingCalendar, ny_time
 from bot.config import Config, HedgeConfig
 from bot.data import DataError, load_history
 from bot.schedule import CronJob
-from bot.sim.exchange import ExchangeSettings, SimExchange
+from bot.sim.exchange import ExchangeSettings
 from bot.sim.market import HISTORY_LOOKBACK_DAYS, HistoryMarket
 
-from bot.backtest.account import Account, BacktestExchange, Walker, schedule_by_name
+from bot.backtest.account import Account, BacktestExchange, Walker
 from bot.backtest.pricer import Pricer
-from bot.backtest.replay import (
-    BuyHold,
-    Day,
-    Schedule,
-    SessionTimes,
-    SignalTrack,
-    Variant,
-    VxthRule,
-    _signal_key,
-    vxth_roll_days,
-    warmup_closes,
-)
+from bot.backtest.day import Day, Schedule, SessionTimes
+from bot.backtest.hedges import SignalTrack, VxthRule, signal_key
+from bot.backtest.variants import BuyHold, Variant, vxth_roll_days, warmup_closes
 
 MAIN_VARIANTS = ("unhedged", "alvh", "vxth", "spx")
 SWEEP_COUNTS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -156,13 +147,12 @@ class World:
         self.market = HistoryMarket(history, self.cal, cfg.sim.seed, cfg.sim.step_minutes)
         self.sessions = sessions
         s = cfg.sim
-        self.settings = ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract, s.fill_fraction)
-        self.listing = SimExchange(self.market, self.cal, self.settings, ":memory:")
+        self.settings = ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract, s.fill_fraction,
+                                         inputs.commissions)
         self.session_times = SessionTimes(self.cal, sessions[0] - timedelta(days=10), inputs.end + timedelta(days=120))
-        self.pricer = Pricer(self.market, self.cal, self.listing, self.session_times)
+        self.pricer = Pricer(self.market, self.cal, self.session_times)
         self.schedule_of = lambda vxth: self._schedule(vxth)
         self.walker = Walker(cfg.execution, s.fill_fraction)
-        self.commissions = schedule_by_name(inputs.commissions, s.commission_per_contract)
         self.vxth_days = vxth_roll_days(self.cal, sessions[0], sessions[-1]) | {sessions[0]}
 
     def _schedule(self, vxth: bool) -> Schedule:
@@ -176,7 +166,7 @@ class World:
                         self.inputs.vxth.at if vxth else None, self.session_times)
 
     def account(self, name: str) -> Account:
-        ex = BacktestExchange(self.market, self.cal, self.settings, self.pricer, self.commissions)
+        ex = BacktestExchange(self.market, self.cal, self.settings, self.pricer)
         return Account(ex, self.walker, f"{name}-")
 
     def build(self, spec: VariantSpec):
@@ -211,7 +201,7 @@ def run_group(inputs: RunInputs, specs: list[VariantSpec], progress=None, world:
     closes = None
     for v in variants:
         if getattr(v, "alvh", None) is not None:
-            key = _signal_key(v.hedge_cfg)
+            key = signal_key(v.hedge_cfg)
             if key not in tracks:
                 closes = closes if closes is not None else warmup_closes(w.market, start_t)
                 tracks[key] = SignalTrack(v.hedge_cfg, closes)

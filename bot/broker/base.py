@@ -1,7 +1,9 @@
 """The one Broker port. The engine, the executor and the reconciler talk to this and nothing else.
 
-Adapters: `SimBroker` (in-process simulated exchange, for replay speed) and, later,
-`IBBroker` (ib_async, over a real IB Gateway/TWS paper account or the simulated gateway).
+Adapters: `SimBroker` (in-process simulated exchange, for replay speed) and `IBBroker`
+(ib_async, over a real IB Gateway/TWS paper account or the simulated gateway), which also
+offers the optional `LiveFeed` capabilities (streaming, resync callbacks, data delay, server
+version).
 
 Errors are named by what the operator (or the engine) must do:
 - `TransientBrokerError`: retry with backoff (dropped connection, pacing).
@@ -11,7 +13,7 @@ Errors are named by what the operator (or the engine) must do:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
@@ -140,3 +142,23 @@ class Broker(Protocol):
         """Cash-settlement price per share of an expired option (intrinsic at the settlement
         value), or None while it is not known yet."""
         ...
+
+
+@runtime_checkable
+class LiveFeed(Protocol):
+    """What a broker on a live connection (IBBroker) offers beyond the port. SimBroker has none
+    of it: it is polled, never drops, and its data are never delayed. Checked once, when the
+    engine is wired (`live_feed`), never attribute by attribute while it runs."""
+
+    delayed: bool  # market data are delayed: never trade on them (FAILURES.md 16)
+    server_version: int | None  # the API server version, once connected
+    on_resync: list[Callable[[], Awaitable[None]]]  # called after a reconnect (the engine reconciles)
+
+    def watch(self, symbol: str, callback: Callable[[float], None]) -> None:
+        """Stream an index: `callback(value)` on every usable update (the hedge's live VIX)."""
+        ...
+
+
+def live_feed(broker: Broker) -> LiveFeed | None:
+    """The broker's live capabilities, or None for a broker without them."""
+    return broker if isinstance(broker, LiveFeed) else None

@@ -41,6 +41,7 @@ from bot.clock import Clock, SystemClock
 from bot.domain import AccountSummary, Action, BadQuote, Fill, Leg, OptionSpec, OrderState, Position, Quote
 
 ACK_TIMEOUT = 10.0
+PENDING = ("PendingSubmit", "ApiPending", "")  # statuses of an order IB has not acknowledged yet
 FILLS_WAIT = 2.0  # real seconds fills() waits for trailing executions and commission reports
 
 
@@ -64,7 +65,7 @@ def _unconfirmed(trade) -> bool:
     for entry in reversed(trade.log):
         if entry.message.startswith("Fill "):  # executions do not set the status
             continue
-        return entry.errorCode not in (0, 202)
+        return entry.errorCode != 0 and entry.errorCode not in m.CANCEL_CONFIRMED
     return False
 
 
@@ -275,13 +276,13 @@ class IBBroker:
             asyncio.ensure_future(self._restored(code))
         elif kind == "data_blocked":
             self.data_blocked = f"IB {code}: {message}"
-        elif code in (2104, 2106, 2158):
+        elif code in m.DATA_FARM_OK:
             self.data_blocked = None
-        if kind == "rejected" or code in (103, 110, 200, 201, 202):
+        if m.refuses_order(code):
             self._rejections[req_id] = (code, message)
-        if code == 326:
+        if code in m.CLIENT_ID_IN_USE:
             self._client_id_in_use = True
-        if code in (100, 162) and ("pacing" in message.lower() or code == 100):
+        if m.is_pacing(code, message):
             # over IB's message rate: slow the one throttle down until the next connect
             self.throttle.rate_limit = max(1, self.throttle.rate_limit // 2)
         if self.log and kind not in ("info",):
@@ -570,23 +571,56 @@ class IBBroker:
             trade = self.ib.placeOrder(contract, order)
         return await self._acknowledged(trade, order_ref)
 
+    async def _trade_event(self, trade, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `ready()` holds, on ib_async's own events: check first, then subscribe
+        to the trade's status, fill and cancel events, IB's errors and a disconnect, wait with
+        a timeout, unsubscribe in `finally`. True when ready. (Our error handler runs before
+        the wake-up: a rejection is recorded by the time `ready` is asked again.)"""
+        if ready():
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        wake = asyncio.Event()
+
+        def poke(*_) -> None:
+            wake.set()
+
+        events = (trade.statusEvent, trade.filledEvent, trade.cancelledEvent, self.ib.errorEvent,
+                  self.ib.disconnectedEvent)
+        for event in events:
+            event += poke
+        try:
+            while not ready():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    return ready()
+            return True
+        finally:
+            for event in events:
+                event -= poke
+
     async def _acknowledged(self, trade, order_ref: str) -> OrderState:
         """Wait (with a timeout) until the order is past PendingSubmit, or rejected."""
-        deadline = asyncio.get_running_loop().time() + ACK_TIMEOUT
-        while asyncio.get_running_loop().time() < deadline:
-            rejection = self._rejections.pop(trade.order.orderId, None)
-            if rejection is not None and rejection[0] not in (399, 2109):
-                code, message = rejection
-                raise OrderRejected(order_ref, message, code)
-            if trade.orderStatus.status not in ("PendingSubmit", "ApiPending", ""):
-                return m.order_state(trade, self._legs.get(order_ref))
-            if not self.connected:  # it may or may not have reached IB: reconcile decides
-                raise TransientBrokerError(f"disconnected before order {order_ref} was acknowledged")
-            await asyncio.sleep(0.01)
+        order_id = trade.order.orderId
+        await self._trade_event(trade, lambda: (order_id in self._rejections or not self.connected
+                                                or trade.orderStatus.status not in PENDING), ACK_TIMEOUT)
+        rejection = self._rejections.pop(order_id, None)
+        if rejection is not None:  # only codes that refuse an order are recorded (m.refuses_order)
+            code, message = rejection
+            raise OrderRejected(order_ref, message, code)
+        if trade.orderStatus.status not in PENDING:
+            return m.order_state(trade, self._legs.get(order_ref))
+        if not self.connected:  # it may or may not have reached IB: reconcile decides
+            raise TransientBrokerError(f"disconnected before order {order_ref} was acknowledged")
         # no acknowledgement: ask IB (executions, open and completed orders) before calling the
         # order unknown (FAILURES.md 9). Never re-placed here.
         await self._confirm()
-        if trade.orderStatus.status not in ("PendingSubmit", "ApiPending", ""):
+        if trade.orderStatus.status not in PENDING:
             return m.order_state(trade, self._legs.get(order_ref))
         raise TransientBrokerError(f"order {order_ref} not acknowledged within {ACK_TIMEOUT:.0f}s "
                                    "and IB does not know it (yet): state unknown")
@@ -614,12 +648,9 @@ class IBBroker:
         if not trade.isDone():
             async with self.throttle:
                 self.ib.cancelOrder(trade.order)
-            for _ in range(int(ACK_TIMEOUT / 0.01)):
-                if trade.isDone():
-                    break
-                if not self.connected:
-                    raise TransientBrokerError(f"disconnected while cancelling {order_ref}")
-                await asyncio.sleep(0.01)
+            await self._trade_event(trade, lambda: trade.isDone() or not self.connected, ACK_TIMEOUT)
+            if not trade.isDone() and not self.connected:
+                raise TransientBrokerError(f"disconnected while cancelling {order_ref}")
         rejection = self._rejections.pop(trade.order.orderId, None)
         if rejection and rejection[0] == 10148:  # too late: it filled; the fills will show it
             await asyncio.sleep(0.05)

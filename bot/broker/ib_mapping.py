@@ -41,6 +41,24 @@ DATA_BLOCKED = frozenset({2103, 2105, 2157, 354, 10168, 10089, 10167, 10197, 101
 INFO = frozenset({2104, 2106, 2107, 2108, 2119, 2158, 2109, 399, 10090, 300})
 
 
+# what the adapter does beyond the kind (each a subset of the table above)
+DATA_FARM_OK = frozenset({2104, 2106, 2158})  # market data connections fine again: data unblocked
+ORDER_REFUSED = REJECTED | frozenset({103})  # the order behind the request id is refused (103: duplicate id)
+CLIENT_ID_IN_USE = frozenset({326})
+PACING = frozenset({100, 162})  # 100: over the message rate; 162 only when its text says pacing
+CANCEL_CONFIRMED = frozenset({202})  # "order cancelled": IB's own word that a cancel happened
+
+
+def refuses_order(code: int) -> bool:
+    """Does this code, on an order's request id, refuse that order? (399 and 2109 are warnings.)"""
+    return code in ORDER_REFUSED
+
+
+def is_pacing(code: int, message: str) -> bool:
+    """Over IB's message rate (the adapter slows its throttle down)."""
+    return code in PACING and (code == 100 or "pacing" in message.lower())
+
+
 def classify(code: int) -> str:
     """One table for every IB code the bot reacts to: lost | restored_data_lost | restored |
     transient | rejected | data_blocked | info | unknown."""

@@ -59,17 +59,14 @@ from bot.domain import (
     Quote,
     Right,
 )
+from bot.sim import listing
+from bot.sim.commissions import CommissionSchedule, schedule_by_name
 from bot.sim.market import MarketModel
 from bot.statefiles import prepare_state_file
 
 UTC = timezone.utc
 YEAR_S = 365.0 * 24 * 3600
-VIX_MONTHLIES_LISTED = 9  # monthly VIX expiries listed ahead
-VIXW_WEEKS_LISTED = 6  # weeks ahead with a VIXW weekly
-# VIX strike grid: (from, to, step); listed within [max(5, F/2), min(150, max(3F, F/2 + 10))]
-VIX_STRIKE_STEPS = ((1, 20, "0.5"), (20, 50, "1"), (50, 80, "2.5"), (80, 150, "5"))
-VIX_STRIKE_MIN, VIX_STRIKE_MAX = 5.0, 150.0
-DIVIDEND_YIELD = 0.013
+DIVIDEND_YIELD = pricing.DIVIDEND_YIELD
 REJECT_TICK = 110
 REJECT_ORDER = 201
 NO_SECURITY = 200
@@ -99,16 +96,60 @@ class ExchangeReject(Exception):
         self.reason = reason
 
 
+def combo_prices(legs: list[Leg], quotes: dict[str, Quote]) -> tuple[float, float, list[tuple[float, float]]]:
+    """(mid, natural, per-leg (mid, natural side)) per unit, as net debit. ExchangeReject 200
+    when a leg has no quote (unknown or expired contract)."""
+    mid = nat = 0.0
+    per_leg = []
+    for leg in legs:
+        q = quotes.get(leg.option.key)
+        if q is None:
+            raise ExchangeReject(NO_SECURITY, f"no quote for {leg.option.key}")
+        m = float(q.mid)
+        side = float(q.ask) if leg.action is Action.BUY else float(q.bid)
+        mid += leg.signed_ratio * m
+        nat += leg.signed_ratio * side
+        per_leg.append((m, side))
+    return mid, nat, per_leg
+
+
+def limit_fraction(limit: Decimal, mid: float, natural: float) -> float:
+    """How far a combo limit is from mid toward natural (0 at mid, 1 at natural)."""
+    span = natural - mid
+    return 1.0 if abs(span) < 1e-9 else (float(limit) - mid) / span
+
+
+def fills_at(limit: Decimal, mid: float, natural: float, fill_fraction: float) -> bool:
+    """The fill rule: a combo limit fills once it is `fill_fraction` of the way from mid to
+    natural (DESIGN-NOTES "Fill model")."""
+    return limit_fraction(limit, mid, natural) >= fill_fraction - 1e-9
+
+
 @dataclass(frozen=True)
 class ExchangeSettings:
     account: str = "DU0000001"
     starting_cash: float = 1_000_000.0
-    commission_per_contract: float = 0.65
+    commission_per_contract: float = 0.65  # the `flat` schedule's rate
     fill_fraction: float = 0.25
+    commissions: str = "flat"  # bot.sim.commissions.SCHEDULES
+
+    @property
+    def schedule(self) -> CommissionSchedule:
+        return schedule_by_name(self.commissions, self.commission_per_contract)
 
 
-def _dec(x: float) -> Decimal:
-    return Decimal(str(round(x, 2)))
+_CENTS: dict[float, Decimal] = {}
+
+
+def decimal_price(x: float) -> Decimal:
+    """A model price as the exchange quotes and stores it: cents. Memoized (a backtest asks
+    for the same few thousand prices millions of times; the dict is cleared when it grows)."""
+    got = _CENTS.get(x)
+    if got is None:
+        if len(_CENTS) > 200_000:
+            _CENTS.clear()
+        got = _CENTS[x] = Decimal(str(round(x, 2)))
+    return got
 
 
 class SimExchange:
@@ -119,6 +160,7 @@ class SimExchange:
         self.market = market
         self.calendar = calendar
         self.settings = settings
+        self._schedule = settings.schedule
         path = Path(state_path)
         if str(state_path) != ":memory:":
             prepare_state_file(path)  # 0600 in a 0700 folder: the account is nobody else's business
@@ -168,6 +210,11 @@ class SimExchange:
             pass
 
     @property
+    def cash(self) -> Decimal:
+        """The account's cash balance now (premiums, commissions and settlements booked)."""
+        return Decimal(self._meta("cash"))
+
+    @property
     def account_id(self) -> str:
         return self._meta("account") or self.settings.account
 
@@ -200,28 +247,16 @@ class SimExchange:
         K = np.array([float(o.strike) for o in live])
         T = np.array([self._years_to_expiry(o, t) for o in live])
         is_call = np.array([o.right is Right.CALL for o in live])
-        atm = pricing.spx_atm_vol(T, state.vix, state.vix9d, state.vix3m)
-        iv = pricing.spx_smile(atm, S, K, T)
-        mid = pricing.bs_price(S, K, T, iv, state.rate, DIVIDEND_YIELD, is_call)
-        g = pricing.bs_greeks(S, K, T, iv, state.rate, DIVIDEND_YIELD, is_call)
-        bid, ask = pricing.quote_spread(mid)
-        out = {}
-        for i, o in enumerate(live):
-            greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(iv[i]))
-            out[o.key] = Quote(_dec(bid[i]), _dec(ask[i]), greeks, S)
-        return out
+        a = pricing.spx_option_model(S, K, T, state.vix, state.vix9d, state.vix3m, state.rate, is_call)
+        return {o.key: option_quote(a, i, "iv", S) for i, o in enumerate(live)}
 
     def strikes(self, expiry: date, t: datetime) -> list[Decimal]:
-        """Listed SPXW strikes: every 5 points within +/-20% of spot (a model of the listing)."""
-        s = self.market.state_at(t).spx
-        lo, hi = int(s * 0.8 // 5 * 5), int(s * 1.2 // 5 * 5)
-        return [Decimal(k) for k in range(lo, hi + 5, 5)]
+        """Listed SPXW strikes (`listing.spx_strikes` of spot)."""
+        return listing.spx_strikes(self.market.state_at(t).spx)
 
-    def expiries(self, t: datetime, horizon_days: int = 70) -> list[date]:
-        """SPXW lists an expiry every session (daily expiries)."""
-        today = t.astimezone(UTC).date()
-        days = self.calendar.sessions_between(today - timedelta(days=1), today + timedelta(days=horizon_days))
-        return [d for d in days if self.calendar.spxw_expiry_time(d) > t]
+    def expiries(self, t: datetime, horizon_days: int = listing.SPX_HORIZON_DAYS) -> list[date]:
+        """SPXW lists an expiry every session (`listing.spx_expiries`)."""
+        return listing.spx_expiries(self.calendar, t, horizon_days)
 
     # --- VIX options and futures -----------------------------------------------------------
     def vix_expiry_time(self, expiry: date) -> datetime:
@@ -232,54 +267,13 @@ class SimExchange:
         """The last trading day of a VIX option: the session before its expiry date."""
         return self.calendar.previous_session(expiry)
 
-    def _monthly_vix(self, year: int, month: int) -> date | None:
-        """The monthly VIX expiry of a contract month, None past the calendar's range."""
-        ny, nm = (year + 1, 1) if month == 12 else (year, month + 1)
-        if date(ny, nm, 21) > self.calendar.last:
-            return None
-        return self.calendar.vix_monthly_expiry(year, month)
-
-    def _weekly_vix(self, wednesday: date) -> date | None:
-        """The VIXW expiry of a Wednesday's week: the Wednesday, or the session before it when
-        it is a holiday; None in a monthly-expiry week (the monthly is that week's expiry)."""
-        monthly = self._monthly_vix(wednesday.year, wednesday.month)
-        if monthly is None or (wednesday - timedelta(days=2)) <= monthly <= wednesday:
-            return None
-        cal = self.calendar
-        return wednesday if cal.is_session(wednesday) else cal.previous_session(wednesday)
-
     def is_vix_listed(self, expiry: date, trading_class: str) -> bool:
-        """Whether (expiry, class) follows the VIX listing rules (monthly "VIX", weekly "VIXW")."""
-        if not self.calendar.is_session(expiry):
-            return False
-        if trading_class == "VIX":
-            return self._monthly_vix(expiry.year, expiry.month) == expiry
-        if trading_class == "VIXW":
-            wednesday = expiry + timedelta(days=(2 - expiry.weekday()) % 7)
-            return self._weekly_vix(wednesday) == expiry
-        return False
+        """Whether (expiry, class) follows the VIX listing rules (`listing.is_vix_listed`)."""
+        return listing.is_vix_listed(self.calendar, expiry, trading_class)
 
     def vix_expiries(self, t: datetime) -> list[tuple[date, str]]:
-        """Listed VIX option expiries whose SOQ is after t, by date: the next
-        `VIX_MONTHLIES_LISTED` monthlies (class "VIX") and a weekly (class "VIXW") for every
-        week of the next `VIXW_WEEKS_LISTED` that has no monthly expiry."""
-        today = t.astimezone(NY).date()
-        out: list[tuple[date, str]] = []
-        y, m = today.year, today.month
-        while sum(1 for _, c in out if c == "VIX") < VIX_MONTHLIES_LISTED:
-            expiry = self._monthly_vix(y, m)
-            if expiry is None:
-                break
-            if self.vix_expiry_time(expiry) > t:
-                out.append((expiry, "VIX"))
-            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-        wednesday = today + timedelta(days=2 - today.weekday())  # this week's (may be past)
-        while wednesday <= today + timedelta(days=7 * VIXW_WEEKS_LISTED):
-            expiry = self._weekly_vix(wednesday)
-            if expiry is not None and self.vix_expiry_time(expiry) > t:
-                out.append((expiry, "VIXW"))
-            wednesday += timedelta(days=7)
-        return sorted(out)
+        """Listed VIX option expiries whose SOQ is after t, by date (`listing.vix_expiries`)."""
+        return listing.vix_expiries(self.calendar, t)
 
     def futures(self, t: datetime) -> list[tuple[date, float]]:
         """The monthly VIX futures curve at t: (expiry, price), nearest first."""
@@ -297,15 +291,12 @@ class SimExchange:
         today = t.astimezone(NY).date()
         days = [0.0] + [float((e - today).days) for e, _ in state.vx if e > today]
         prices = [state.vix] + [float(p) for e, p in state.vx if e > today]
-        return float(np.interp(float((expiry - today).days), days, prices))
+        return float(pricing.curve_at(float((expiry - today).days), days, prices))
 
     def vix_strikes(self, expiry: date, t: datetime) -> list[Decimal]:
         """Listed VIX strikes for an expiry: the grid (0.5 steps up to 20, 1 to 50, 2.5 to 80,
         5 to 150) within [max(5, F/2), min(150, max(3F, F/2 + 10))] of the expiry's future F."""
-        f = self.vix_future(expiry, t)
-        lo = max(VIX_STRIKE_MIN, 0.5 * f)
-        hi = min(VIX_STRIKE_MAX, max(3.0 * f, lo + 10.0))
-        return [k for k in _VIX_STRIKE_GRID if lo <= float(k) <= hi]
+        return listing.vix_strikes(self.vix_future(expiry, t))
 
     def _vix_years_to_expiry(self, opt: OptionSpec, t: datetime) -> float:
         if not self.is_vix_listed(opt.expiry, opt.trading_class):
@@ -322,28 +313,8 @@ class SimExchange:
         K = np.array([float(o.strike) for o in live])
         T = np.array([self._vix_years_to_expiry(o, t) for o in live])
         is_call = np.array([o.right is Right.CALL for o in live])
-        mid, g, vol = vix_option_model(F, K, T, state.vvix, state.rate, is_call)
-        bid, ask = pricing.vix_quote_spread(mid)
-        out = {}
-        for i, o in enumerate(live):
-            greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]), float(vol[i]))
-            out[o.key] = Quote(_dec(bid[i]), _dec(ask[i]), greeks, float(F[i]))
-        return out
-
-    def _combo_prices(self, legs: list[Leg], quotes: dict[str, Quote]) -> tuple[float, float, list[tuple[float, float]]]:
-        """(mid, natural, per-leg (mid, natural side)) per unit, as net debit."""
-        mid = nat = 0.0
-        per_leg = []
-        for leg in legs:
-            q = quotes.get(leg.option.key)
-            if q is None:
-                raise ExchangeReject(NO_SECURITY, f"no quote for {leg.option.key}")
-            m = float(q.mid)
-            side = float(q.ask) if leg.action is Action.BUY else float(q.bid)
-            mid += leg.signed_ratio * m
-            nat += leg.signed_ratio * side
-            per_leg.append((m, side))
-        return mid, nat, per_leg
+        a = pricing.vix_option_model(F, K, T, state.vvix, state.rate, is_call)
+        return {o.key: option_quote(a, i, "vol", float(F[i])) for i, o in enumerate(live)}
 
     # --- time --------------------------------------------------------------------------------
     def advance_to(self, t: datetime) -> None:
@@ -368,7 +339,7 @@ class SimExchange:
                 continue
             if not self.calendar.is_session(opt.expiry) or self.calendar.spxw_expiry_time(opt.expiry) <= t:
                 value = self.market.settlement(opt.expiry) if self.calendar.is_session(opt.expiry) else 0.0
-                intrinsic = _dec(opt.intrinsic(value))
+                intrinsic = decimal_price(opt.intrinsic(value))
                 cash = Decimal(self._meta("cash")) + intrinsic * opt.multiplier * qty
                 self._set_meta("cash", str(cash))
                 when = self.calendar.spxw_expiry_time(opt.expiry) if self.calendar.is_session(opt.expiry) else t
@@ -389,7 +360,7 @@ class SimExchange:
             value = self.market.state_at(when).vix
         else:
             when, value = t, 0.0
-        intrinsic = _dec(opt.intrinsic(value)) if listed else Decimal("0.00")
+        intrinsic = decimal_price(opt.intrinsic(value)) if listed else Decimal("0.00")
         cash = Decimal(self._meta("cash")) + intrinsic * opt.multiplier * qty
         self._set_meta("cash", str(cash))
         self.db.execute(
@@ -418,7 +389,7 @@ class SimExchange:
         with self._tx():
             self._set_meta("sim_time", max(t, self.sim_time or t).isoformat())
             quotes = self.price_options([leg.option for leg in legs], t)
-            self._combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
+            combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
             self._check_margin(legs, quantity, limit, quotes)
             if self.db.execute("SELECT 1 FROM orders WHERE order_ref=?", (order_ref,)).fetchone():
                 raise ExchangeReject(DUPLICATE_ORDER, f"an order with orderRef {order_ref} exists")
@@ -495,29 +466,26 @@ class SimExchange:
         if quotes is None:
             quotes = self.price_options([leg.option for leg in legs], t)
         try:
-            mid, nat, per_leg = self._combo_prices(legs, quotes)
+            mid, nat, per_leg = combo_prices(legs, quotes)
         except ExchangeReject:
             self.db.execute(
                 "UPDATE orders SET status='cancelled', reason='contract expired', updated=? WHERE order_ref=?",
                 (t.isoformat(), order_ref),
             )
             return
-        span = nat - mid
-        f = 1.0 if abs(span) < 1e-9 else (float(limit) - mid) / span
-        if f < self.settings.fill_fraction - 1e-9:
+        if not fills_at(limit, mid, nat, self.settings.fill_fraction):
             return
-        f = min(f, 1.0)
-        combo_price = limit if f < 1.0 else _dec(nat)
-        prices = [_dec(max(0.0, m + f * (side - m))) for m, side in per_leg]
+        f = min(limit_fraction(limit, mid, nat), 1.0)
+        combo_price = limit if f < 1.0 else decimal_price(nat)
+        prices = [decimal_price(max(0.0, m + f * (side - m))) for m, side in per_leg]
         # cent rounding of each leg must not move the combo off its price: the last leg
         # takes the difference, so the legs add up to exactly the combo price
         rest = sum((leg.signed_ratio * px for leg, px in zip(legs[:-1], prices[:-1])), Decimal(0))
         prices[-1] = (combo_price - rest) / legs[-1].signed_ratio
-        commission_each = Decimal(str(self.settings.commission_per_contract))
+        quantities = [leg.signed_ratio * quantity for leg in legs]
+        commissions = self._schedule.order_commissions(list(zip(quantities, prices)))
         cash = Decimal(self._meta("cash"))
-        for leg, px in zip(legs, prices):
-            qty = leg.signed_ratio * quantity
-            commission = commission_each * abs(qty)
+        for leg, px, qty, commission in zip(legs, prices, quantities, commissions):
             exec_id = f"{self._counter('next_exec_id'):08d}.01"
             self.db.execute(
                 "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
@@ -614,7 +582,7 @@ class SimExchange:
             value += mark * p.option.multiplier * p.quantity
         worst = _worst_payoff({p.option.key: p.quantity for p in positions})
         acct = self.account_id
-        return AccountSummary(acct, acct.startswith("D"), cash, cash + value, _dec(max(0.0, -worst)))
+        return AccountSummary(acct, acct.startswith("D"), cash, cash + value, decimal_price(max(0.0, -worst)))
 
 
 def _worst_expiry_payoff(book: dict[str, int]) -> float:
@@ -638,30 +606,18 @@ def _worst_expiry_payoff(book: dict[str, int]) -> float:
     return total
 
 
-def _vix_strike_grid() -> tuple[Decimal, ...]:
-    out: list[Decimal] = []
-    for lo, hi, step in VIX_STRIKE_STEPS:
-        k, inc = Decimal(lo), Decimal(step)
-        while k < hi:
-            out.append(Decimal(int(k)) if k == k.to_integral_value() else k)
-            k += inc
-    out.append(Decimal(VIX_STRIKE_STEPS[-1][1]))
-    return tuple(out)
-
-
-_VIX_STRIKE_GRID = _vix_strike_grid()
-
-
 def vix_option_model(F, K, T, vvix, rate, is_call):
-    """(mid, greeks, vol) of VIX options: Black-76 on the VIX future F with the vol
-    `vix_call_skew(vix_option_vol(vvix, T), F, K)`. Greeks from `black76_greeks`: delta and
-    gamma with respect to the future, vega per vol point, theta per calendar day. Arrays
-    broadcast; T in years."""
-    F, K, T, is_call = (np.asarray(x) for x in (F, K, T, is_call))
-    vol = pricing.vix_call_skew(pricing.vix_option_vol(vvix, T), F, K)
-    mid = pricing.black76_price(F, K, T, vol, rate, is_call)
-    greeks = pricing.black76_greeks(F, K, T, vol, rate, is_call)
-    return np.atleast_1d(mid), {k: np.atleast_1d(v) for k, v in greeks.items()}, np.atleast_1d(vol)
+    """(mid, greeks, vol) of VIX options (`pricing.vix_option_model`), as arrays."""
+    a = pricing.vix_option_model(F, K, T, vvix, rate, is_call)
+    return (np.atleast_1d(a["mid"]), {k: np.atleast_1d(a[k]) for k in pricing.GREEKS}, np.atleast_1d(a["vol"]))
+
+
+def option_quote(a: dict[str, np.ndarray], i: int, vol: str, underlying: float) -> Quote:
+    """The `Quote` of option i of a model's output (`pricing.spx_option_model` with vol "iv",
+    `pricing.vix_option_model` with vol "vol")."""
+    return Quote(decimal_price(a["bid"][i]), decimal_price(a["ask"][i]),
+                 Greeks(float(a["delta"][i]), float(a["gamma"][i]), float(a["vega"][i]), float(a["theta"][i]),
+                        float(a[vol][i])), underlying)
 
 
 def _uncovered_vix_calls(book: dict[str, int]) -> list[tuple[str, int]]:

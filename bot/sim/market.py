@@ -103,13 +103,20 @@ def _vix_expiry_known(calendar: TradingCalendar, year: int, month: int) -> bool:
 # --------------------------------------------------------------------------- per-session paths
 
 
+def session_stamps(open_ts: float, close_ts: float, step_s: float) -> np.ndarray:
+    """POSIX seconds of a session's steps: the open, every step_s after it, and the close."""
+    n = int(math.ceil((close_ts - open_ts) / step_s))
+    return np.array([open_ts + k * step_s for k in range(n)] + [close_ts])
+
+
 @dataclass(eq=False, slots=True)
-class _DayPath:
-    """One session's steps: times[0] is the open, times[-1] the close."""
+class DayPath:
+    """One session's steps: stamps[0] is the open, stamps[-1] the close, a step every
+    `step_s` seconds between (the last step may be shorter). The arrays are read-only by
+    contract: the market caches and replays them."""
 
     session: date
-    times: list[datetime]
-    stamps: np.ndarray  # POSIX seconds of `times`
+    stamps: np.ndarray  # POSIX seconds of the steps
     spx: np.ndarray
     vix: np.ndarray
     vix9d: np.ndarray
@@ -118,17 +125,33 @@ class _DayPath:
     rate: float
     vx_expiries: tuple[date, ...]
     vx: np.ndarray  # (steps, len(vx_expiries))
+    step_s: float
     states: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.states = [None] * len(self.times)
+        self.states = [None] * len(self.stamps)
+
+    @property
+    def open_ts(self) -> float:
+        return float(self.stamps[0])
+
+    @property
+    def close_ts(self) -> float:
+        return float(self.stamps[-1])
+
+    def step_of(self, ts: float) -> int:
+        """Index of the step whose state holds at ts inside the session (the close state from
+        the close on): what `state_at` reads."""
+        if ts >= self.close_ts:
+            return len(self.stamps) - 1
+        return max(0, int((ts - self.open_ts) // self.step_s))
 
     def state(self, k: int) -> MarketState:
         """State of step k (-1 = close), built once on first use."""
         cached = self.states[k]
         if cached is None:
             cached = MarketState(
-                time=self.times[k],
+                time=datetime.fromtimestamp(float(self.stamps[k]), UTC),
                 spx=float(self.spx[k]),
                 vix=float(self.vix[k]),
                 vix9d=float(self.vix9d[k]),
@@ -157,25 +180,18 @@ class _SteppedMarket:
         self.reason = ""
         self._calendar = calendar
         self._seed = int(seed)
-        self._step = timedelta(minutes=step_minutes)
         self._step_s = step_minutes * 60.0
-        self._paths: OrderedDict[date, _DayPath] = OrderedDict()
+        self._paths: OrderedDict[date, DayPath] = OrderedDict()
         self._utc_days: dict[date, tuple] = {}
 
     # -- subclasses
-    def _generate(self, d: date) -> _DayPath:
+    def _generate(self, d: date) -> DayPath:
         raise NotImplementedError
 
     # -- time
-    def _grid(self, d: date) -> tuple[list[datetime], np.ndarray]:
+    def _grid(self, d: date) -> np.ndarray:
         open_, close = self._calendar.open_close(d)
-        times = []
-        t = open_
-        while t < close:
-            times.append(t)
-            t += self._step
-        times.append(close)
-        return times, np.array([x.timestamp() for x in times])
+        return session_stamps(open_.timestamp(), close.timestamp(), self._step_s)
 
     def _day_info(self, utc_day: date) -> tuple:
         """(session or None, open ts, close ts, previous session or None) for a UTC date.
@@ -212,7 +228,7 @@ class _SteppedMarket:
             return self.last_session, -1
         return d, step
 
-    def _day(self, d: date) -> _DayPath:
+    def _day(self, d: date) -> DayPath:
         day = self._paths.get(d)
         if day is None:
             day = self._generate(d)
@@ -232,6 +248,16 @@ class _SteppedMarket:
             raise ValueError(f"{d} is outside the market's sessions {self.first_session}..{self.last_session}")
 
     # -- public
+    @property
+    def step_s(self) -> float:
+        """Seconds between two steps of a session."""
+        return self._step_s
+
+    def day_path(self, d: date) -> DayPath:
+        """The intraday path of session d that `state_at` and `path` replay (cached)."""
+        self._check_session(d)
+        return self._day(d)
+
     def state_at(self, t: datetime) -> MarketState:
         d, step = self._locate(t)
         return self._day(d).state(step)
@@ -392,23 +418,29 @@ class HistoryMarket(_SteppedMarket):
             return np.where(np.isfinite(h.vvix), h.vvix, vvix_from_vix(h.vix[:, 3]))
         raise ValueError(f"no daily closes for {symbol!r} (known: {', '.join(CLOSE_SYMBOLS)})")
 
-    def _generate(self, d: date) -> _DayPath:
+    def _generate(self, d: date) -> DayPath:
+        return self.session_path(d, self._grid(d))
+
+    def session_path(self, d: date, stamps: np.ndarray) -> DayPath:
+        """The path of session d on these step stamps (`session_stamps` of its open and close),
+        built afresh and not cached: what `state_at` replays, for a caller (the backtest) that
+        knows the session's times already and steps through each session once."""
         row = self._history.row(d)
-        times, stamps = self._grid(d)
         rng = np.random.default_rng([self._seed, d.toordinal()])
-        spx, vix = bridge_spx_vix(rng, len(times) - 1, row.spx, row.vix)
+        spx, vix = bridge_spx_vix(rng, len(stamps) - 1, row.spx, row.vix)
         ratio = vix / row.vix[3]
         expiries, settles = self._vx_curve(d, row)
         days = np.array([(e - d).days for e in expiries], dtype=float)
         vvix_close = row.vvix if math.isfinite(row.vvix) else float(vvix_from_vix(row.vix[3]))
-        return _DayPath(
-            session=d, times=times, stamps=stamps, spx=spx, vix=vix,
+        return DayPath(
+            session=d, stamps=stamps, spx=spx, vix=vix,
             vix9d=row.vix9d * ratio**self.VIX9D_BETA,
             vix3m=row.vix3m * ratio**self.VIX3M_BETA,
             vvix=vvix_close * ratio**self.VVIX_BETA,
             rate=row.rate,
             vx_expiries=expiries,
             vx=np.asarray(settles) * ratio[:, None] ** vx_beta(days),
+            step_s=self._step_s,
         )
 
     def _vx_curve(self, d: date, row) -> tuple[tuple[date, ...], tuple[float, ...]]:
@@ -559,19 +591,19 @@ class SyntheticMarket(_SteppedMarket):
         return past[d]
 
     # -- generation
-    def _generate(self, d: date) -> _DayPath:
+    def _generate(self, d: date) -> DayPath:
         spx_prev, vix_prev, first = self._start_state(d)
-        times, stamps = self._grid(d)
+        stamps = self._grid(d)
         spx, vix = self._simulate(d, stamps, spx_prev, vix_prev, first)
         self._closes[d] = (float(spx[-1]), float(vix[-1]))
         if self._frontier is None or d > self._frontier:
             self._frontier = d
         expiries = self._listed_vx(d)
-        return _DayPath(
-            session=d, times=times, stamps=stamps, spx=spx, vix=vix,
+        return DayPath(
+            session=d, stamps=stamps, spx=spx, vix=vix,
             vix9d=self._index_level(vix, 9.0), vix3m=self._index_level(vix, 91.0),
             vvix=vvix_from_vix(vix), rate=self.params.rate,
-            vx_expiries=expiries, vx=self._futures(vix, d, expiries),
+            vx_expiries=expiries, vx=self._futures(vix, d, expiries), step_s=self._step_s,
         )
 
     def _start_state(self, d: date) -> tuple[float, float, bool]:

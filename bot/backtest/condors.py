@@ -1,0 +1,148 @@
+"""The daemon's condor jobs for one backtest account (`CondorTrader`): entries, exits and
+settlements by the pure `strategies.iron_condor` rules, orders through the account's walk."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+import numpy as np
+
+from bot.config import CondorConfig
+from bot.domain import Condor, MarketSnapshot, OptionSpec
+from strategies import iron_condor as ic
+
+from bot.backtest.account import Account
+from bot.backtest.day import Day, Instant
+
+TOL = 1e-6  # float pre-screen tolerance (in option price points); the pure code decides
+
+
+# --------------------------------------------------------------------------- condors
+
+
+@dataclass
+class ClosedCondor:
+    condor: Condor
+    closed: date
+    reason: str
+    debit: Decimal
+    pnl: Decimal
+
+
+class CondorTrader:
+    """The daemon's condor jobs (Engine.on_entry / on_monitor / book_settlements) for one account."""
+
+    def __init__(self, cfg: CondorConfig, account: Account):
+        self.cfg = cfg
+        self.account = account
+        self.open: list[Condor] = []
+        self.last_opened: Condor | None = None
+        self.closed: list[ClosedCondor] = []
+        self.skips: Counter = Counter()
+        self._commissions: dict[str, Decimal] = {}
+        self._candidates: dict[str, set[int]] = {}
+        self.entries_until: datetime | None = None
+
+    @property
+    def notional_max_loss(self) -> Decimal:
+        return sum((c.max_loss for c in self.open), Decimal(0))
+
+    def entry(self, day: Day, inst: Instant, nl: Decimal) -> bool:
+        """`Engine.on_entry`; True when a condor was opened (the hedge then rebalances)."""
+        cfg = self.cfg
+        if self.entries_until is not None and inst.t >= self.entries_until:
+            return False
+        expiry = ic.entry_expiry(day.spx_expiries(inst), day.d, cfg)
+        if expiry is None:
+            self.skips[ic.SkipCode.NO_EXPIRY.value] += 1
+            return False
+        snapshot = day.entry_snapshot(inst, expiry, cfg)
+        decision = ic.decide_entry(snapshot, ic.Book(tuple(self.open), nl), cfg, inst.t)
+        if isinstance(decision, ic.Skip):
+            self.skips[decision.code.value] += 1
+            return False
+        order = decision.order
+        done = self.account.execute(order, inst.ts, day.pricer, day.close_ts)
+        if done is None:
+            self.skips[ic.SkipCode.NOT_FILLED.value] += 1
+            return False
+        cid = done.state.order_ref
+        condor = ic.condor_from_order(cid, order, done.state.filled, done.state.avg_price, inst.t)
+        self.open.append(condor)
+        self.last_opened = condor
+        self._commissions[cid] = sum((f.commission for f in done.fills), Decimal(0))
+        self._scan(day, [condor], inst.index)
+        return True
+
+    def start_day(self, day: Day) -> None:
+        self._candidates = {}
+        if self.open:
+            self._scan(day, self.open, 0)
+
+    def _scan(self, day: Day, condors: list[Condor], first: int) -> None:
+        """Monitor instants (from `first` on) where decide_exits may close each condor."""
+        idx = [i for i in day.monitor if i >= first]
+        if not idx:
+            for c in condors:
+                self._candidates[c.condor_id] = set()
+            return
+        legs = [leg.option for c in condors for leg in c.legs(opening=False)]
+        signs = np.array([leg.signed_ratio for c in condors for leg in c.legs(opening=False)], dtype=float)
+        bid, ask = day.spx_path(legs, idx)
+        mid = (bid + ask) / 2 * signs
+        today = day.d
+        for n, c in enumerate(condors):
+            debit = mid[:, 4 * n: 4 * n + 4].sum(axis=1)
+            take, stop = (float(x) for x in ic.exit_levels(c, self.cfg))
+            hit = (debit <= take + TOL) | (debit >= stop - TOL)
+            if ic.time_exit_due(c, today, self.cfg):
+                hit[:] = True
+            self._candidates[c.condor_id] = {i for i, h in zip(idx, hit.tolist()) if h}
+
+    def monitor(self, day: Day, inst: Instant) -> bool:
+        """`Engine.on_monitor`: close what decide_exits says; True when something closed."""
+        if not self.open or not any(inst.index in self._candidates.get(c.condor_id, ()) for c in self.open):
+            return False
+        options = [leg.option for c in self.open for leg in c.legs()]
+        quotes = day.pricer.quotes(options, inst.t)
+        snapshot = MarketSnapshot(inst.t, inst.spx, inst.vix, quotes=quotes)
+        closed = False
+        for p in ic.decide_exits(snapshot, ic.Book(tuple(self.open), Decimal(0)), self.cfg, inst.t):
+            done = self.account.execute(p.order, max(inst.ts, self.account.clock), day.pricer, day.close_ts)
+            if done is None:
+                continue
+            c = next(c for c in self.open if c.condor_id == p.condor_id)
+            fees = self._commissions.pop(c.condor_id, Decimal(0)) + sum((f.commission for f in done.fills), Decimal(0))
+            price = done.state.avg_price or Decimal(0)
+            self._record(c, day.d, p.reason, price, fees)
+            closed = True
+        return closed
+
+    def settle(self, day: Day, settled: list[tuple[OptionSpec, int, Decimal]], now: datetime) -> None:
+        """`Engine.book_settlements`: condors whose expiry has passed close at the settlement."""
+        prices = {o.key: px for o, _, px in settled}
+        for c in list(self.open):
+            if day.pricer.spx_expiry_ts(c.expiry) <= now.timestamp():
+                debit = ic.settlement_debit(c, prices)
+                if debit is not None:
+                    self._record(c, day.d, "settlement", debit, self._commissions.pop(c.condor_id, Decimal(0)))
+
+    def _record(self, c: Condor, when: date, reason: str, debit: Decimal, fees: Decimal) -> None:
+        pnl = ic.realized_pnl(c, debit, fees)
+        self.open = [x for x in self.open if x.condor_id != c.condor_id]
+        self.closed.append(ClosedCondor(c, when, reason, debit, pnl))
+
+    def vega_dollars(self, day: Day, inst: Instant) -> float:
+        """`HedgeManager.refresh_condor_vega`: |$ per vol point| of the open condors."""
+        legs = [leg for c in self.open for leg in c.legs()]
+        quotes = day.pricer.quotes([leg.option for leg in legs], inst.t)
+        total = 0.0
+        for c in self.open:
+            for leg in c.legs():
+                q = quotes.get(leg.option.key)
+                if q is not None and q.greeks is not None:
+                    total += leg.signed_ratio * q.greeks.vega * 100 * c.quantity
+        return abs(total)

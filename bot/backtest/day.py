@@ -1,0 +1,373 @@
+"""One session of the backtest, shared by every variant: the instants at which the daemon's
+jobs fire (`Schedule`, from `CronJob.fire_on` and the session times), the market's path, and
+the SPX entry snapshots and VIX chains priced once in numpy (`Day`, `ChainData`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import NamedTuple
+
+import numpy as np
+
+from bot.calendar import NY, UTC, TradingCalendar
+from bot.config import CondorConfig
+from bot.domain import ChainRow, MarketSnapshot, OptionSpec, Quote, Right
+from bot.schedule import CronJob
+from bot.sim import listing
+from bot.sim.exchange import decimal_price
+from strategies import iron_condor as ic
+
+from bot.backtest.pricer import Pricer
+
+# --------------------------------------------------------------------------- instants
+
+
+class Instant(NamedTuple):
+    index: int
+    ts: float
+    step: int
+    jobs: tuple[str, ...]  # in the daemon's job order: entry, monitor, rebalance, vxth, close
+    spx: float
+    vix: float
+
+    @property
+    def t(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
+
+    def moved(self, ts: float, step: int, spx: float | None = None, vix: float | None = None) -> Instant:
+        """The same instant (same jobs) at a later time ts, on step `step` of the path."""
+        return self._replace(ts=ts, step=step, spx=self.spx if spx is None else spx,
+                             vix=self.vix if vix is None else vix)
+
+
+JOB_ORDER = {"entry": 0, "monitor": 1, "rebalance": 2, "vxth": 3, "close": 4}
+
+
+class SessionTimes:
+    """Open and close (UTC) of every session of the calendar, from exchange_calendars'
+    schedule in one vectorized read (`TradingCalendar.open_close` asks pandas per date)."""
+
+    def __init__(self, cal: TradingCalendar, start: date, end: date):
+        import exchange_calendars as xcals
+        import pandas as pd
+
+        sched = xcals.get_calendar("XNYS", start=pd.Timestamp(start), end=pd.Timestamp(end)).schedule
+        self.times: dict[date, tuple[float, float]] = {
+            ts.date(): (o.timestamp(), c.timestamp()) for ts, o, c in zip(sched.index, sched["open"], sched["close"])}
+
+    def get(self, d: date) -> tuple[float, float] | None:
+        return self.times.get(d)
+
+
+@dataclass
+class Schedule:
+    """The jobs of a run, at the times the daemon's scheduler (bot/schedule.py) fires them."""
+
+    cal: TradingCalendar
+    monitor_s: int
+    entry: CronJob | None
+    rebalance: CronJob | None
+    vxth_time: time | None = None
+    sessions: SessionTimes | None = None
+
+    def fire(self, job: CronJob, d: date) -> datetime | None:
+        """`CronJob.fire_on` with the session's close from the run's session times."""
+        if not self.cal.is_session(d):
+            return None
+        return job.fire_on(self.cal, d, self.open_close(d)[1])
+
+    def open_close(self, d: date) -> tuple[datetime, datetime]:
+        got = self.sessions.get(d) if self.sessions is not None else None
+        if got is None:
+            return self.cal.open_close(d)
+        return datetime.fromtimestamp(got[0], UTC), datetime.fromtimestamp(got[1], UTC)
+
+    def instants(self, d: date, day, vxth_day: bool) -> list[Instant]:
+        open_, close = self.open_close(d)
+        open_ts, close_ts = open_.timestamp(), close.timestamp()
+        jobs: dict[float, list[str]] = {}
+        n_mon = int(math.ceil((close_ts - open_ts) / self.monitor_s))  # open + n*interval < close
+        for n in range(1, n_mon):
+            jobs[open_ts + n * self.monitor_s] = ["monitor"]
+        for name, job in (("entry", self.entry), ("rebalance", self.rebalance)):
+            if job is not None:
+                t = self.fire(job, d)
+                if t is not None and open_ <= t < close:
+                    jobs.setdefault(t.timestamp(), []).append(name)
+        if vxth_day and self.vxth_time is not None:
+            ts = datetime.combine(d, self.vxth_time, NY).timestamp()
+            if open_ts <= ts < close_ts:
+                jobs.setdefault(ts, []).append("vxth")
+        jobs.setdefault(close_ts + 60.0, []).append("close")  # SessionJob("close", +1 min)
+        out = []
+        spx, vix, step_s, last = day.spx, day.vix, day.step_s, len(day.stamps) - 1
+        for i, ts in enumerate(sorted(jobs)):
+            step = last if ts >= close_ts else int((ts - open_ts) // step_s)
+            names = jobs[ts]
+            if len(names) > 1:
+                names.sort(key=JOB_ORDER.__getitem__)
+            out.append(Instant(i, ts, step, tuple(names), float(spx[step]), float(vix[step])))
+        return out
+
+
+# --------------------------------------------------------------------------- shared per-day data
+
+
+class ChainData:
+    """One VIX option chain priced in numpy (exchange-identical arrays): what the pure code's
+    delta choice needs, and the quotes of the rows handed to it."""
+
+    def __init__(self, expiry: date, tclass: str, strikes: list[Decimal], a: dict[str, np.ndarray] | None):
+        self.expiry = expiry
+        self.tclass = tclass
+        self.decimal_strikes = strikes
+        self.a = a
+        if a is None:
+            self.strikes = np.empty(0)
+            self.delta = np.empty(0)
+            self.usable = np.empty(0, dtype=bool)
+        else:
+            self.strikes = np.array([float(k) for k in strikes])
+            self.delta = a["delta"]
+            self.usable = np.round(a["ask"], 2) > 0
+
+    def __len__(self) -> int:
+        return len(self.strikes)
+
+    def by_delta(self, target: float, min_strike: float | None = None) -> int | None:
+        """Index `alvh.by_delta` picks: nearest delta, ties to the higher strike."""
+        ok = self.usable if min_strike is None else self.usable & (self.strikes >= min_strike)
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            return None
+        d = np.abs(self.delta[idx] - target)
+        ties = idx[d == d.min()]
+        return int(ties[np.argmax(self.strikes[ties])])
+
+    def around(self, i: int | None, width: int = 1) -> set[int]:
+        if i is None:
+            return set()
+        return set(range(max(0, i - width), min(len(self), i + width + 1)))
+
+    def option(self, i: int) -> OptionSpec:
+        return OptionSpec("VIX", self.expiry, self.decimal_strikes[i], Right.CALL, self.tclass)
+
+
+class Day:
+    """Everything about one session that every variant shares: the path, the instants, the
+    quotes (through the pricer's cache), SPX entry snapshots and VIX chains."""
+
+    def __init__(self, d: date, pricer: Pricer, cal: TradingCalendar, schedule: Schedule, vxth_day: bool):
+        self.d = d
+        self.pricer = pricer
+        self.cal = cal
+        self.arrays = pricer.start_day(d)
+        self.instants = schedule.instants(d, self.arrays, vxth_day)
+        self.monitor = [i.index for i in self.instants if "monitor" in i.jobs]
+        self.close_ts = self.arrays.close_ts
+        self._snapshots: dict = {}
+        self._vix_expiries: dict[int, list[tuple[date, str]]] = {}
+        self._chains: dict = {}
+        self._paths: dict[str, dict[str, np.ndarray]] = {}
+        self._lot_quotes: dict[tuple[str, int], Quote | bool] = {}
+        self._spx_sessions = _spx_sessions(cal, pricer, d)
+
+    def at(self, inst: Instant, clock: float) -> Instant:
+        """The instant as a variant whose walks moved its clock past it sees it: the job runs
+        at max(scheduled time, clock), on the market state of that time."""
+        if clock <= inst.ts:
+            return inst
+        step = self.arrays.step_of(clock)
+        return inst.moved(clock, step, float(self.arrays.spx[step]), float(self.arrays.vix[step]))
+
+    # -- SPX
+    def spx_expiries(self, inst: Instant) -> list[date]:
+        """`listing.spx_expiries`: the candidate sessions whose close is after t."""
+        return [s for s, ts in self._spx_sessions if ts > inst.ts]
+
+    def entry_snapshot(self, inst: Instant, expiry: date, cfg: CondorConfig) -> MarketSnapshot:
+        """The daemon's entry chain (the strike band `iron_condor.strike_band` asks for), pruned to the
+        rows `iron_condor.select_condor` can choose from."""
+        key = (inst.ts, expiry, cfg.short_delta, cfg.wing_width, cfg.wing_delta)
+        snap = self._snapshots.get(key)
+        if snap is not None:
+            return snap
+        spx, vix = inst.spx, inst.vix
+        exp_ts = self.pricer.spx_expiry_ts(expiry)
+        near, far = ic.strike_band(spx, vix, (exp_ts - inst.ts) / (365 * 86400), cfg)
+        lo, hi = listing.spx_strike_range(spx)
+        puts, calls = ic.band_strikes(range(lo, hi + listing.SPX_STRIKE_STEP, listing.SPX_STRIKE_STEP), spx, near, far)
+        rows: list[ChainRow] = []
+        if puts and calls:
+            K = np.array(puts + calls, dtype=float)
+            is_call = np.array([False] * len(puts) + [True] * len(calls))
+            a = self.pricer.spx_arrays(exp_ts, K, is_call, inst.ts)
+            delta = a["delta"]
+            keep: set[int] = set()
+            # select_condor only looks at puts below spot and calls above spot
+            p_idx = [i for i, k in enumerate(puts) if k < spx]
+            c_idx = [len(puts) + i for i, k in enumerate(calls) if k > spx]
+
+            def pick(idx: list[int], target: float) -> int | None:
+                if not idx:
+                    return None
+                d = [abs(abs(float(delta[i])) - target) for i in idx]
+                m = min(d)
+                return min((i for i, x in zip(idx, d) if x == m), key=lambda i: K[i])
+
+            def near_of(idx: list[int], i: int | None) -> list[int]:
+                # the deltas here are the quotes' own (same arrays), so the pure code's choice
+                # is exactly this row: no neighbours needed
+                return [] if i is None else [i]
+
+            sp, sc = pick(p_idx, cfg.short_delta), pick(c_idx, cfg.short_delta)
+            for i in near_of(p_idx, sp) + near_of(c_idx, sc):
+                keep.add(i)
+            if cfg.wing_delta is None:
+                w = cfg.wing_width
+                pos = {(bool(is_call[i]), int(K[i])): i for i in range(len(K))}
+                for i in list(keep):
+                    j = pos.get((bool(is_call[i]), int(K[i]) + (w if is_call[i] else -w)))
+                    if j is not None:
+                        keep.add(j)
+            else:
+                for s_near, idx in ((near_of(p_idx, sp), p_idx), (near_of(c_idx, sc), c_idx)):
+                    for s in s_near:
+                        beyond = [i for i in idx if (K[i] < K[s] if not is_call[s] else K[i] > K[s])]
+                        keep.update(near_of(beyond, pick(beyond, cfg.wing_delta)))
+            for i in sorted(keep):
+                o = OptionSpec("SPX", expiry, Decimal(int(K[i])), Right.CALL if is_call[i] else Right.PUT, "SPXW")
+                q = self.pricer.cached(inst.ts, o)
+                if q is None:
+                    q = self.pricer.spx_quote(a, i)
+                    self.pricer.put(inst.ts, o, q)
+                rows.append(ChainRow(o, q))
+        snap = MarketSnapshot(inst.t, spx, vix, chain=tuple(rows))
+        self._snapshots[key] = snap
+        return snap
+
+    def spx_path(self, legs: list[OptionSpec], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Bid and ask (instants x legs) of SPX options at the given instants."""
+        stamps = np.array([self.instants[i].ts for i in idx])[:, None]
+        exp = np.array([self.pricer.spx_expiry_ts(o.expiry) for o in legs])[None, :]
+        K = np.array([float(o.strike) for o in legs])[None, :]
+        call = np.array([o.right is Right.CALL for o in legs])[None, :]
+        a = self.pricer.spx_arrays(exp, K, call, stamps, greeks=False)
+        return a["bid"], a["ask"]
+
+    # -- VIX
+    def vix_expiries(self, inst: Instant) -> list[tuple[date, str]]:
+        got = self._vix_expiries.get(inst.ts)
+        if got is None:
+            got = listing.vix_expiries(self.cal, inst.t)
+            self._vix_expiries[inst.ts] = got
+        return got
+
+    def vix_chains(self, inst: Instant, wanted: list[tuple[date, str]]) -> list[ChainData]:
+        """The chains (all listed strikes) of these expiries at an instant, priced in one batch."""
+        todo = [(e, tc) for e, tc in dict.fromkeys(wanted) if (inst.ts, e, tc) not in self._chains]
+        if todo:
+            parts = []
+            for e, tc in todo:
+                exp_ts = self.pricer.vix_expiry_ts(e, tc)
+                strikes = listing.vix_strikes(self.pricer.vix_future(e, inst.ts)) if exp_ts is not None and exp_ts > inst.ts \
+                    else []
+                parts.append((e, tc, exp_ts, strikes))
+            n = sum(len(p[3]) for p in parts)
+            a = None
+            if n:
+                a = self.pricer.vix_arrays([e for e, _, _, ks in parts for _ in ks],
+                                           np.concatenate([np.full(len(ks), x or 0.0) for _, _, x, ks in parts]),
+                                           np.array([float(k) for *_, ks in parts for k in ks]), np.ones(n, dtype=bool),
+                                           np.full(n, inst.ts))
+            lo = 0
+            for e, tc, _, ks in parts:
+                sub = None if not ks else {k: v[lo:lo + len(ks)] for k, v in a.items() if np.ndim(v)}
+                self._chains[(inst.ts, e, tc)] = ChainData(e, tc, ks, sub)
+                lo += len(ks)
+        return [self._chains[(inst.ts, e, tc)] for e, tc in wanted]
+
+    def vix_chain(self, inst: Instant, expiry: date, tclass: str) -> ChainData:
+        return self.vix_chains(inst, [(expiry, tclass)])[0]
+
+    def rows(self, inst: Instant, chain: ChainData, idx: set[int]) -> tuple[ChainRow, ...]:
+        out = []
+        for i in sorted(idx):
+            o = chain.option(i)
+            q = self.pricer.cached(inst.ts, o)
+            if q is None:
+                q = self.pricer.vix_quote(chain.a, i)
+                self.pricer.put(inst.ts, o, q)
+            out.append(ChainRow(o, q))
+        return tuple(out)
+
+    def lot_quotes(self, held: dict[str, OptionSpec], inst: Instant) -> dict[str, Quote]:
+        """Quotes (bid / ask, as the exchange quotes them; no greeks: the hedge's decision reads
+        only bid, ask and mid of what it holds) of held VIX options (by key) at an instant,
+        from arrays priced once per option for all the day's instants."""
+        if self.instants[inst.index].ts != inst.ts:  # a walk moved the clock past the instant
+            return self.pricer.quotes(list(held.values()), inst.t)
+        missing = [o for k, o in held.items() if k not in self._paths]
+        if missing:
+            self.price_paths(missing)
+        out = {}
+        i = inst.index
+        cache = self._lot_quotes
+        for key in held:
+            q = cache.get((key, i))
+            if q is None:
+                p = self._paths[key]
+                b = p["bid"][i]
+                q = False if math.isnan(b) else Quote(decimal_price(b), decimal_price(p["ask"][i]))
+                cache[(key, i)] = q
+            if q:
+                out[key] = q
+        return out
+
+    def vix_path(self, option: OptionSpec, key: str | None = None) -> dict[str, np.ndarray]:
+        """Bid and ask (the exchange's float arrays, nan when not live) of one VIX option at
+        every instant of the day."""
+        key = key or option.key
+        got = self._paths.get(key)
+        if got is None:
+            self.price_paths([option])
+            got = self._paths[key]
+        return got
+
+    def price_paths(self, options: list[OptionSpec]) -> None:
+        """Price these VIX options at every instant of the day in one batch."""
+        todo = [o for o in dict.fromkeys(options) if o.key not in self._paths]
+        if not todo:
+            return
+        stamps = np.array([i.ts for i in self.instants])
+        n, m = len(stamps), len(todo)
+        exp = np.array([self.pricer.vix_expiry_ts(o.expiry, o.trading_class) or -np.inf for o in todo])
+        E = np.broadcast_to(exp[None, :], (n, m))
+        S = np.broadcast_to(stamps[:, None], (n, m))
+        live = E - S > 0
+        bid, ask = np.full((n, m), np.nan), np.full((n, m), np.nan)
+        if live.any():
+            cols = np.broadcast_to(np.arange(m)[None, :], (n, m))[live]
+            K = np.broadcast_to(np.array([float(o.strike) for o in todo])[None, :], (n, m))[live]
+            C = np.broadcast_to(np.array([o.right is Right.CALL for o in todo])[None, :], (n, m))[live]
+            a = self.pricer.vix_arrays([todo[c].expiry for c in cols.tolist()], E[live], K, C, S[live], greeks=False)
+            bid[live], ask[live] = a["bid"], a["ask"]
+        for j, o in enumerate(todo):
+            self._paths[o.key] = {"bid": bid[:, j], "ask": ask[:, j]}
+
+
+_SPX_SESSIONS: dict = {}
+
+
+def _spx_sessions(cal: TradingCalendar, pricer: Pricer, d: date) -> list[tuple[date, float]]:
+    """(session, close ts) of the sessions `SimExchange.expiries` looks at from day d."""
+    got = _SPX_SESSIONS.get((id(cal), d))
+    if got is None:
+        got = [(s, pricer.spx_expiry_ts(s)) for s in listing.spx_expiry_candidates(cal, d)]
+        if len(_SPX_SESSIONS) > 4:
+            _SPX_SESSIONS.clear()
+        _SPX_SESSIONS[(id(cal), d)] = got
+    return got
