@@ -21,6 +21,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -336,10 +337,13 @@ class IBBroker:
             return  # the single requests that follow decide
         for d in details:
             spec = m.option_spec(d.contract)
-            if spec is not None and spec.trading_class == like.trading_class and spec.expiry == like.expiry \
-                    and spec.right == like.right and d.contract.conId:
-                self._contracts[spec.key] = d.contract
-                self._conids[spec.key] = d.contract.conId
+            # only exactly what was asked for, multiplier included (FAILURES.md 18): anything else
+            # is left to the single qualification, which refuses and logs it
+            if spec is None or not d.contract.conId or m.contract_differences(replace(like, strike=spec.strike),
+                                                                                d.contract):
+                continue
+            self._contracts[spec.key] = d.contract
+            self._conids[spec.key] = d.contract.conId
 
     def watch(self, symbol: str, callback: Callable[[float], None]) -> None:
         """Stream an index and call `callback(value)` on every usable update (the hedge's live
