@@ -110,6 +110,12 @@ ACK_TIMEOUT_S = 2.0  # IBBroker's wait for an acknowledgement (10 s real in prod
 QUIET_TURNS = 4  # loop turns (about 1 ms each) without traffic before time moves
 CHECKPOINTS = ("11:00", "15:00")  # New York: books compared once quiescent after each
 STEP_CAP = timedelta(minutes=30)  # no single jump longer than this while the daemon is up
+# while a broker call of the daemon waits with nothing on the wire (an acknowledgement that does
+# not come, executions waited for), time moves as real time does, this many times faster
+FALLBACK_SPEED = 30.0
+BROKER_CALLS = ("connect", "spot", "expiries", "strikes", "quotes", "futures", "daily_closes", "settlement_price",
+                "place_combo", "modify", "cancel", "cancel_all", "order", "open_orders", "fills", "positions",
+                "account")
 
 # fault kinds by trigger; weights
 PLACE_FAULTS = {"reject": 2, "partial": 3, "ack_lost": 1, "lost_in_flight": 1, "reached_then_drop": 1,
@@ -191,6 +197,8 @@ class Daemon:
             return send(*fields, **kw)
 
         client.send = counted
+        for name in BROKER_CALLS:  # time runs at FALLBACK_SPEED while one of these waits
+            setattr(self.broker, name, soak.tracked(getattr(self.broker, name)))
 
     async def start(self) -> None:
         async def life():
@@ -265,7 +273,9 @@ class Report:
                 "sessions": self.sessions, "steps": self.steps, "events": self.events,
                 "order_requests": dict(self.order_requests), "faults": dict(sorted(self.faults.items())),
                 "faults_total": sum(self.faults.values()), "checks": dict(sorted(self.checks.items())),
-                "violations": len(self.violations), "violation_details": self.violations[:50],
+                "violations": len(self.violations),
+                "violations_known_bugs": sum(1 for v in self.violations if v.get("known")),
+                "violation_details": self.violations[:50],
                 "ended": self.ended, "condors": self.condors, "daemon_restarts": self.restarts,
                 "audit": self.audit, "bot_events": self.bot_events}
 
@@ -296,6 +306,8 @@ class Soak:
         self.port = 0
         self.daemon: Daemon | None = None
         self.traffic = 0  # requests served + messages sent by either side
+        self.inflight = 0  # broker calls of the daemon in progress
+        self.moved_real = time.perf_counter()  # when time last moved
         self.plan: list[Planned] = self._timed_plan(start)
         self.pending: list = []  # async faults staged from inside a request handler
         self.refs_placed: Counter = Counter()
@@ -303,6 +315,7 @@ class Soak:
         self.checkpoint_due = False
         self.last_checkpoint: datetime | None = None
         self.uncovered_seen: set = set()
+        self.untracked_seen: set = set()
         self.drops = 0
         self.link_losses = 0
         self.restarting = False
@@ -331,6 +344,15 @@ class Soak:
             if p <= limit:
                 return n
             n += 1
+
+    def tracked(self, call):
+        async def wrapper(*args, **kwargs):
+            self.inflight += 1
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                self.inflight -= 1
+        return wrapper
 
     def _later(self, seconds: float, kind: str, arg=None) -> None:
         at = self.clock.now() + timedelta(seconds=seconds)
@@ -653,6 +675,12 @@ class Soak:
                     continue
                 if d is not None and target - now > STEP_CAP and self._busy():
                     target = now + STEP_CAP
+                if self.inflight:  # the daemon waits on the broker in real time: so does the clock
+                    real = time.perf_counter() - self.moved_real
+                    target = min(target, now + timedelta(seconds=real * FALLBACK_SPEED))
+                    if target <= now:
+                        continue
+                self.moved_real = time.perf_counter()
                 await self.clock.advance_to(target)
                 self.report.steps += 1
                 self.gateway._tick()
@@ -703,6 +731,7 @@ class Soak:
         for attempt in range(50):
             views = await self._views(d)
             if views is not None and len({json.dumps(v, sort_keys=True) for v in views[:4]}) == 1 and views[4]:
+                self.tracking_check(d, views[0], why)
                 return True
             await asyncio.sleep(0.02)
             self.gateway._tick()
@@ -713,6 +742,28 @@ class Soak:
         self.violation("books differ", why=why, store=store, executions=executions, broker=broker, exchange=exchange,
                        executions_not_stored=extra[0], stored_not_executed=extra[1])
         return False
+
+    def tracking_check(self, d: Daemon, store: dict[str, int], why: str) -> None:
+        """Every SPX position belongs to an open condor (the engine manages and closes only
+        those): SPX positions == the legs of the open condors."""
+        self.report.checks[f"condor_tracking_{why}"] += 1
+        expected: Counter = Counter()
+        for c in d.store.open_condors():
+            for leg in c.legs():
+                expected[leg.option.key] += leg.signed_ratio * c.quantity
+        held = {k: v for k, v in store.items() if k.startswith("SPX")}
+        expected = {k: v for k, v in expected.items() if v}
+        if held != expected:
+            key = json.dumps(held, sort_keys=True)
+            if key in self.untracked_seen:
+                return
+            self.untracked_seen.add(key)
+            partial = [r.intent.order_ref for r in d.store.intents(purpose="condor.open")
+                       if r.status is IntentStatus.CANCELLED and (r.filled or 0) > 0
+                       and not d.store.has_condor(r.intent.order_ref)]
+            self.violation("SPX position not tracked by an open condor", held=held, condors=expected,
+                           known=("partly-filled-then-cancelled entry books no condor (under fix in "
+                                  f"bot/engine.py): {partial}") if partial else None)
 
     async def _views(self, d: Daemon):
         try:
@@ -856,7 +907,8 @@ def print_report(r: Report) -> None:
     print(f"  faults by trigger: {triggers}")
     print(f"  checks: {dict(sorted(r.checks.items()))}")
     print(f"  account audit: {r.audit.get('moments')} moments, {r.audit.get('uncovered_moments')} uncovered")
-    print(f"  VIOLATIONS: {len(r.violations)}")
+    known = [v for v in r.violations if v.get("known")]
+    print(f"  VIOLATIONS: {len(r.violations)}" + (f" ({len(known)} of them known bugs under fix elsewhere)" if known else ""))
     for v in r.violations[:20]:
         print(f"    {json.dumps(v, default=str)[:300]}")
 
