@@ -107,12 +107,13 @@ LONG_WINDOWS = ("2022-01-03:365d", "2020-01-02:180d")
 QUICK_WINDOW = "2022-03-01:14d"
 CLIENT = 1
 ACK_TIMEOUT_S = 2.0  # IBBroker's wait for an acknowledgement (10 s real in production) before it asks IB
-QUIET_TURNS = 4  # loop turns (about 1 ms each) without traffic before time moves
+QUIET_TURNS = 8  # loop turns without traffic (each polls the sockets) before time moves
 CHECKPOINTS = ("11:00", "15:00")  # New York: books compared once quiescent after each
 STEP_CAP = timedelta(minutes=30)  # no single jump longer than this while the daemon is up
 # while a broker call of the daemon waits with nothing on the wire (an acknowledgement that does
 # not come, executions waited for), time moves as real time does, this many times faster
 FALLBACK_SPEED = 30.0
+RECONNECT_STILL_S = 20.0  # a reconnect that takes longer (the back-off grows) lets time move again
 BROKER_CALLS = ("connect", "spot", "expiries", "strikes", "quotes", "futures", "daily_closes", "settlement_price",
                 "place_combo", "modify", "cancel", "cancel_all", "order", "open_orders", "fills", "positions",
                 "account")
@@ -625,7 +626,9 @@ class Soak:
         so delayed reports go out)."""
         still, last = 0, -1
         while still < QUIET_TURNS:
-            await asyncio.sleep(0.001)
+            # a bare loop turn polls the sockets too (loopback writes land in the peer's buffer at
+            # once); a real pause only while a broker call waits on real time, not to spin
+            await asyncio.sleep(0.002 if self.inflight and still else 0)
             while self.pending:
                 kind, arg = self.pending.pop(0)
                 await self.apply(kind, arg)
@@ -661,6 +664,7 @@ class Soak:
         await self.start_gateway()
         await self.start_daemon()
         last_day = None
+        reconnecting = 0.0
         wall = self.report.wall_by_phase
         mark = time.perf_counter()
 
@@ -703,9 +707,13 @@ class Soak:
                     spent("faults")
                     continue
                 if d is not None and d.broker._reconnect_task is not None and not self.gateway._closed:
-                    await asyncio.sleep(0.01)  # reconnecting (real-time back-off): time stands still
-                    spent("reconnect back-off")
-                    continue
+                    reconnecting = reconnecting or time.perf_counter()
+                    if time.perf_counter() - reconnecting < RECONNECT_STILL_S:
+                        await asyncio.sleep(0.01)  # reconnecting (real-time back-off): time stands still
+                        spent("reconnect back-off")
+                        continue
+                else:
+                    reconnecting = 0.0
                 wake = self.clock.next_wake()
                 target = min([t for t in (wake, self.plan[0].at if self.plan else None) if t is not None],
                              default=None)

@@ -19,7 +19,7 @@ import structlog
 from conftest import ROOT, data_dir
 
 SEED = 20221
-WINDOW = "2022-03-07:12d"
+WINDOW = "2022-03-07:9d"
 
 
 def load_soak():
@@ -47,12 +47,12 @@ async def test_soak_short_form_keeps_every_invariant(quiet_structlog):
     faults = {k: v for k, v in report.faults.items() if not k.startswith("@")}
     # the window was lived through, with faults of many kinds, and everything was checked
     assert report.ended.startswith("duration reached"), report.ended
-    assert report.sessions >= 8 and report.condors >= 3
-    assert sum(faults.values()) >= 25 and len(faults) >= 8, faults
+    assert report.sessions >= 6 and report.condors >= 3
+    assert sum(faults.values()) >= 20 and len(faults) >= 8, faults
     assert report.restarts >= 1 and faults.get("gateway_restart", 0) >= 1
     checks = report.checks
     assert checks["placement_guard"] == report.order_requests["place"] > 10
-    assert checks["step"] > 500 and checks["books_checkpoint"] >= 8 and checks["books_end"] == 1
+    assert checks["step"] > 500 and checks["books_checkpoint"] >= 6 and checks["books_end"] == 1
     assert checks["logged_intent"] >= 10
     unknown = [v for v in report.violations if not v.get("known")]
     assert not unknown, unknown
