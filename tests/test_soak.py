@@ -80,7 +80,7 @@ async def test_partly_filled_close_leaves_the_rest_of_the_condor(rig, ib_errors)
     sim, cfg, spy, new_bot = rig
     with capture_logs() as logs:
         bot = await new_bot().start()
-        await until(logged(logs, "condor.opened"), what="the entry")
+        await until(logged(logs, "condor.opened"), timeout=30, what="the entry")
         [condor] = bot.store.open_condors()
         assert condor.quantity > 1
         sim.scenario.partial_next(1, rest_after=None)  # 1 lot now, the rest held
