@@ -811,8 +811,9 @@ class Soak:
             if key in self.untracked_seen:
                 return
             self.untracked_seen.add(key)
+            unexplained = {k for k in set(held) | set(expected) if held.get(k, 0) != expected.get(k, 0)}
             self.violation("SPX position not tracked by an open condor", held=held, condors=expected,
-                           known=known_bug(d.store))
+                           known=known_bug(d.store, keys=unexplained))
 
     async def _views(self, d: Daemon):
         try:
@@ -901,15 +902,20 @@ class Soak:
             store.close()
 
 
-def known_bug(store: Store, group: str | None = None) -> str | None:
-    """The signature of a bug documented and left to its own fix, when the store shows it
-    (`group`: only the close of that condor counts)."""
+def known_bug(store: Store, group: str | None = None, keys: set[str] | None = None) -> str | None:
+    """The signature of a bug documented and left to its own fix, when the store shows it:
+    `group` (a condor) or `keys` (options) name what the violation is about."""
+    def about(rec) -> bool:
+        return (group in (None, rec.intent.group)
+                and (keys is None or bool(keys & {leg.option.key for leg in rec.intent.order.legs})))
+
     entries = [r.intent.order_ref for r in store.intents(purpose="condor.open")
-               if r.status is IntentStatus.CANCELLED and (r.filled or 0) > 0 and not store.has_condor(r.intent.order_ref)]
+               if r.status is IntentStatus.CANCELLED and (r.filled or 0) > 0 and not store.has_condor(r.intent.order_ref)
+               and about(r)]
     if entries and group is None:
         return f"partly-filled-then-cancelled entry books no condor (under fix in bot/engine.py): {entries}"
     closes = [r.intent.order_ref for p in ("condor.close", "flatten") for r in store.intents(purpose=p)
-              if r.status is IntentStatus.CANCELLED and (r.filled or 0) > 0 and group in (None, r.intent.group)]
+              if r.status is IntentStatus.CANCELLED and (r.filled or 0) > 0 and about(r)]
     if closes:
         return ("partly-filled-then-cancelled close leaves the condor at its full quantity; the next close "
                 f"sells the whole of it again (found by this soak, not fixed): {closes}")
