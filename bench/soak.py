@@ -738,8 +738,9 @@ class Soak:
                 spent("advance")
                 day = self.clock.now().astimezone(NY).date()
                 if day != last_day:
+                    month_changed = last_day is None or day.month != last_day.month
                     last_day = day
-                    if day.day == 1 or day == self.window.start:
+                    if month_changed:  # progress, once a month
                         print(f"  {self.window} {day}  steps {self.report.steps}  faults "
                               f"{sum(v for k, v in self.report.faults.items() if not k.startswith('@'))}"
                               f"  violations {len(self.report.violations)}  wall {time.perf_counter() - t0:.0f}s",
