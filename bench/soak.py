@@ -9,8 +9,12 @@ The clock. A SimClock in manual mode, moved by this driver only: once the event 
 (no request reached the gateway, no message left the client and no message left the gateway
 over a few loop turns), time jumps to the earliest sleeper's wake-up time (a walk step, the next
 scheduled job) or to the next planned fault, whichever is first, and the gateway's pump runs
-once at that instant. A simulated year then costs what its work costs, nights included, and
-nothing depends on how fast the machine is: a loaded machine only makes the run slower.
+once at that instant. While a broker call of the daemon waits with nothing on the wire (an
+acknowledgement that does not come, trailing executions) time follows real time at
+FALLBACK_SPEED (30x); while IBBroker reconnects (its 1 s back-off) it stands still. A simulated
+year then costs what its work costs, nights included, and a loaded machine only makes the run
+slower. IB's pacing is not simulated here (the bot's throttle and ib_async's queue are opened
+up), and IBBroker's acknowledgement timeout is 2 s instead of 10 s.
 
 Faults, drawn from one `random.Random(seed)`:
   - at order events seen by the gateway (each new placement, each modify of a walk, each
@@ -32,31 +36,34 @@ Checks:
   - every new placement the gateway receives, before it acts on it: `bot.guard.refusal`
     against the exchange's positions and every working order at the gateway (each filling in
     full or not at all), with the purpose the bot journaled: nothing that could leave a short
-    uncovered or sell what is not held;
+    uncovered or sell what is not held; and an order that does not open shorts (a close, a
+    roll, a buy-back) never sells more of an option than is held, SPX as well as VIX;
   - after every step (every time the clock moves, i.e. every engine wake-up and fault): no
     uncovered short in the exchange's positions (`bot.guard.uncovered_shorts`), at most one
     live gateway order per orderRef; at every placement, never a second order for an orderRef;
   - twice a session (11:00 and 15:00 New York) once quiescent (daemon up and connected, no
     fault in progress, no working order, no task): store positions == the sum of the exchange's
-    executions and settlements == the broker's (IBBroker) positions == the exchange's, and every
-    execution of the exchange stored exactly once;
+    executions and settlements == the broker's (IBBroker) positions == the exchange's, every
+    execution of the exchange stored exactly once, and every SPX position part of an open condor;
   - at the end of the window: the same, no short call left, the account's own timeline audited
     (`bot.sim.audit`), and every state change logged (each intent's final status, each order
     the gateway saw, each condor, each disconnect and link loss).
 
 Usage:
   python bench/soak.py                                   # the long form: 2022 (365d) and 2020-01-02:180d
-  python bench/soak.py --window 2022-03-01:21d --seed 7  # one window, replay a seed
-  python bench/soak.py --quick                           # 2022-03-01:14d
+  python bench/soak.py --window 2022-02-01:9d --seed 20221 --rate 0.4 --per-day 3   # the short form
+  python bench/soak.py --quick                           # 2022-03-01:14d, default rates
 Options: --seed N (printed; replays the same fault plan on the same market), --rate P (order
 event fault probability, 0.15), --per-day X (timed faults per session, 1.0), --data DIR, --out
 PATH (bench/out/soak.json), --keep-logs (copy each window's JSON log next to the output).
-Exit 1 when any violation was found.
+Exit 1 when any violation was found; a violation that matches a bug documented elsewhere carries
+a `known` note naming it.
 
 Replay: the seed fixes the market, the fault plan (which faults, at which simulated times or at
 which order events) and every random choice; the loop advances time only when quiet, so a
-replay meets the same events in the same order, barring real-time timeouts (ack timeouts,
-reconnect back-off) that a much slower machine could hit at a different moment.
+replay meets the same faults and the same findings at the same simulated moments; counts can
+differ by a few where a real-time wait (ack timeout, reconnect back-off) ends a step earlier or
+later on a busier machine.
 """
 
 from __future__ import annotations
