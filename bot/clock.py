@@ -94,6 +94,13 @@ class SimClock:
         await asyncio.sleep(max(0.0, real))
 
     # --- manual mode ---------------------------------------------------------------------
+    def next_wake(self) -> datetime | None:
+        """Manual mode: the earliest time a sleeper still waits for (None: nobody sleeps). A
+        driver that moves time itself (bench/soak.py) advances to it once the loop is quiet."""
+        while self._waiters and self._waiters[0][2].done():
+            heapq.heappop(self._waiters)
+        return self._waiters[0][0] if self._waiters else None
+
     async def advance(self, seconds: float) -> None:
         await self.advance_to(self._now + timedelta(seconds=seconds))
 

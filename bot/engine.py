@@ -158,9 +158,11 @@ class Engine:
         self._repair_effects()
         await self.book_settlements()
         diff = await position_differences(self.store, self.broker)
-        # the legs of orders a walk of this process still owns are booked by that walk
-        in_flight = {leg.option.key for r in self.store.live_intents() if r.intent.group in self._busy
-                     for leg in r.intent.order.legs}
+        # the legs of orders a walk of this process owns, or is about to (adopted below), are
+        # booked by that walk: a partly filled working order is no difference
+        adopted = {rec.intent.order_ref for rec, _ in report.adopted}
+        in_flight = {leg.option.key for r in self.store.live_intents()
+                     if r.intent.group in self._busy or r.intent.order_ref in adopted for leg in r.intent.order.legs}
         diff = {k: v for k, v in diff.items() if k not in in_flight}
         if diff:
             # FAILURES.md 14: the broker is the truth; stop opening, never "fix" it with orders
