@@ -219,9 +219,13 @@ class Daemon:
     async def crash(self) -> None:
         self.broker._closing = True  # a dead process does not reconnect
         tasks = [t for t in [self.runner, *self.engine._tasks, self.broker._reconnect_task] if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # a kill -9 leaves nothing running: cancel until every task is gone (a cancel that lands
+        # as an awaited future completes can be swallowed by asyncio.wait_for on 3.11)
+        while tasks:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=1.0)
+            tasks = [t for t in tasks if not t.done()]
         self.broker.ib.disconnect()
         self.store.close()
 

@@ -486,6 +486,19 @@ class Engine:
                 )
         elif intent.purpose in (CLOSE, FLATTEN) and outcome.status is IntentStatus.FILLED:
             self._close_record(intent.group, now, intent.reason or intent.purpose, state.avg_price or Decimal(0))
+        elif intent.purpose in (CLOSE, FLATTEN):
+            # a close that ended with part filled: the condor left open is the lots still held,
+            # so the next close buys back and sells only those (never wings no longer held)
+            price = state.avg_price or _net_price(self.store.fills(intent.order_ref), state.filled)
+            condor = next((c for c in self.store.open_condors() if c.condor_id == intent.group), None)
+            if condor is None:
+                return
+            if state.filled >= condor.quantity:  # all of it after all (a cancel that lost to the fill)
+                self._close_record(intent.group, now, intent.reason or intent.purpose, price)
+            elif self.store.reduce_condor(intent.group, intent.order_ref, state.filled, price):
+                left = condor.quantity - state.filled
+                self.log.info("condor.reduced", condor_id=intent.group, order_ref=intent.order_ref,
+                              closed=state.filled, price=str(price), left=left, reason=intent.reason or intent.purpose)
 
     def _close_record(self, condor_id: str, when: datetime, reason: str, close_price: Decimal) -> None:
         condor = next((c for c in self.store.open_condors() if c.condor_id == condor_id), None)
@@ -494,7 +507,7 @@ class Engine:
         refs = [r.intent.order_ref for r in self.store.intents(group=condor_id)]
         fills = [f for ref in refs for f in self.store.fills(ref)]
         commissions = sum((f.commission for f in fills), Decimal(0))
-        pnl = ic.realized_pnl(condor, close_price, commissions)
+        pnl = ic.realized_pnl(condor, close_price, commissions, self.store.closed_parts(condor_id))
         self.store.close_condor(condor_id, when, reason, close_price, pnl)
         self.log.info(
             "condor.closed", condor_id=condor_id, reason=reason, expiry=str(condor.expiry),
@@ -522,6 +535,11 @@ class Engine:
                 if rec.status is IntentStatus.FILLED and rec.intent.group in open_ids:
                     price = _net_price(self.store.fills(rec.intent.order_ref), rec.intent.order.quantity)
                     self._apply(rec.intent, Outcome(rec.intent.order_ref, IntentStatus.FILLED, _filled_state(rec, price)))
+                elif (rec.status in (IntentStatus.CANCELLED, IntentStatus.REJECTED) and rec.filled > 0
+                      and rec.intent.group in open_ids):  # reduced once only (store.reduce_condor)
+                    state = replace(_filled_state(rec, None), status=OrderStatus.CANCELLED, filled=rec.filled,
+                                    remaining=rec.intent.order.quantity - rec.filled)
+                    self._apply(rec.intent, Outcome(rec.intent.order_ref, rec.status, state))
 
     async def book_settlements(self) -> None:
         """Book cash settlement of expired legs as fills (positions stay the sum of fills),

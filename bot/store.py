@@ -516,6 +516,30 @@ class Store:
         names = [d[0] for d in cur.description]
         return [_typed_condor_row(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
 
+    def reduce_condor(self, condor_id: str, order_ref: str, quantity: int, price: Decimal) -> bool:
+        """A close that filled `quantity` lots at `price` (net debit) and ended there: the condor
+        keeps the rest open. The part closed is remembered with it (`closed_parts`), in the same
+        transaction, so applying the same order twice (reconcile re-applies effects) changes
+        nothing: False then."""
+        key = f"closed_part:{condor_id}"
+        with self._write() as db:
+            row = db.execute("SELECT value FROM control WHERE key = ?", (key,)).fetchone()
+            parts = json.loads(row[0]) if row else {}
+            if order_ref in parts:
+                return False
+            cur = db.execute("UPDATE condors SET quantity = quantity - ? WHERE condor_id = ? AND status = 'open'"
+                             " AND quantity > ?", (quantity, condor_id, quantity))
+            if cur.rowcount != 1:
+                raise ValueError(f"condor {condor_id}: cannot take {quantity} lots off it (closed, or not that many)")
+            parts[order_ref] = [quantity, str(price)]
+            _upsert_control(db, key, json.dumps(parts))
+        return True
+
+    def closed_parts(self, condor_id: str) -> list[tuple[int, Decimal]]:
+        """(quantity, net debit) of each part of a condor closed before the rest (`reduce_condor`)."""
+        raw = self.get_control(f"closed_part:{condor_id}")
+        return [(int(q), Decimal(p)) for q, p in json.loads(raw).values()] if raw else []
+
     def realized_pnl(self) -> Decimal:
         """Sum of closed condors' P&L, added as Decimals (SQL SUM would go through floats)."""
         rows = self._db.execute("SELECT pnl FROM condors WHERE status = 'closed'").fetchall()

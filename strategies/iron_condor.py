@@ -206,9 +206,13 @@ def settlement_debit(condor: Condor, prices: dict[str, Decimal]) -> Decimal | No
     return sum((leg.signed_ratio * prices[leg.option.key] for leg in closing), Decimal(0))
 
 
-def realized_pnl(condor: Condor, close_debit: Decimal, commissions: Decimal) -> Decimal:
-    """Dollars a condor made: credit received minus the debit it closed at, commissions off."""
-    return (condor.credit - close_debit) * SPX_MULTIPLIER * condor.quantity - commissions
+def realized_pnl(condor: Condor, close_debit: Decimal, commissions: Decimal,
+                 closed_parts: Sequence[tuple[int, Decimal]] = ()) -> Decimal:
+    """Dollars a condor made: credit received minus the debit it closed at, commissions off.
+    `condor.quantity` is what was left for that last close; `closed_parts` are (quantity, net
+    debit) of parts closed before it (a close that filled only in part)."""
+    parts = sum(((condor.credit - debit) * SPX_MULTIPLIER * q for q, debit in closed_parts), Decimal(0))
+    return (condor.credit - close_debit) * SPX_MULTIPLIER * condor.quantity + parts - commissions
 
 
 def decide_exits(snapshot: MarketSnapshot, book: Book, cfg: CondorConfig, now: datetime) -> list[CloseProposal]:

@@ -19,7 +19,7 @@ import pytest
 import structlog
 from conftest import ROOT, data_dir
 from structlog.testing import capture_logs
-from test_faults import CONNECTION_GONE, KnownBug, bug, events, logged, rig, structlog_defaults, until  # noqa: F401
+from test_faults import CONNECTION_GONE, events, logged, rig, structlog_defaults, until  # noqa: F401
 from test_gateway_support import ib_errors, make_sim  # noqa: F401 - fixtures
 
 from bot.domain import ComboOrder
@@ -69,11 +69,6 @@ async def test_soak_short_form_keeps_every_invariant(quiet_structlog):
 # --------------------------------------------------------------------------- what the soak found
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug,
-                   reason="BUG (found by the soak: `bench/soak.py --window 2020-02-18:30d --seed 3`, "
-                          "icx-20200302-0031 filled 25 of 79, then icx-20200302-0032 closed 79): a close "
-                          "partly filled then cancelled leaves the condor at its full quantity, so the next "
-                          "close sells the filled part again and opens the reverse spread")
 async def test_partly_filled_close_leaves_the_rest_of_the_condor(rig, ib_errors):
     """A close fills 1 lot, the rest never reaches the exchange and the walk cancels it (202
     keeps the partial fill). The condor left open must be the lots still held, so that the
@@ -95,8 +90,9 @@ async def test_partly_filled_close_leaves_the_rest_of_the_condor(rig, ib_errors)
     assert sorted(held.values()) == [-(condor.quantity - 1)] * 2 + [condor.quantity - 1] * 2
     [cancelled] = events(logs, "order.cancelled")
     assert cancelled["filled"] == 1
-    bug(left == [condor.quantity - 1], f"{condor.quantity - 1} lots held, open condors {left}: the next close "
-                                       f"sells {condor.quantity} of each long wing")
+    assert left == [condor.quantity - 1], f"{condor.quantity - 1} lots held, open condors {left}"
+    [reduced] = events(logs, "condor.reduced")
+    assert reduced["closed"] == 1 and reduced["left"] == condor.quantity - 1
 
 
 async def test_adopting_a_partly_filled_order_is_not_a_position_mismatch(rig, ib_errors):

@@ -600,8 +600,11 @@ class IBBroker:
                     return False
                 wake.clear()
                 try:
-                    await asyncio.wait_for(wake.wait(), remaining)
-                except asyncio.TimeoutError:
+                    # not wait_for: on 3.11 it swallows a cancel that lands as the event fires, and a
+                    # stopping daemon's task would go on walking (asyncio.timeout passes it through)
+                    async with asyncio.timeout(remaining):
+                        await wake.wait()
+                except TimeoutError:
                     return ready()
             return True
         finally:
