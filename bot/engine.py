@@ -327,6 +327,7 @@ class Engine:
                 _, close = self.cal.open_close(t.astimezone(NY).date())
                 self.log.info("session.opened", spx=await self.broker.spot("SPX"), vix=await self.broker.spot("VIX"),
                               close=close.isoformat(), open_condors=len(self.store.open_condors()))
+                await self._journal_account("open")
             elif job.name == "session.close":
                 await self.on_session_close()
         except FatalBrokerError as e:
@@ -453,11 +454,21 @@ class Engine:
             self.hedge.commit_close(self.cal.previous_session(now.astimezone(NY).date() + timedelta(days=1)),
                                     await self.broker.spot("VIX"))
             self.log.info("hedge.summary", **await self.hedge.summary())
-        account = await self.broker.account()
+        account = await self._journal_account("close")
         self.log.info(
             "account.summary", net_liquidation=str(account.net_liquidation), cash=str(account.cash),
             open_condors=len(self.store.open_condors()), realized_pnl=str(self.store.realized_pnl()),
         )
+
+    async def _journal_account(self, at: str):
+        """The account at each session's open and close, journaled as the `account` signal
+        (telemetry): the dashboard's equity curve and P&L today, and `spx-bot report`'s daily
+        equity, read it back from the store."""
+        account = await self.broker.account()
+        self.store.add_signal(self.clock.now(), "account", {
+            "at": at, "net_liquidation": str(account.net_liquidation), "cash": str(account.cash),
+            "realized_pnl": str(self.store.realized_pnl())})
+        return account
 
     # --- effects of finished orders (idempotent: reconcile may apply them again) -----------------
     def _apply(self, intent: Intent, outcome: Outcome) -> None:
@@ -542,11 +553,13 @@ class Engine:
                               "margin": str(account.maintenance_margin)}
             positions = await self.broker.positions()
             out["positions"] = {p.option.key: p.quantity for p in positions}
+            out["market"] = {"spx": await self.broker.spot("SPX"), "vix": await self.broker.spot("VIX")}
             condors = self.store.open_condors()
             quotes = await self.broker.quotes([leg.option for c in condors for leg in c.legs()])
         except BrokerError as e:
             out["broker_error"] = str(e)
             condors, quotes = self.store.open_condors(), {}
+        spx = (out.get("market") or {}).get("spx")
         out["store_positions"] = self.store.positions()
         rows, unrealized = [], Decimal(0)
         for c in condors:
@@ -555,10 +568,21 @@ class Engine:
             unrealized += pnl or 0
             rows.append({"condor_id": c.condor_id, "expiry": str(c.expiry), "quantity": c.quantity,
                          "strikes": [str(c.put_long), str(c.put_short), str(c.call_short), str(c.call_long)],
-                         "credit": str(c.credit), "unrealized_pnl": None if pnl is None else str(pnl)})
+                         "credit": str(c.credit), "unrealized_pnl": None if pnl is None else str(pnl),
+                         # what buying it back at mid costs now, dollars
+                         "value": None if debit is None else str(debit * 100 * c.quantity),
+                         # index points from spot to each short strike (negative: breached)
+                         "distance_put": None if spx is None else round(spx - float(c.put_short), 2),
+                         "distance_call": None if spx is None else round(float(c.call_short) - spx, 2)})
         out["open_condors"] = rows
         out["pnl"] = {"realized": str(self.store.realized_pnl()), "unrealized": str(unrealized)}
-        out["working_orders"] = [r.intent.order_ref for r in self.store.live_intents()]
+        live = self.store.live_intents()
+        out["working_orders"] = [r.intent.order_ref for r in live]
+        out["working_order_details"] = [
+            {"order_ref": r.order_ref, "purpose": r.intent.purpose, "group": r.intent.group, "status": r.status.value,
+             "quantity": r.intent.order.quantity, "filled": r.filled, "limit": None if r.limit is None else str(r.limit),
+             "legs": [f"{leg.action.value} {leg.ratio} {leg.option.key}" for leg in r.intent.order.legs]}
+            for r in live]
         out["market_data_lines"] = self.broker.market_data_lines()
         if self.hedge is not None:
             try:
