@@ -7,6 +7,7 @@ resume) is served concurrently and talks to the same `Engine` object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sqlite3
@@ -114,6 +115,8 @@ class Engine:
             await self.reconcile()
         except (TransientBrokerError, UnknownState) as e:  # FAILURES.md 13: unknown, not empty; the resync retries
             self.log.warning("reconcile.skipped", error=str(e), error_type=type(e).__name__)
+        with contextlib.suppress(BrokerError):  # telemetry: the equity curve's first point of this run
+            await self._journal_account("start")
         if self.hedge is not None:
             await self.hedge.warm_up()
             await self.hedge.check_invariant()

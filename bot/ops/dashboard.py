@@ -110,7 +110,7 @@ class DashboardHub:
         out["pnl_since_start"] = round(nl - equity[0][1], 2)
         today = _ny_day(datetime.fromisoformat(status["time"]).timestamp()) if status.get("time") else ""
         before = [p for p in equity if p[1] is not None and _ny_day(p[0]) < today]
-        opened = [p for p in equity if p[1] is not None and _ny_day(p[0]) == today and p[2] == "open"]
+        opened = [p for p in equity if p[1] is not None and _ny_day(p[0]) == today and p[2] in ("open", "start")]
         base = before[-1][1] if before else (opened[0][1] if opened else None)
         if base is not None:
             out["pnl_today"] = round(nl - base, 2)

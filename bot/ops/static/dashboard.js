@@ -51,7 +51,9 @@
     ctx.restore();
   }
   function initCharts() {
-    state.charts.equity = makeChart("chart-equity", [{ label: "net liquidation", stroke: "#7fb3ff", width: 2 }], 200);
+    const dollars = (u, vals) => vals.map((v) => v === null ? "" : Math.abs(v) >= 1e6 ? "$" + (v / 1e6).toFixed(3) + "M" : "$" + (v / 1e3).toFixed(1) + "k");
+    state.charts.equity = makeChart("chart-equity", [{ label: "net liquidation", stroke: "#7fb3ff", width: 2, points: { show: true } }], 200,
+      { axes: [{ stroke: "#8a96a3", grid: { stroke: "#26313c" } }, { stroke: "#8a96a3", grid: { stroke: "#26313c" }, size: 70, values: dollars }] });
     state.charts.vix = makeChart("chart-vix", [{ label: "VIX", stroke: "#e3a72f", width: 2 }], 220,
       { hooks: { drawClear: [shadeActivation] } });
     state.charts.rsi = makeChart("chart-rsi", [{ label: "RSI", stroke: "#b48ead" }], 130,
@@ -63,7 +65,9 @@
   }
   function drawCharts() {
     const v = state.vix, e = state.equity;
-    state.charts.equity.setData([e.map((p) => p[0]), e.map((p) => p[1])]);
+    const live = e.slice();
+    if (state.now && state.nl !== null && (!live.length || state.now > live[live.length - 1][0])) live.push([state.now, state.nl]);
+    state.charts.equity.setData([live.map((p) => p[0]), live.map((p) => p[1])]);
     const t = v.map((p) => p[0]);
     state.charts.vix.setData([t, v.map((p) => p[1])]);
     state.charts.rsi.setData([t, v.map((p) => p[2])]);
@@ -158,6 +162,9 @@
     if (frame.meta) state.meta = frame.meta;
     if (frame.kind === "snapshot") { state.vix = frame.vix || []; state.equity = frame.equity || []; }
     else { state.vix = state.vix.concat(frame.vix || []).slice(-MAX_POINTS); state.equity = state.equity.concat(frame.equity || []).slice(-MAX_POINTS); }
+    const st = frame.status || {};
+    state.now = st.time ? Date.parse(st.time) / 1000 : null;
+    state.nl = num((st.account || {}).net_liquidation);
     render(frame);
     renderEvents(frame.events || [], frame.kind === "snapshot");
     drawCharts();
