@@ -751,14 +751,15 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from bot.backtest.papertrade import ReportError, paper_report
+    from bot.paper_report import ReportError, paper_report
     from bot.store import StoreError
 
     cfg = _load(args.config)
     if args.start > args.end:
         raise UserError(f"--from {args.start} is after --to {args.end}")
     try:
-        return paper_report(cfg, args.start, args.end, Path(args.out), _data_dir(cfg, args.data))
+        return paper_report(cfg, args.start, args.end, Path(args.out), _data_dir(cfg, args.data),
+                            commissions=args.commissions)
     except (ReportError, StoreError) as e:
         raise UserError(str(e)) from None
 
@@ -870,6 +871,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="end", type=parse_date, required=True, help="last day, YYYY-MM-DD")
     rp.add_argument("--out", required=True, help="directory for report.md, report.json, charts")
     rp.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
+    rp.add_argument("--commissions", choices=("ib", "flat"), default="ib",
+                    help="the backtest's commissions: IB's tiered schedule, or flat sim.commission_per_contract "
+                         "(what the simulated exchange charges)")
     rp.set_defaults(func=cmd_report)
 
     dt = sub.add_parser("data", help="check or fetch the daily history files")

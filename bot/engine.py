@@ -468,9 +468,14 @@ class Engine:
         (telemetry): the dashboard's equity curve and P&L today, and `spx-bot report`'s daily
         equity, read it back from the store."""
         account = await self.broker.account()
-        self.store.add_signal(self.clock.now(), "account", {
-            "at": at, "net_liquidation": str(account.net_liquidation), "cash": str(account.cash),
-            "realized_pnl": str(self.store.realized_pnl())})
+        payload = {"at": at, "net_liquidation": str(account.net_liquidation), "cash": str(account.cash),
+                   "realized_pnl": str(self.store.realized_pnl())}
+        if at == "close" and self.hedge is not None:  # the report's hedge P&L per layer and notional
+            with contextlib.suppress(BrokerError):
+                books = await self.hedge.books()
+                payload["hedge_value"] = {layer: str(b.cash_flow + b.market_value) for layer, b in books.items()}
+                payload["notional"] = str(self.hedge._condor_notional())
+        self.store.add_signal(self.clock.now(), "account", payload)
         return account
 
     # --- effects of finished orders (idempotent: reconcile may apply them again) -----------------
