@@ -160,11 +160,16 @@ class DashboardHub:
             for q in list(self._clients):
                 try:
                     q.put_nowait(frame)
-                except asyncio.QueueFull:  # too slow: dropped; its EventSource reconnects
+                except asyncio.QueueFull:  # too slow: dropped (its EventSource reconnects)
                     self._clients.discard(q)
+                    q.get_nowait()
+                    q.put_nowait(None)
         self._task = None
 
     async def close(self) -> None:
+        for q in self._clients:  # every open stream ends now, not at its next keep-alive
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
         self._clients.clear()
         task, self._task = self._task, None
         if task is not None:
@@ -200,6 +205,8 @@ class DashboardHub:
                         break
                     await resp.write(b": keep-alive\n\n")
                     continue
+                if frame is None:  # the server is closing
+                    break
                 await resp.write(f"event: frame\ndata: {frame}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
