@@ -311,10 +311,11 @@ class Engine:
             p.cancel()
         return sleeper in done and not self._stop.is_set()
 
-    async def _run_job(self, job, t: datetime, entries_allowed: bool) -> None:
+    async def _run_job(self, job, t: datetime, entries_allowed: bool, catch_up: bool = False) -> None:
         try:
             if job is self.entry_job:
-                self.log.info("schedule.fired", job=job.name, at=t.isoformat())
+                self.log.info("schedule.fired", job=job.name, at=t.isoformat(),
+                              **({"catch_up": True} if catch_up else {}))
                 if entries_allowed:
                     await self.on_entry()
             elif job.name == "condor.monitor":
@@ -354,8 +355,9 @@ class Engine:
         if any(r.intent.created_at and r.intent.created_at.astimezone(NY).date() == today
                for r in self.store.intents(purpose=OPEN)):
             return
-        self.log.info("schedule.fired", job=self.entry_job.name, at=now.isoformat(), catch_up=True)
-        await self.on_entry()
+        # through the job's own error handling: a refused quote at a catch-up entry is a
+        # job.failed like at the scheduled one, not the end of the run loop
+        await self._run_job(self.entry_job, now, entries_allowed=True, catch_up=True)
 
     # --- jobs ------------------------------------------------------------------------------
     async def _book(self) -> ic.Book:
