@@ -41,6 +41,7 @@ class PaperDays:
     start_nl: float | None  # the first journaled account on or before the first session
     condors: list[dict]  # store rows, typed
     lots: list[dict]  # hedge lots opened in the window (bot.export's rows)
+    fills: list = None  # the window's executions (settlements excluded), for the commission check
 
 
 def read_store(path: str | Path, start: date, end: date) -> PaperDays:
@@ -61,9 +62,25 @@ def read_store(path: str | Path, start: date, end: date) -> PaperDays:
                 closes[day.isoformat()] = p
         condors = [c for c in reversed(store.condor_rows()) if start <= c["opened_at"].astimezone(NY).date() <= end]
         lots = hedge_lot_rows(store, start, end)
+        fills = [f for f in store.fills() if start <= f.time.astimezone(NY).date() <= end
+                 and not f.exec_id.startswith("settle:")]
     finally:
         store.close()
-    return PaperDays(closes, start_nl, condors, lots)
+    return PaperDays(closes, start_nl, condors, lots, fills)
+
+
+def commission_gap(fills, schedule) -> dict[str, float]:
+    """Per session: what the bot paid in commissions less what the backtest's schedule
+    (bot/backtest/account.py) charges for the same executions, order by order."""
+    by_order: dict[str, list] = {}
+    for f in fills:
+        by_order.setdefault(f.order_ref or f.exec_id, []).append(f)
+    gap: dict[str, float] = {}
+    for fs in by_order.values():
+        charged = schedule.order_commissions([(f.quantity, f.price) for f in fs])
+        day = fs[0].time.astimezone(NY).date().isoformat()
+        gap[day] = gap.get(day, 0.0) + float(sum(f.commission for f in fs) - sum(charged))
+    return gap
 
 
 def paper_variant(res, days: PaperDays, starting_cash: float, end: date):
@@ -115,7 +132,7 @@ def _describe(r) -> str:
     return f"{r[3]:f}/{r[2]:f}/{r[4]:f}/{r[5]:f} x{r[6]} @ {r[7]:f}"
 
 
-def compare(res, paper, backtest, start_cash: float) -> dict:
+def compare(res, paper, backtest, start_cash: float, commission_gap: dict[str, float] | None = None) -> dict:
     """Per session: each side's change of net liquidation and condor; the largest differences
     explained from what differs (a missed entry, another condor or credit, another exit)."""
     pc, bc = _condor_by_day(paper.stats["condor_rows"]), _condor_by_day(backtest.stats.get("condor_rows", []))
@@ -132,6 +149,7 @@ def compare(res, paper, backtest, start_cash: float) -> dict:
         rows.append({"date": d, "vix": res.vix[i], "paper_nl": round(p_nl, 2), "backtest_nl": round(b_nl, 2),
                      "paper_change": round(dp, 2), "backtest_change": round(db, 2),
                      "difference": round(dp - db, 2), "hedge_difference": round(dh, 2),
+                     "commission_difference": round(-(commission_gap or {}).get(d, 0.0), 2),
                      "condor_difference": round(dp - db - dh, 2),
                      "paper_condor": _describe(pc.get(d)), "backtest_condor": _describe(bc.get(d)),
                      "paper_exit": _exit(pc.get(d)), "backtest_exit": _exit(bc.get(d))})
@@ -141,6 +159,7 @@ def compare(res, paper, backtest, start_cash: float) -> dict:
     total = {"paper_change": round(paper.nl[-1] - start_cash, 2), "backtest_change": round(backtest.nl[-1] - start_cash, 2)}
     total["difference"] = round(total["paper_change"] - total["backtest_change"], 2)
     total["hedge_difference"] = round(sum(r["hedge_difference"] for r in rows), 2)
+    total["commission_difference"] = round(sum(r["commission_difference"] for r in rows), 2)
     total["condor_difference"] = round(total["difference"] - total["hedge_difference"], 2)
     return {"days": rows, "largest": ranked[:TOP], "total": total,
             "note": "a day's difference is the bot's change of net liquidation less the backtest ALVH variant's; "
@@ -183,6 +202,9 @@ def _explain(row: dict, pc: dict, bc: dict) -> str:
                          f"{_describe(by)} {_exit(by)})")
         elif (py is None) != (by is None):
             parts.append(f"the condor of {y} was held by one side only")
+    if row["commission_difference"]:
+        parts.append(f"commissions {row['commission_difference']:+,.2f} (the bot's fills as charged, against the "
+                     f"backtest's schedule on the same fills)")
     parts.append(f"hedge {row['hedge_difference']:+,.2f}, condors and the rest {row['condor_difference']:+,.2f}")
     return "; ".join(parts)
 
@@ -212,7 +234,10 @@ def paper_report(cfg, start: date, end: date, out_dir: Path, data_dir: Path, pro
     res.variants.append(paper)
     files = {n: R.sha256(data / n) for n in USED_FILES if (data / n).is_file()}
     rep = R.build(res, inputs, files)
-    comparison = compare(res, paper, backtest, float(cfg.sim.starting_cash))
+    from bot.backtest.account import schedule_by_name
+
+    gap = commission_gap(days.fills, schedule_by_name(commissions, cfg.sim.commission_per_contract))
+    comparison = compare(res, paper, backtest, float(cfg.sim.starting_cash), gap)
     comparison["sessions_without_close"] = missing
     rep["paper_vs_backtest"] = comparison
     paths = R.write(rep, res, out_dir)
@@ -242,7 +267,8 @@ def comparison_markdown(rep: dict) -> str:
     t = c["total"]
     L += ["", f"Total change over the window: bot {t['paper_change']:+,.2f}, backtest {t['backtest_change']:+,.2f}, "
           f"difference {t['difference']:+,.2f} (hedge {t['hedge_difference']:+,.2f}, condors and the rest "
-          f"{t['condor_difference']:+,.2f}).", ""]
+          f"{t['condor_difference']:+,.2f}; of the whole, commissions {t['commission_difference']:+,.2f}: the bot's "
+          f"fills as charged against the backtest's schedule on the same fills).", ""]
     if c.get("sessions_without_close"):
         L.append(f"Sessions without a close in the store (carried): {', '.join(c['sessions_without_close'])}.")
         L.append("")

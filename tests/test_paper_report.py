@@ -58,6 +58,7 @@ def test_the_store_beside_the_backtest_agrees_to_the_cent_with_the_same_commissi
     c = rep["paper_vs_backtest"]
     assert [d["date"] for d in c["days"]] == ["2022-03-01", "2022-03-02", "2022-03-03", "2022-03-04"]
     assert c["total"]["difference"] == 0 and all(d["difference"] == 0 for d in c["days"])
+    assert c["total"]["commission_difference"] == 0
     assert all(d["paper_condor"] == d["backtest_condor"] != "none" for d in c["days"])
     assert rep["variants"]["paper"]["hedge"]["hedge_pnl"] == rep["variants"]["alvh"]["hedge"]["hedge_pnl"]
     md = (tmp / "flat" / "report.md").read_text()
@@ -74,6 +75,10 @@ def test_with_ib_commissions_the_largest_differences_are_explained(traded):
     assert c["total"]["difference"] < 0  # the simulated exchange's flat 0.65 against IB's cheaper tiers
     assert len(c["largest"]) == 3 and all(r["explanation"] for r in c["largest"])
     assert abs(sum(d["difference"] for d in c["days"]) - c["total"]["difference"]) < 0.05
+    # the same condors every day, so the difference is the commissions, to the cent
+    assert all(d["paper_condor"] == d["backtest_condor"] for d in c["days"])
+    assert abs(c["total"]["difference"] - c["total"]["commission_difference"]) < 0.05
+    assert all("commissions" in r["explanation"] for r in c["largest"])
 
 
 def test_no_closes_in_the_store_is_one_line_exit_2(traded, tmp_path):
