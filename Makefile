@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench setup clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium + chromium-driver for the dashboard's browser test (only when missing; root)
+browser:
+	scripts/install-browser.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

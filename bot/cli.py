@@ -728,6 +728,33 @@ def cmd_backtest(args) -> int:
                         progress=not args.no_progress, workers=args.workers, commissions=args.commissions)
 
 
+def cmd_export(args) -> int:
+    from bot.export import ExportError, export
+    from bot.store import StoreError
+
+    cfg = _load(args.config)
+    try:
+        counts = export(cfg.bot.store_path, args.out, args.start, args.end)
+    except (ExportError, StoreError) as e:
+        raise UserError(str(e)) from None
+    print(" ".join(f"{name}={n}" for name, n in counts.items()) + f" -> {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bot.paper_report import ReportError, paper_report
+    from bot.store import StoreError
+
+    cfg = _load(args.config)
+    if args.start > args.end:
+        raise UserError(f"--from {args.start} is after --to {args.end}")
+    try:
+        return paper_report(cfg, args.start, args.end, Path(args.out), _data_dir(cfg, args.data),
+                            commissions=args.commissions)
+    except (ReportError, StoreError) as e:
+        raise UserError(str(e)) from None
+
+
 def cmd_data(args) -> int:
     from bot.backtest import data_check, data_fetch
 
@@ -821,6 +848,24 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--commissions", choices=("ib", "flat"), default="ib", help="IB's tiered schedule or flat")
     bt.add_argument("--no-progress", action="store_true", help="no progress bar")
     bt.set_defaults(func=cmd_backtest)
+
+    ex = sub.add_parser("export", help="write fills, orders, condors and hedge lots as CSV and JSON (read-only)")
+    ex.add_argument("--config", default=default_cfg, help=cfg_help + "; its bot.store_path is read")
+    ex.add_argument("--out", required=True, help="directory for fills/orders/condors/hedge_lots .csv and .json")
+    ex.add_argument("--from", dest="start", type=parse_date, help="first session day, YYYY-MM-DD (New York)")
+    ex.add_argument("--to", dest="end", type=parse_date, help="last session day, YYYY-MM-DD (inclusive)")
+    ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="the bot's own trading as the backtest's report, beside a backtest")
+    rp.add_argument("--config", default=default_cfg, help=cfg_help + "; its bot.store_path is read")
+    rp.add_argument("--from", dest="start", type=parse_date, required=True, help="first day, YYYY-MM-DD")
+    rp.add_argument("--to", dest="end", type=parse_date, required=True, help="last day, YYYY-MM-DD")
+    rp.add_argument("--out", required=True, help="directory for report.md, report.json, charts")
+    rp.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
+    rp.add_argument("--commissions", choices=("ib", "flat"), default="ib",
+                    help="the backtest's commissions: IB's tiered schedule, or flat sim.commission_per_contract "
+                         "(what the simulated exchange charges)")
+    rp.set_defaults(func=cmd_report)
 
     dt = sub.add_parser("data", help="check or fetch the daily history files")
     dt.add_argument("action", choices=("check", "fetch"), help="check: validate the files; fetch: download them")

@@ -436,6 +436,7 @@ class HttpConfig(Section):
     port: int = Field(8787, ge=0, le=65535)
     token: str = ""  # bearer token; required when host is not loopback
     token_file: str = ""  # or a file holding it (a Docker/systemd secret)
+    dashboard_interval_s: float = Field(1.0, ge=0.2, le=60)  # wall seconds between the dashboard's live frames
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> HttpConfig:

@@ -7,6 +7,7 @@ resume) is served concurrently and talks to the same `Engine` object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from dataclasses import replace
@@ -116,6 +117,8 @@ class Engine:
             await self.reconcile()
         except (TransientBrokerError, UnknownState) as e:  # FAILURES.md 13: unknown, not empty; the resync retries
             self.log.warning("reconcile.skipped", error=str(e), error_type=type(e).__name__)
+        with contextlib.suppress(BrokerError):  # telemetry: the equity curve's first point of this run
+            await self._journal_account("start")
         if self.hedge is not None:
             await self.hedge.warm_up()
             await self.hedge.check_invariant()
@@ -312,10 +315,11 @@ class Engine:
             p.cancel()
         return sleeper in done and not self._stop.is_set()
 
-    async def _run_job(self, job, t: datetime, entries_allowed: bool) -> None:
+    async def _run_job(self, job, t: datetime, entries_allowed: bool, catch_up: bool = False) -> None:
         try:
             if job is self.entry_job:
-                self.log.info("schedule.fired", job=job.name, at=t.isoformat())
+                self.log.info("schedule.fired", job=job.name, at=t.isoformat(),
+                              **({"catch_up": True} if catch_up else {}))
                 if entries_allowed:
                     await self.on_entry()
             elif job.name == "condor.monitor":
@@ -331,6 +335,7 @@ class Engine:
                 _, close = self.cal.open_close(t.astimezone(NY).date())
                 self.log.info("session.opened", spx=await self.broker.spot("SPX"), vix=await self.broker.spot("VIX"),
                               close=close.isoformat(), open_condors=len(self.store.open_condors()))
+                await self._journal_account("open")
             elif job.name == "session.close":
                 await self.on_session_close()
         except FatalBrokerError as e:
@@ -354,8 +359,9 @@ class Engine:
         if any(r.intent.created_at and r.intent.created_at.astimezone(NY).date() == today
                for r in self.store.intents(purpose=OPEN)):
             return
-        self.log.info("schedule.fired", job=self.entry_job.name, at=now.isoformat(), catch_up=True)
-        await self.on_entry()
+        # through the job's own error handling: a refused quote at a catch-up entry is a
+        # job.failed like at the scheduled one, not the end of the run loop
+        await self._run_job(self.entry_job, now, entries_allowed=True, catch_up=True)
 
     # --- jobs ------------------------------------------------------------------------------
     async def _book(self) -> ic.Book:
@@ -453,11 +459,26 @@ class Engine:
             self.hedge.commit_close(self.cal.previous_session(now.astimezone(NY).date() + timedelta(days=1)),
                                     await self.broker.spot("VIX"))
             self.log.info("hedge.summary", **await self.hedge.summary())
-        account = await self.broker.account()
+        account = await self._journal_account("close")
         self.log.info(
             "account.summary", net_liquidation=str(account.net_liquidation), cash=str(account.cash),
             open_condors=len(self.store.open_condors()), realized_pnl=str(self.store.realized_pnl()),
         )
+
+    async def _journal_account(self, at: str):
+        """The account at each session's open and close, journaled as the `account` signal
+        (telemetry): the dashboard's equity curve and P&L today, and `spx-bot report`'s daily
+        equity, read it back from the store."""
+        account = await self.broker.account()
+        payload = {"at": at, "net_liquidation": str(account.net_liquidation), "cash": str(account.cash),
+                   "realized_pnl": str(self.store.realized_pnl())}
+        if at == "close" and self.hedge is not None:  # the report's hedge P&L per layer and notional
+            with contextlib.suppress(BrokerError):
+                books = await self.hedge.books()
+                payload["hedge_value"] = {layer: str(b.cash_flow + b.market_value) for layer, b in books.items()}
+                payload["notional"] = str(self.hedge._condor_notional())
+        self.store.add_signal(self.clock.now(), "account", payload)
+        return account
 
     # --- effects of finished orders (idempotent: reconcile may apply them again) -----------------
     def _apply(self, intent: Intent, outcome: Outcome) -> None:
@@ -575,11 +596,13 @@ class Engine:
                               "margin": str(account.maintenance_margin)}
             positions = await self.broker.positions()
             out["positions"] = {p.option.key: p.quantity for p in positions}
+            out["market"] = {"spx": await self.broker.spot("SPX"), "vix": await self.broker.spot("VIX")}
             condors = self.store.open_condors()
             quotes = await self.broker.quotes([leg.option for c in condors for leg in c.legs()])
         except BrokerError as e:
             out["broker_error"] = str(e)
             condors, quotes = self.store.open_condors(), {}
+        spx = (out.get("market") or {}).get("spx")
         out["store_positions"] = self.store.positions()
         rows, unrealized = [], Decimal(0)
         for c in condors:
@@ -588,10 +611,21 @@ class Engine:
             unrealized += pnl or 0
             rows.append({"condor_id": c.condor_id, "expiry": str(c.expiry), "quantity": c.quantity,
                          "strikes": [str(c.put_long), str(c.put_short), str(c.call_short), str(c.call_long)],
-                         "credit": str(c.credit), "unrealized_pnl": None if pnl is None else str(pnl)})
+                         "credit": str(c.credit), "unrealized_pnl": None if pnl is None else str(pnl),
+                         # what buying it back at mid costs now, dollars
+                         "value": None if debit is None else str(debit * 100 * c.quantity),
+                         # index points from spot to each short strike (negative: breached)
+                         "distance_put": None if spx is None else round(spx - float(c.put_short), 2),
+                         "distance_call": None if spx is None else round(float(c.call_short) - spx, 2)})
         out["open_condors"] = rows
         out["pnl"] = {"realized": str(self.store.realized_pnl()), "unrealized": str(unrealized)}
-        out["working_orders"] = [r.intent.order_ref for r in self.store.live_intents()]
+        live = self.store.live_intents()
+        out["working_orders"] = [r.intent.order_ref for r in live]
+        out["working_order_details"] = [
+            {"order_ref": r.order_ref, "purpose": r.intent.purpose, "group": r.intent.group, "status": r.status.value,
+             "quantity": r.intent.order.quantity, "filled": r.filled, "limit": None if r.limit is None else str(r.limit),
+             "legs": [f"{leg.action.value} {leg.ratio} {leg.option.key}" for leg in r.intent.order.legs]}
+            for r in live]
         out["market_data_lines"] = self.broker.market_data_lines()
         if self.hedge is not None:
             try:

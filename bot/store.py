@@ -199,6 +199,28 @@ class Store:
             self.close()
             raise
 
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> Store:
+        """A reader beside a running daemon (export, report): SQLite's read-only mode over the
+        WAL, so it never takes the write lock, creates nothing and sees every committed write.
+        StoreError when the file is missing, damaged or of another schema version."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.telemetry_failures = 0
+        self._conn = None
+        if not self.path.is_file():
+            raise StoreError(f"store {self.path}: no such file")
+        try:
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self._check_version(self._conn)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise damaged(self.path, "store", exc) from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
     def _check_readable(self) -> None:
         """A file that is not an intact SQLite database (garbage, truncated) is refused before
         anything writes to it; an empty file is a new store only when nothing else says the
@@ -561,6 +583,16 @@ class Store:
             self.telemetry_failures += 1
             return False
         return True
+
+    def signals_after(self, name: str, after_id: int = 0, limit: int | None = None
+                      ) -> list[tuple[int, datetime, dict[str, Any]]]:
+        """(id, at, payload) of one signal journaled after `after_id`, oldest first; with
+        `limit`, only the newest `limit` of them (a live reader catches up incrementally)."""
+        rows = self._db.execute(
+            "SELECT id, at, payload FROM (SELECT id, at, payload FROM signals WHERE name = ? AND id > ?"
+            " ORDER BY id DESC LIMIT ?) ORDER BY id", (name, after_id, -1 if limit is None else limit),
+        ).fetchall()
+        return [(i, _parse_ts(at), json.loads(payload)) for i, at, payload in rows]
 
     def signals(self, name: str | None = None) -> list[tuple[datetime, str, dict[str, Any]]]:
         """(at, name, payload) in the order journaled, optionally for one signal name."""

@@ -50,7 +50,7 @@ def outcome(kind: str, argv: list[str], capsys, allowed=(0, 2)) -> int:
         lines = captured.err.strip().splitlines()
         assert len(lines) == 1, (argv, captured.err)
     COUNTS[f"{kind}: clean"] += 1
-    COUNTS[f"{kind}: {'ran' if code == 0 else 'refused'}"] += 1
+    COUNTS[f"{kind}: {'refused' if code == 2 else 'ran'}"] += 1
     return code
 
 
@@ -289,7 +289,8 @@ def test_fuzz_state_files(state_with_history, fuzz_dir, capsys, which, offset, l
     before = {p: p.read_bytes() for p in (folder / "bot.sqlite", folder / "sim.sqlite")}
     cfgfile = folder / "c.toml"
     cfgfile.write_text(_config_text(folder, "hedge", "enabled", "false") + f'[sim]\nstate_path = "{folder}/sim.sqlite"\n')
-    # status with no daemon exits 1 after printing what the store holds, 2 when it refuses the files
+    # 1: no daemon, the store was read and printed: a changed byte inside a row's text (a journaled
+    # signal's JSON) is no damage SQLite can see, and is not refused
     code = outcome("state files", ["status", "--config", str(cfgfile)], capsys, allowed=(1, 2))
     if code == 2:  # refused: nothing was rewritten
         assert all(p.read_bytes() == b for p, b in before.items())

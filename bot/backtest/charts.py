@@ -8,7 +8,8 @@ import numpy as np
 
 from bot.backtest import metrics as M
 
-COLORS = {"unhedged": "#444444", "alvh": "#1f77b4", "vxth": "#2ca02c", "spx": "#ff7f0e"}
+COLORS = {"unhedged": "#444444", "alvh": "#1f77b4", "vxth": "#2ca02c", "spx": "#ff7f0e",
+          "paper": "#d62728"}  # spx-bot report: the bot's own trading
 TIER_COLORS = ("#e8f4e8", "#f4f4d8", "#fbe8cc", "#f8d4c0", "#f2b8b0")
 
 

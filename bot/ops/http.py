@@ -1,5 +1,6 @@
-"""The read-only HTTP endpoint: `/health` (JSON; 503 when unhealthy) and `/metrics`
-(Prometheus text format).
+"""The read-only HTTP endpoint: `/health` (JSON; 503 when unhealthy), `/metrics`
+(Prometheus text format) and the live dashboard (`/`, its event stream `/events`, its static
+files under `/static/`: bot/ops/dashboard.py).
 
 aiohttp, in the daemon's own event loop: the handlers await the control surface directly,
 with no thread hand-off, and aiohttp bounds what a client may send (request line, headers),
@@ -27,10 +28,11 @@ class HttpConfigError(Exception):
 
 
 class HttpServer:
-    def __init__(self, cfg, surface, log):
+    def __init__(self, cfg, surface, log, dashboard=None):
         self.cfg = cfg
         self.surface = surface
         self.log = log
+        self.dashboard = dashboard  # bot.ops.dashboard.DashboardHub: the page at `/` and its event stream
         self.token = cfg.token
         if cfg.token_file:
             try:
@@ -46,7 +48,12 @@ class HttpServer:
         app = web.Application(middlewares=[self._auth], client_max_size=1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/", self._index)
+        if self.dashboard is not None:
+            app.router.add_get("/", self.dashboard.page)
+            app.router.add_get("/events", self.dashboard.stream)
+            app.router.add_get("/static/{name:.+}", self.dashboard.static)
+        else:
+            app.router.add_get("/", self._index)
         return app
 
     async def start(self) -> str:
@@ -62,11 +69,14 @@ class HttpServer:
         host, port = runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
-        self.log.info("http.listening", url=self.url, endpoints=["/health", "/metrics"], auth=bool(self.token))
+        endpoints = ["/health", "/metrics"] + (["/", "/events"] if self.dashboard is not None else [])
+        self.log.info("http.listening", url=self.url, endpoints=endpoints, auth=bool(self.token))
         return self.url
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
+        if self.dashboard is not None:
+            await self.dashboard.close()  # ends the open event streams first
         if runner is not None:
             await runner.cleanup()
             self.log.info("http.closed", url=self.url)
@@ -75,6 +85,8 @@ class HttpServer:
     async def _auth(self, request: web.Request, handler):
         if self.token:
             given = request.headers.get("Authorization", "")
+            if not given and "token" in request.query:  # a browser's EventSource cannot set headers
+                given = f"Bearer {request.query['token']}"
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return web.json_response({"error": "bearer token required"}, status=401,
                                          headers={"WWW-Authenticate": "Bearer"})
