@@ -369,11 +369,16 @@ def series_metrics(dates: pd.DatetimeIndex, values: np.ndarray) -> dict:
 
 
 def monthly_returns(v: pd.Series) -> pd.Series:
-    """Month-end to month-end returns (the first month's base is the series' first value)."""
-    ends = v.groupby(v.index.to_period("M")).last()
+    """Month-end to month-end returns. The first month's base is the series' first value; a
+    first row alone in its month (a span's base, e.g. the previous year's last close) is only
+    that base, not a month of its own."""
+    groups = v.groupby(v.index.to_period("M"))
+    ends = groups.last()
     base = pd.concat([pd.Series([v.iloc[0]]), pd.Series(ends.to_numpy()[:-1])], ignore_index=True)
     out = pd.Series(ends.to_numpy() / base.to_numpy() - 1.0, index=ends.index.to_timestamp())
-    return out if v.index[-1] > v.index[0] else out.iloc[:0]
+    if len(out) and groups.size().iloc[0] == 1:
+        out = out.iloc[1:]
+    return out
 
 
 def compare(frame: pd.DataFrame, lo: date | None = None, hi: date | None = None) -> dict:
