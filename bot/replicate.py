@@ -61,6 +61,7 @@ from bot.sim.exchange import DIVIDEND_YIELD
 INDEX_FILES = {"cndr": "cboe_cndr_daily.csv", "put": "cboe_put_daily.csv"}
 STRIKE_STEP = 5.0
 OPEN_TO_CLOSE_DAYS = 6.5 / 24.0  # 09:30 -> 16:00
+MIN_COVERAGE = 0.8  # share of the span's sessions the index must have a level on
 SUB_SPAN = ("2010-2019", date(2010, 1, 1), date(2019, 12, 31))
 _SMILE_DEFAULTS = {name: p.default for name, p in inspect.signature(pricing.spx_smile).parameters.items()
                    if p.default is not inspect.Parameter.empty}
@@ -215,6 +216,11 @@ def prepare(index_name: str, data_dir: Path, start: date, end: date,
             f"no common days of SPX, VIX and {INDEX_FILES[index_name]} in {start}..{end} "
             f"(index {index.index[0].date()}..{index.index[-1].date()}, SPX/VIX in {data_dir})")
     first_day, last_day = (dates[usable[0]].astype(object), dates[usable[-1]].astype(object))
+    sessions = int(np.count_nonzero(in_span & history.has_vix & (dates >= dates[usable[0]]) & (dates <= dates[usable[-1]])))
+    if usable.size < MIN_COVERAGE * sessions:
+        raise ReplicationError(
+            f"{INDEX_FILES[index_name]} has a level on only {usable.size} of the {sessions} sessions "
+            f"{first_day}..{last_day}: too sparse to compare (PUT is daily from 2007-01-03)")
     rolls = roll_dates(calendar, first_day - timedelta(days=40), last_day)
     before = [r for r in rolls if r <= first_day]
     if not before or np.datetime64(before[-1]) < dates[0]:

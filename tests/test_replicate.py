@@ -253,6 +253,20 @@ def test_replicate_bad_arguments_are_one_line(generated, tmp_path, capsys, argv,
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
 
 
+def test_a_sparse_index_file_is_refused(tmp_path, capsys, generated):
+    """PUT's file has 8 rows before 2007: metrics on rows years apart would mean nothing."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for f in generated.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    lines = (folder / "cboe_put_daily.csv").read_text().splitlines()
+    (folder / "cboe_put_daily.csv").write_text("\n".join(lines[:1] + lines[1::10]) + "\n")
+    assert cli.main(["replicate", "put", "--from", "2021-02-01", "--to", "2021-09-30", "--data", str(folder),
+                     "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too sparse" in err and len(err.splitlines()) == 1
+
+
 def test_replicate_without_the_index_file_is_one_line(tmp_path, capsys, generated):
     folder = tmp_path / "d"
     folder.mkdir()
