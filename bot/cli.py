@@ -769,6 +769,12 @@ def cmd_quote(args) -> int:
         raise UserError(f"quote: {e}") from None
 
 
+def _parse_seed(text: str) -> int:
+    if not re.fullmatch(r"\d{1,10}", text or "") or int(text) > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"bad seed {text!r}: a whole number from 0 to {2**32 - 1}")
+    return int(text)
+
+
 def _history_dir(cli_value: str | None) -> Path:
     """--data, else $SPX_BOT_DATA, else ../shared/data (this workplace's history)."""
     return Path(cli_value or os.environ.get("SPX_BOT_DATA") or "../shared/data")
@@ -881,7 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--right", type=str.upper, choices=("P", "C"), help="P or C")
     q.add_argument("--batch", metavar="IN.csv", help="quote every row of a CSV (at,symbol,expiry,strike,right)")
     q.add_argument("--out", metavar="OUT.csv", help="with --batch: where to write the quotes (default: stdout)")
-    q.add_argument("--seed", type=int, default=7, help="seed of the intraday path (default 7, as sim.seed)")
+    q.add_argument("--seed", type=_parse_seed, default=7, help="seed of the intraday path (default 7, as sim.seed)")
     q.add_argument("--json", action="store_true", help="one quote as JSON")
     q.add_argument("--data", help="history files (default: SPX_BOT_DATA, else ../shared/data)")
     q.set_defaults(func=cmd_quote)

@@ -399,7 +399,8 @@ def compare(frame: pd.DataFrame, lo: date | None = None, hi: date | None = None)
     mr = monthly_returns(pd.Series(rep, index=sub_dates))
     mi = monthly_returns(pd.Series(idx, index=sub_dates))
     diff = (mr - mi).to_numpy()
-    corr = float(np.corrcoef(mr, mi)[0, 1]) if len(mr) > 2 else float("nan")
+    flat = np.std(mr.to_numpy()) == 0 or np.std(mi.to_numpy()) == 0  # no correlation of a constant
+    corr = float(np.corrcoef(mr, mi)[0, 1]) if len(mr) > 2 and not flat else float("nan")
     te = float(np.std(diff, ddof=1) * math.sqrt(12.0)) if len(diff) > 1 else float("nan")
     return {"from": sub_dates[0].date().isoformat(), "to": sub_dates[-1].date().isoformat(), "months": int(len(mr)),
             "replica": series_metrics(sub_dates, rep), "index": series_metrics(sub_dates, idx),

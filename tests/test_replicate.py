@@ -148,6 +148,17 @@ def test_a_wider_fill_or_a_lower_atm_ratio_pays_the_seller_less():
         R.VolModel(smile={"no_such": 1.0})
 
 
+def test_objective_is_a_pure_function_of_the_parameters():
+    """What a calibration needs: the same answer for the same parameters, inputs untouched."""
+    inputs = _flat_inputs("cndr", date(2021, 2, 1), date(2021, 8, 31))
+    before = inputs.spx_close.copy()
+    a = R.objective(inputs, "cndr", R.VolModel(atm_ratio=0.85))
+    b = R.objective(inputs, "cndr", R.VolModel(atm_ratio=0.85))
+    assert json.dumps(a) == json.dumps(b) and set(a) == {"full", "2010-2019"}  # (NaN != NaN)
+    assert np.array_equal(inputs.spx_close, before)
+    assert R.objective(inputs, "cndr")["full"]["replica"] != a["full"]["replica"]
+
+
 def test_default_vol_model_is_the_simulators():
     """Same iv and delta as SimExchange.price_options for the same state, strike and expiry,
     and its bid/ask come from the same mid."""
@@ -341,6 +352,14 @@ def test_quote_bad_arguments_are_one_line(generated, capsys, argv, needle):
     rc = cli.main([*argv, "--data", str(generated)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_quote_bad_seed_is_refused_by_the_parser(generated, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["quote", "--at", "2021-03-16T10:00", "--symbol", "SPXW", "--expiry", "2021-04-16", "--strike",
+                  "3000", "--right", "P", "--seed", "-1", "--data", str(generated)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "bad seed" in err and len(err.splitlines()) == 1
 
 
 def test_quote_batch_bad_row_names_the_line(generated, tmp_path, capsys):
