@@ -415,6 +415,69 @@ def objective(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | N
     return {"full": compare(frame), name: compare(frame, lo, hi)}
 
 
+# --------------------------------------------------------------------------- what the real PUT received
+
+VIX_BUCKETS = (0.0, 13.0, 16.0, 20.0, 25.0, 35.0, 1000.0)
+
+
+def implied_put_vols(result: Replication, dividend_yield: float = DIVIDEND_YIELD) -> pd.DataFrame:
+    """Per PUT roll, the premium the real index must have received and its implied vol.
+
+    Under the PUT rules an index level M on a roll day and M' on the next are linked by
+    M' = N (K e^{-rT} g - payoff) with N = M / (K e^{-rT} - P) (full collateralization; g
+    grows the bills from expiry to the next close, as the replica does), so each cycle's premium
+    P follows from the two levels, the strike and the settlement. Its Black-Scholes implied
+    vol (the model's dividend yield) against the VIX at the roll is the market's ATM ratio,
+    beside the model's. Noisy per roll (Cboe's strike reference is 11:00, its price the
+    11:30-12:00 VWAP, its bills 1- and 3-month), informative by regime."""
+    i = result.inputs
+    if i.index_name != "put":
+        raise ReplicationError("implied put vols need a PUT replication")
+    d = i.dates.astype(object)
+    row_of = {day: k for k, day in enumerate(d)}
+    out = []
+    for t in result.trades:
+        a, b = row_of.get(date.fromisoformat(t["date"])), row_of.get(date.fromisoformat(t["expiry"]))
+        if a is None or b is None or a < i.first or not (np.isfinite(i.index_level[a]) and np.isfinite(i.index_level[b])):
+            continue
+        K, r, S = t["strikes"][0], t["rate"], t["spx"]
+        days = (d[b] - d[a]).days
+        T = float(_years(days))
+        payoff = max(K - float(i.spx_open[b]), 0.0)
+        grown = K * math.exp(-r * T) * math.exp(r * days / pricing.DAYS_PER_YEAR)
+        n = i.index_level[b] / (grown - payoff)
+        premium = K * math.exp(-r * T) - i.index_level[a] / n
+        out.append({"date": d[a], "spx": S, "strike": K, "vix": t["vix"], "T": T, "rate": r,
+                    "premium": premium, "model_mid": t["mid"][0], "model_iv": t["iv"][0]})
+    frame = pd.DataFrame(out)
+    if frame.empty:
+        return frame
+    lo, hi = np.full(len(frame), 1e-3), np.full(len(frame), 4.0)
+    args = (frame["spx"].to_numpy(), frame["strike"].to_numpy(), frame["T"].to_numpy())
+    for _ in range(60):  # bisection: the put price rises with vol
+        mid = (lo + hi) / 2
+        dear = pricing.bs_price(*args, mid, frame["rate"].to_numpy(), dividend_yield, False) > frame["premium"].to_numpy()
+        hi, lo = np.where(dear, mid, hi), np.where(dear, lo, mid)
+    intrinsic = pricing.bs_price(*args, 1e-3, frame["rate"].to_numpy(), dividend_yield, False)
+    frame["implied_iv"] = np.where(frame["premium"].to_numpy() > intrinsic, (lo + hi) / 2, np.nan)
+    frame["implied_ratio"] = frame["implied_iv"] / (frame["vix"] / 100.0)
+    frame["model_ratio"] = frame["model_iv"] / (frame["vix"] / 100.0)
+    return frame
+
+
+def by_vix(frame: pd.DataFrame) -> list[dict]:
+    """Median implied and model ATM ratios (vol / VIX) by the VIX at the roll."""
+    out = []
+    for lo, hi in zip(VIX_BUCKETS, VIX_BUCKETS[1:]):
+        sel = frame[(frame["vix"] > lo) & (frame["vix"] <= hi)]
+        if len(sel):
+            out.append({"vix": f"{lo:g}-{hi:g}" if hi < 1000 else f">{lo:g}", "rolls": int(len(sel)),
+                        "implied_ratio": float(sel["implied_ratio"].median()),
+                        "implied_ratio_iqr": [float(x) for x in sel["implied_ratio"].quantile([0.25, 0.75])],
+                        "model_ratio": float(sel["model_ratio"].median())})
+    return out
+
+
 # --------------------------------------------------------------------------- command
 
 
@@ -480,6 +543,11 @@ def replicate_command(index_name: str, start: date, end: date, out: Path, data_d
                             "strikes": f"{STRIKE_STEP:g}-point grid"},
             "metrics": metrics,
         }
+        if index_name == "put":
+            implied = implied_put_vols(result, model.dividend_yield)
+            if not implied.empty:
+                implied.to_csv(out / "implied_atm.csv", index=False, float_format="%.6g")
+                doc["implied_atm_by_vix"] = by_vix(implied)
         (out / "replication.json").write_text(json.dumps(doc, indent=2) + "\n")
         _chart(frame, index_name, metrics, out / "replication.png")
     except OSError as exc:
@@ -501,4 +569,8 @@ def table(doc: dict) -> str:
             extra = f"{m['monthly_correlation']:>7.2f}{m['tracking_error']:>7.1%}" if who == "replica" else ""
             lines.append(f"{label if who == 'replica' else '':<24}{who:>9}{s['annualized_return']:>9.2%}"
                          f"{s['max_drawdown']:>9.1%}{s['worst_month']:>10.1%}{extra}")
+    if doc.get("implied_atm_by_vix"):
+        lines.append("ATM vol / VIX by VIX at the roll: the real PUT's implied (median) vs the model's")
+        lines.append("  " + "  ".join(f"{b['vix']}: {b['implied_ratio']:.2f} vs {b['model_ratio']:.2f}"
+                                      for b in doc["implied_atm_by_vix"]))
     return "\n".join(lines)

@@ -159,6 +159,20 @@ def test_objective_is_a_pure_function_of_the_parameters():
     assert R.objective(inputs, "cndr")["full"]["replica"] != a["full"]["replica"]
 
 
+def test_implied_put_vols_recover_the_model_from_its_own_replica():
+    """Feed the replica back as the 'index': the premiums backed out of its levels are the
+    model's mids, and their implied vols the model's (flat smile at the money)."""
+    inputs = _flat_inputs("put", date(2021, 2, 1), date(2021, 8, 31), vix=25.0)
+    res = R.run(inputs, "put")
+    mirror = R.MarketInputs(**{**inputs.__dict__, "index_level": res.level.copy()})
+    implied = R.implied_put_vols(R.Replication(mirror, res.level, res.trades))
+    assert len(implied) >= 5
+    assert np.allclose(implied["premium"], implied["model_mid"], atol=2e-3)  # mids kept to 4 decimals
+    assert np.allclose(implied["implied_iv"], implied["model_iv"], atol=2e-4)
+    buckets = R.by_vix(implied)
+    assert buckets[0]["vix"] == "20-25" and buckets[0]["implied_ratio"] == pytest.approx(buckets[0]["model_ratio"], abs=1e-3)
+
+
 def test_default_vol_model_is_the_simulators():
     """Same iv and delta as SimExchange.price_options for the same state, strike and expiry,
     and its bid/ask come from the same mid."""
@@ -247,6 +261,7 @@ def test_replicate_command_on_generated_files(generated, tmp_path, capsys, index
         assert {"annualized_return", "max_drawdown", "worst_month"} <= set(full[who])
     assert (out / "replication.png").stat().st_size > 10_000
     assert "replica" in capsys.readouterr().out
+    assert (out / "implied_atm.csv").is_file() == (index == "put")
 
 
 @pytest.mark.parametrize("argv, needle", [
