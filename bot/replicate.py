@@ -415,6 +415,47 @@ def objective(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | N
     return {"full": compare(frame), name: compare(frame, lo, hi)}
 
 
+# --------------------------------------------------------------------------- where the gap comes from
+
+MOVE_BUCKETS = (-1.0, -0.05, -0.02, 0.0, 0.02, 0.05, 10.0)
+
+
+def cycle_returns(result: Replication) -> pd.DataFrame:
+    """Roll-to-roll returns of replica and index, with the VIX at the roll and SPX's move from
+    the roll's close to the expiry's SOQ (the option's life)."""
+    i = result.inputs
+    d = i.dates.astype(object)
+    row_of = {day: k for k, day in enumerate(d)}
+    out = []
+    for t in result.trades:
+        a, b = row_of.get(date.fromisoformat(t["date"])), row_of.get(date.fromisoformat(t["expiry"]))
+        if a is None or b is None or a < i.first or not (np.isfinite(i.index_level[a]) and np.isfinite(i.index_level[b])):
+            continue
+        rep, idx = result.level[b] / result.level[a] - 1.0, i.index_level[b] / i.index_level[a] - 1.0
+        out.append({"date": d[a], "vix": t["vix"], "spx_move": float(i.spx_open[b]) / t["spx"] - 1.0,
+                    "replica": rep, "index": idx, "gap": rep - idx})
+    return pd.DataFrame(out)
+
+
+def gap_by_regime(cycles: pd.DataFrame) -> dict:
+    """Mean cycle return of replica and index, and their gap, by VIX at the roll and by SPX's move."""
+    def table(column, edges, fmt):
+        rows = []
+        for lo, hi in zip(edges, edges[1:]):
+            sel = cycles[(cycles[column] > lo) & (cycles[column] <= hi)]
+            if len(sel):
+                rows.append({column: fmt(lo, hi), "cycles": int(len(sel)), "gap": float(sel["gap"].mean()),
+                             "replica": float(sel["replica"].mean()), "index": float(sel["index"].mean())})
+        return rows
+
+    if cycles.empty:
+        return {}
+    return {"by_vix": table("vix", VIX_BUCKETS, lambda lo, hi: f"{lo:g}-{hi:g}" if hi < 1000 else f">{lo:g}"),
+            "by_spx_move": table("spx_move", MOVE_BUCKETS,
+                                 lambda lo, hi: f"{lo:+.0%}..{hi:+.0%}" if -1 < lo and hi < 10
+                                 else (f"<{hi:+.0%}" if lo <= -1 else f">{lo:+.0%}"))}
+
+
 # --------------------------------------------------------------------------- what the real PUT received
 
 VIX_BUCKETS = (0.0, 13.0, 16.0, 20.0, 25.0, 35.0, 1000.0)
@@ -543,6 +584,7 @@ def replicate_command(index_name: str, start: date, end: date, out: Path, data_d
                             "strikes": f"{STRIKE_STEP:g}-point grid"},
             "metrics": metrics,
         }
+        doc["cycle_gap"] = gap_by_regime(cycle_returns(result))
         if index_name == "put":
             implied = implied_put_vols(result, model.dividend_yield)
             if not implied.empty:

@@ -262,6 +262,10 @@ def test_replicate_command_on_generated_files(generated, tmp_path, capsys, index
     assert (out / "replication.png").stat().st_size > 10_000
     assert "replica" in capsys.readouterr().out
     assert (out / "implied_atm.csv").is_file() == (index == "put")
+    gap = doc["cycle_gap"]
+    assert sum(b["cycles"] for b in gap["by_vix"]) == sum(b["cycles"] for b in gap["by_spx_move"]) >= 6
+    for b in gap["by_vix"]:
+        assert b["gap"] == pytest.approx(b["replica"] - b["index"])
 
 
 @pytest.mark.parametrize("argv, needle", [
