@@ -752,7 +752,8 @@ def cmd_replicate(args) -> int:
     from bot.replicate import ReplicationError, replicate_command, table
 
     try:
-        doc = replicate_command(args.index, args.start, args.end, Path(args.out), _history_dir(args.data))
+        doc = replicate_command(args.index, args.start, args.end, Path(args.out), _history_dir(args.data),
+                                entry=args.entry)
     except (ReplicationError, DataError) as e:
         raise UserError(f"replicate {args.index}: {e}") from None
     print(table(doc))
@@ -876,6 +877,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--from", dest="start", type=parse_date, default=date(2007, 1, 3), help="first day, YYYY-MM-DD")
     rp.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 31), help="last day, YYYY-MM-DD")
     rp.add_argument("--out", default="replication-out", help="directory for replication.csv/.json/.png")
+    rp.add_argument("--entry", choices=("close", "open"), default="close",
+                    help="price a roll's new options at the roll day's close (default) or open")
     rp.add_argument("--data", help="history + cboe_*_daily.csv (default: SPX_BOT_DATA, else ../shared/data)")
     rp.set_defaults(func=cmd_replicate)
 

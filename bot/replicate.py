@@ -26,7 +26,9 @@ Conventions of this replication (daily history only, no intraday path, so nothin
 
 - The SOQ of an expiring option is the SPX *open* of the roll day.
 - New options are priced at the roll day's *close* (Cboe: VWAP 11:30-12:00 ET) with the close's
-  SPX, VIX, VIX9D, VIX3M and rate; the strike reference is that close too.
+  SPX, VIX, VIX9D, VIX3M and rate; the strike reference is that close too. `entry="open"`
+  prices them at the open instead (SPX open = the SOQ, VIX open, VIX9D/VIX3M of the previous
+  close): Cboe's window lies between the two.
 - Every day's mark is the model mid at the close, time to expiry from 16:00 to the expiry's
   09:30 open (ACT/365), as Cboe marks at the closing bid/ask midpoint.
 - Trades fill at the model mid moved `fill` of the way to the model's bid (sells) or ask
@@ -173,6 +175,7 @@ class MarketInputs:
     index_level: np.ndarray
     first: int  # row of the first reported day (the index's level there is the start)
     rolls: tuple[date, ...]  # roll dates covering the rows (and the expiry after the last)
+    vix_open: np.ndarray | None = None  # for entries at the open (None: the close's VIX)
 
 
 def _read_index(path: Path) -> pd.Series:
@@ -238,7 +241,7 @@ def prepare(index_name: str, data_dir: Path, start: date, end: date,
         index_name=index_name, dates=dates[rows], spx_open=history.spx[rows, 0], spx_close=history.spx[rows, 3],
         vix=vix, vix9d=history.vix9d[rows], vix3m=history.vix3m[rows], rate=history.rate[rows],
         index_level=on_index[rows], first=int(usable[0]) - lo,
-        rolls=tuple(r for r in rolls if r >= before[-1]))
+        rolls=tuple(r for r in rolls if r >= before[-1]), vix_open=history.vix[rows, 0])
 
 
 # --------------------------------------------------------------------------- the replication
@@ -276,8 +279,29 @@ def _select_strikes(rules: IndexRules, model: VolModel, S: float, T: float, atm:
     return np.array(out)
 
 
-def run(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = None) -> Replication:
-    """The index's rules on the model's prices: a pure function of (inputs, rules, model)."""
+ENTRIES = ("close", "open")
+
+
+def _entry_market(inputs: MarketInputs, i: int, days: int, entry: str) -> tuple[float, float, float, float, float]:
+    """(spot, T, vix, vix9d, vix3m) at a roll's entry: the close, or the open (the SOQ
+    itself; VIX's open, VIX9D and VIX3M of the previous close: what is known then)."""
+    if entry == "close":
+        return (float(inputs.spx_close[i]), float(_years(days)), float(inputs.vix[i]), float(inputs.vix9d[i]),
+                float(inputs.vix3m[i]))
+    vix = inputs.vix_open[i] if inputs.vix_open is not None and np.isfinite(inputs.vix_open[i]) else inputs.vix[i]
+    k = max(i - 1, 0)
+    return (float(inputs.spx_open[i]), days / pricing.DAYS_PER_YEAR, float(vix), float(inputs.vix9d[k]),
+            float(inputs.vix3m[k]))
+
+
+def run(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = None,
+        entry: str = "close") -> Replication:
+    """The index's rules on the model's prices: a pure function of (inputs, rules, model).
+
+    entry: when new options are priced on a roll day, "close" (default) or "open" (Cboe's
+    VWAP window, 11:30-12:00, lies between them)."""
+    if entry not in ENTRIES:
+        raise ReplicationError(f"entry must be one of {', '.join(ENTRIES)}, not {entry!r}")
     rules = RULES[rules] if isinstance(rules, str) else rules
     model = model or VolModel()
     d = inputs.dates.astype(object)
@@ -298,9 +322,9 @@ def run(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = 
         j = i + 1
         while j < n and d[j] < expiry:
             j += 1
-        S, r = float(inputs.spx_close[i]), float(inputs.rate[i])
-        T0 = float(_years((expiry - day).days))
-        atm0 = float(model.atm(T0, inputs.vix[i], inputs.vix9d[i], inputs.vix3m[i]))
+        r = float(inputs.rate[i])
+        S, T0, vix0, vix9d0, vix3m0 = _entry_market(inputs, i, (expiry - day).days, entry)
+        atm0 = float(model.atm(T0, vix0, vix9d0, vix3m0))
         strikes = _select_strikes(rules, model, S, T0, atm0, r)
         mid0, delta0, iv0 = model.price(S, strikes, T0, atm0, r, calls)
         paid = model.trade_price(mid0, signs)
@@ -324,8 +348,8 @@ def run(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = 
                                  inputs.rate[rows][:, None], calls[None, :])
         accrued = cash * np.exp(r * np.array([(d[t] - day).days for t in rows]) / pricing.DAYS_PER_YEAR)
         level[rows] = accrued + mids @ held
-        trade = {"date": day.isoformat(), "expiry": expiry.isoformat(), "spx": S, "vix": float(inputs.vix[i]),
-                 "rate": r, "strikes": strikes.tolist(), "delta": [round(float(x), 4) for x in delta0],
+        trade = {"date": day.isoformat(), "expiry": expiry.isoformat(), "entry": entry, "spx": S, "vix": vix0,
+                 "T": T0, "rate": r, "strikes": strikes.tolist(), "delta": [round(float(x), 4) for x in delta0],
                  "iv": [round(float(x), 4) for x in iv0], "mid": [round(float(x), 4) for x in mid0],
                  "credit": credit, "quantity": qty, "account": account}
         trades.append(trade)
@@ -407,10 +431,11 @@ def compare(frame: pd.DataFrame, lo: date | None = None, hi: date | None = None)
             "monthly_correlation": corr, "tracking_error": te}
 
 
-def objective(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = None) -> dict:
+def objective(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = None,
+              entry: str = "close") -> dict:
     """Replication metrics for one parameter set: whole span and 2010-2019 (a calibration's
     objective; pure, no I/O)."""
-    frame = run(inputs, rules, model).frame()
+    frame = run(inputs, rules, model, entry).frame()
     name, lo, hi = SUB_SPAN
     return {"full": compare(frame), name: compare(frame, lo, hi)}
 
@@ -481,9 +506,8 @@ def implied_put_vols(result: Replication, dividend_yield: float = DIVIDEND_YIELD
         a, b = row_of.get(date.fromisoformat(t["date"])), row_of.get(date.fromisoformat(t["expiry"]))
         if a is None or b is None or a < i.first or not (np.isfinite(i.index_level[a]) and np.isfinite(i.index_level[b])):
             continue
-        K, r, S = t["strikes"][0], t["rate"], t["spx"]
+        K, r, S, T = t["strikes"][0], t["rate"], t["spx"], t["T"]
         days = (d[b] - d[a]).days
-        T = float(_years(days))
         payoff = max(K - float(i.spx_open[b]), 0.0)
         grown = K * math.exp(-r * T) * math.exp(r * days / pricing.DAYS_PER_YEAR)
         n = i.index_level[b] / (grown - payoff)
@@ -550,13 +574,13 @@ def _chart(frame: pd.DataFrame, name: str, metrics: dict, path: Path) -> None:
 
 
 def replicate_command(index_name: str, start: date, end: date, out: Path, data_dir: Path,
-                      model: VolModel | None = None) -> dict:
+                      model: VolModel | None = None, entry: str = "close") -> dict:
     """`spx-bot replicate`: writes replication.csv, replication.json, replication.png (and
     rolls.csv, one line per roll) in `out`; returns the JSON document."""
     model = model or VolModel()
     inputs = prepare(index_name, data_dir, start, end)
     rules = RULES[index_name]
-    result = run(inputs, rules, model)
+    result = run(inputs, rules, model, entry)
     frame = result.frame()
     name, lo, hi = SUB_SPAN
     metrics = {"full": compare(frame), name: compare(frame, lo, hi)}
@@ -578,7 +602,9 @@ def replicate_command(index_name: str, start: date, end: date, out: Path, data_d
                                for c, t, s in rules.legs],
                       "collateral": "full (N x K at expiry)" if rules.collateral_multiple is None
                       else f"{rules.collateral_multiple:g} x the condor's max loss"},
-            "conventions": {"settlement": "SOQ = SPX open of the roll day", "entry": "model mid at the roll day's close",
+            "conventions": {"settlement": "SOQ = SPX open of the roll day",
+                            "entry": "model mid at the roll day's close" if entry == "close" else
+                            "model mid at the roll day's open (SPX open, VIX open, VIX9D/VIX3M of the previous close)",
                             "marks": "model mid at each close, T from 16:00 to the expiry's 09:30",
                             "rate": "3-month T-bill (DTB3, continuous), fixed at each roll",
                             "strikes": f"{STRIKE_STEP:g}-point grid"},

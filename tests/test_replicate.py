@@ -139,6 +139,18 @@ def test_cndr_strikes_and_size_follow_the_rules():
     assert t["quantity"] * max_loss * 10 == pytest.approx(t["account"])
 
 
+def test_entry_at_the_open_prices_from_the_open():
+    inputs = _flat_inputs("put", date(2021, 2, 1), date(2021, 6, 30))
+    opened = R.MarketInputs(**{**inputs.__dict__, "spx_open": np.full(len(inputs.dates), 1010.0),
+                               "vix_open": np.full(len(inputs.dates), 30.0)})
+    t = R.run(opened, "put", entry="open").trades[1]
+    assert t["spx"] == 1010.0 and t["vix"] == 30.0 and t["strikes"] == [1010.0]
+    assert t["T"] == pytest.approx((date.fromisoformat(t["expiry"]) - date.fromisoformat(t["date"])).days / 365)
+    assert R.run(opened, "put").trades[1]["spx"] == 1000.0
+    with pytest.raises(R.ReplicationError):
+        R.run(inputs, "put", entry="noon")
+
+
 def test_a_wider_fill_or_a_lower_atm_ratio_pays_the_seller_less():
     inputs = _flat_inputs("put", date(2021, 2, 1), date(2021, 12, 31))
     base = R.run(inputs, "put").level[-1]
@@ -245,7 +257,7 @@ def generated(tmp_path_factory) -> Path:
 def test_replicate_command_on_generated_files(generated, tmp_path, capsys, index):
     out = tmp_path / "out"
     rc = cli.main(["replicate", index, "--from", "2021-02-01", "--to", "2021-09-30", "--data", str(generated),
-                   "--out", str(out)])
+                   "--out", str(out), *(["--entry", "open"] if index == "put" else [])])
     assert rc == 0, capsys.readouterr().err
     rows = list(csv.DictReader(open(out / "replication.csv")))
     assert list(rows[0]) == ["date", "replica", "index"]
