@@ -111,6 +111,11 @@ class VolModel:
         delta = pricing.bs_greeks(S, K, T, iv, r, self.dividend_yield, is_call)["delta"]
         return np.asarray(mid, dtype=float), np.asarray(delta, dtype=float), np.asarray(iv, dtype=float)
 
+    def delta(self, S, K, T, atm, r, is_call):
+        """Model deltas only (strike selection)."""
+        iv = pricing.spx_smile(atm, S, K, T, **self.smile)
+        return np.asarray(pricing.bs_greeks(S, K, T, iv, r, self.dividend_yield, is_call)["delta"], dtype=float)
+
     def trade_price(self, mid, sign):
         """Fill price per option: sign -1 sells (toward the bid), +1 buys (toward the ask)."""
         mid = np.asarray(mid, dtype=float)
@@ -269,13 +274,17 @@ def _years(days) -> np.ndarray:
 
 def _select_strikes(rules: IndexRules, model: VolModel, S: float, T: float, atm: float, r: float) -> np.ndarray:
     grid = np.arange(math.floor(S * 0.5 / STRIKE_STEP), math.ceil(S * 1.5 / STRIKE_STEP) + 1) * STRIKE_STEP
+    deltas: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
     out = []
     for is_call, target, _ in rules.legs:
         if target is None:  # at the money: the first listed strike below the SPX level
             out.append(math.floor(S / STRIKE_STEP) * STRIKE_STEP)
             continue
-        _, delta, _ = model.price(S, grid, T, atm, r, is_call)
-        out.append(float(grid[int(np.argmin(np.abs(delta - target)))]))
+        if is_call not in deltas:  # puts below spot, calls above: half the grid each
+            side = grid[grid >= S] if is_call else grid[grid <= S]
+            deltas[is_call] = (side, model.delta(S, side, T, atm, r, is_call))
+        side, delta = deltas[is_call]
+        out.append(float(side[int(np.argmin(np.abs(delta - target)))]))
     return np.array(out)
 
 
