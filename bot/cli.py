@@ -765,6 +765,40 @@ def cmd_data(args) -> int:
     return data_fetch(directory, source=args.source)
 
 
+def cmd_replicate(args) -> int:
+    from bot.data import DataError
+    from bot.replicate import ReplicationError, replicate_command, table
+
+    try:
+        doc = replicate_command(args.index, args.start, args.end, Path(args.out), _history_dir(args.data),
+                                entry=args.entry)
+    except (ReplicationError, DataError) as e:
+        raise UserError(f"replicate {args.index}: {e}") from None
+    print(table(doc))
+    print(f"wrote {Path(args.out) / 'replication.csv'}, replication.json, replication.png, rolls.csv")
+    return 0
+
+
+def cmd_quote(args) -> int:
+    from bot.quote_cli import QuoteError, quote_command
+
+    try:
+        return quote_command(args, _history_dir(args.data))
+    except QuoteError as e:
+        raise UserError(f"quote: {e}") from None
+
+
+def _parse_seed(text: str) -> int:
+    if not re.fullmatch(r"\d{1,10}", text or "") or int(text) > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"bad seed {text!r}: a whole number from 0 to {2**32 - 1}")
+    return int(text)
+
+
+def _history_dir(cli_value: str | None) -> Path:
+    """--data, else $SPX_BOT_DATA, else ../shared/data (this workplace's history)."""
+    return Path(cli_value or os.environ.get("SPX_BOT_DATA") or "../shared/data")
+
+
 def cmd_check_config(args) -> int:
     from bot.config import check_config
 
@@ -873,6 +907,29 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--config", default=default_cfg, help=cfg_help)
     dt.add_argument("--source", choices=("cboe", "ib"), default="cboe", help="where `fetch` downloads from")
     dt.set_defaults(func=cmd_data)
+
+    rp = sub.add_parser("replicate", help="run Cboe's CNDR or PUT rules on the simulator's SPX prices, against the real index")
+    rp.add_argument("index", choices=("cndr", "put"), help="cndr: S&P 500 Iron Condor; put: S&P 500 PutWrite")
+    rp.add_argument("--from", dest="start", type=parse_date, default=date(2007, 1, 3), help="first day, YYYY-MM-DD")
+    rp.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 31), help="last day, YYYY-MM-DD")
+    rp.add_argument("--out", default="replication-out", help="directory for replication.csv/.json/.png")
+    rp.add_argument("--entry", choices=("close", "open"), default="close",
+                    help="price a roll's new options at the roll day's close (default) or open")
+    rp.add_argument("--data", help="history + cboe_*_daily.csv (default: SPX_BOT_DATA, else ../shared/data)")
+    rp.set_defaults(func=cmd_replicate)
+
+    q = sub.add_parser("quote", help="the simulator's quote (bid, ask, mid, iv, delta) of an option at a past moment")
+    q.add_argument("--at", help="New York time YYYY-MM-DDTHH:MM (a date alone: its 16:00 close)")
+    q.add_argument("--symbol", type=str.upper, choices=("SPX", "SPXW", "VIX", "VIXW"), help="trading class")
+    q.add_argument("--expiry", type=parse_date, help="expiry date YYYY-MM-DD")
+    q.add_argument("--strike", help="strike, e.g. 2400")
+    q.add_argument("--right", type=str.upper, choices=("P", "C"), help="P or C")
+    q.add_argument("--batch", metavar="IN.csv", help="quote every row of a CSV (at,symbol,expiry,strike,right)")
+    q.add_argument("--out", metavar="OUT.csv", help="with --batch: where to write the quotes (default: stdout)")
+    q.add_argument("--seed", type=_parse_seed, default=7, help="seed of the intraday path (default 7, as sim.seed)")
+    q.add_argument("--json", action="store_true", help="one quote as JSON")
+    q.add_argument("--data", help="history files (default: SPX_BOT_DATA, else ../shared/data)")
+    q.set_defaults(func=cmd_quote)
 
     g = sub.add_parser("logs", help="print the JSON log readably")
     g.add_argument("--config", help=which + "; its bot.log_path is read")
