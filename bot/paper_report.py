@@ -24,6 +24,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bot.export import hedge_lot_rows
+from bot.sim.commissions import schedule_by_name
 from bot.store import Store
 
 NY = ZoneInfo("America/New_York")
@@ -71,7 +72,7 @@ def read_store(path: str | Path, start: date, end: date) -> PaperDays:
 
 def commission_gap(fills, schedule) -> dict[str, float]:
     """Per session: what the bot paid in commissions less what the backtest's schedule
-    (bot/backtest/account.py) charges for the same executions, order by order."""
+    (bot/sim/commissions.py) charges for the same executions, order by order."""
     by_order: dict[str, list] = {}
     for f in fills:
         by_order.setdefault(f.order_ref or f.exec_id, []).append(f)
@@ -234,8 +235,6 @@ def paper_report(cfg, start: date, end: date, out_dir: Path, data_dir: Path, pro
     res.variants.append(paper)
     files = {n: R.sha256(data / n) for n in USED_FILES if (data / n).is_file()}
     rep = R.build(res, inputs, files)
-    from bot.backtest.account import schedule_by_name
-
     gap = commission_gap(days.fills, schedule_by_name(commissions, cfg.sim.commission_per_contract))
     comparison = compare(res, paper, backtest, float(cfg.sim.starting_cash), gap)
     comparison["sessions_without_close"] = missing

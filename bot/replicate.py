@@ -48,7 +48,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -564,7 +564,7 @@ def _chart(frame: pd.DataFrame, name: str, metrics: dict, path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7.5), height_ratios=(3, 1.4), sharex=True)
     full = metrics["full"]
     top.plot(frame["date"], frame["index"], label=f"Cboe {name.upper()} (real SPX options)", color="black", lw=1.2)
-    top.plot(frame["date"], frame["replica"], label=f"replica on the simulator's prices", color="tab:red", lw=1.2)
+    top.plot(frame["date"], frame["replica"], label="replica on the simulator's prices", color="tab:red", lw=1.2)
     top.set_yscale("log")
     top.set_ylabel("level (log)")
     top.set_title(f"{name.upper()}: replica vs index, {full['from']}..{full['to']}  "
