@@ -290,7 +290,7 @@ class Engine:
         return "stopped"
 
     def _short_calls(self) -> int:
-        return 0 if self.hedge is None else -sum(lot.quantity for lot in self.hedge.lots() if lot.quantity < 0)
+        return 0 if self.hedge is None else self.hedge.short_calls()
 
     async def _buy_back_shorts(self, reason: str, purpose: str | None = None) -> int:
         try:

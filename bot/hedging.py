@@ -228,9 +228,13 @@ class HedgeManager:
         self._has_shorts = any(lot.quantity < 0 for lot in self.lots())
         return failed
 
+    def short_calls(self) -> int:
+        """Written calls still open, in contracts."""
+        return -sum(lot.quantity for lot in self.lots() if lot.quantity < 0)
+
     @property
     def has_shorts(self) -> bool:
-        return any(lot.quantity < 0 for lot in self.lots())
+        return self.short_calls() > 0
 
     async def close_shorts(self, reason: str, purpose: str | None = None) -> int:
         """Buy back every written call (winding down, `kill --flatten`): the longs that cover
@@ -242,7 +246,7 @@ class HedgeManager:
             actions = [alvh.HedgeAction(alvh.BUY_BACK, lot.layer, (Leg(lot.option, Action.BUY),), -lot.quantity, reason)
                        for lot in shorts]
             await self._run_plan(actions, self.clock.now(), purpose)
-        return -sum(lot.quantity for lot in self.lots() if lot.quantity < 0)
+        return self.short_calls()
 
     async def _market(self, today: date, vix: float, lots: list[alvh.Lot], with_chains: bool,
                       writes: bool = True) -> alvh.HedgeMarket:

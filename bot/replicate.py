@@ -454,17 +454,24 @@ def objective(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | N
 MOVE_BUCKETS = (-1.0, -0.05, -0.02, 0.0, 0.02, 0.05, 10.0)
 
 
+def _cycles(result: Replication):
+    """(trade, row of its roll, row of its expiry) of each roll whose index levels are known."""
+    i = result.inputs
+    row_of = {day: k for k, day in enumerate(i.dates.astype(object))}
+    for t in result.trades:
+        a, b = row_of.get(date.fromisoformat(t["date"])), row_of.get(date.fromisoformat(t["expiry"]))
+        if a is None or b is None or a < i.first or not (np.isfinite(i.index_level[a]) and np.isfinite(i.index_level[b])):
+            continue
+        yield t, a, b
+
+
 def cycle_returns(result: Replication) -> pd.DataFrame:
     """Roll-to-roll returns of replica and index, with the VIX at the roll and SPX's move from
     the roll's close to the expiry's SOQ (the option's life)."""
     i = result.inputs
     d = i.dates.astype(object)
-    row_of = {day: k for k, day in enumerate(d)}
     out = []
-    for t in result.trades:
-        a, b = row_of.get(date.fromisoformat(t["date"])), row_of.get(date.fromisoformat(t["expiry"]))
-        if a is None or b is None or a < i.first or not (np.isfinite(i.index_level[a]) and np.isfinite(i.index_level[b])):
-            continue
+    for t, a, b in _cycles(result):
         rep, idx = result.level[b] / result.level[a] - 1.0, i.index_level[b] / i.index_level[a] - 1.0
         out.append({"date": d[a], "vix": t["vix"], "spx_move": float(i.spx_open[b]) / t["spx"] - 1.0,
                     "replica": rep, "index": idx, "gap": rep - idx})
@@ -509,12 +516,8 @@ def implied_put_vols(result: Replication, dividend_yield: float = DIVIDEND_YIELD
     if i.index_name != "put":
         raise ReplicationError("implied put vols need a PUT replication")
     d = i.dates.astype(object)
-    row_of = {day: k for k, day in enumerate(d)}
     out = []
-    for t in result.trades:
-        a, b = row_of.get(date.fromisoformat(t["date"])), row_of.get(date.fromisoformat(t["expiry"]))
-        if a is None or b is None or a < i.first or not (np.isfinite(i.index_level[a]) and np.isfinite(i.index_level[b])):
-            continue
+    for t, a, b in _cycles(result):
         K, r, S, T = t["strikes"][0], t["rate"], t["spx"], t["T"]
         days = (d[b] - d[a]).days
         payoff = max(K - float(i.spx_open[b]), 0.0)
