@@ -253,6 +253,10 @@ class _SteppedMarket:
         """Seconds between two steps of a session."""
         return self._step_s
 
+    def rate_on(self, d: date) -> float:
+        """The rate (annual, continuous) of session d."""
+        return self._day(d).rate
+
     def day_path(self, d: date) -> DayPath:
         """The intraday path of session d that `state_at` and `path` replay (cached)."""
         self._check_session(d)
@@ -415,6 +419,10 @@ class HistoryMarket(_SteppedMarket):
     def settlement(self, d: date) -> float:
         self._check_session(d)
         return float(self._history.spx[self._history.index(d), 3])
+
+    def rate_on(self, d: date) -> float:
+        """The 3-month T-bill of session d (continuous; the file's, forward-filled)."""
+        return float(self._history.rate[self._history.index(d)])
 
     def daily_closes(self, symbol: str, sessions: int, t: datetime) -> list[tuple[date, float]]:
         """(session, close) of the last `sessions` sessions completed at t, oldest first: the
