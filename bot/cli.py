@@ -256,7 +256,8 @@ async def _run(cfg, args, store_factory=None) -> int:
         if sim is not None:
             await sim.close()
         raise UserError(str(e)) from None
-    engine = Engine(cfg, clock, cal, broker, store, log, until=until)
+    engine = Engine(cfg, clock, cal, broker, store, log, until=until,
+                    next_price=getattr(getattr(sim, "market", None), "next_step_time", None))
     try:
         ops = Ops.build(cfg, engine, broker, clock, log)
     except OpsConfigError as e:

@@ -104,14 +104,24 @@ def test_close_state_is_the_file(history, calendar):
         market.settlement(date(2022, 11, 24))
 
 
-def test_intraday_steps_hold_between_looks(history, calendar):
+def test_intraday_prices_move_between_steps(history, calendar):
+    """At a step, the step's state (one object); between two steps, linear in time from one to
+    the next (a quote goes on moving while an order walks)."""
     market = HistoryMarket(history, calendar, seed=5)
     d = SESSIONS[1]
     open_ = calendar.open_close(d)[0]
     at_open = market.state_at(open_)
     assert at_open.spx == history.row(d).spx[0] and at_open.time == open_
-    assert market.state_at(open_ + timedelta(minutes=4, seconds=59)) is at_open  # same step, same object
-    assert market.state_at(open_ + timedelta(minutes=5)).time == open_ + timedelta(minutes=5)
+    assert market.state_at(open_) is at_open  # same step, same object
+    at_5 = market.state_at(open_ + timedelta(minutes=5))
+    assert at_5.time == open_ + timedelta(minutes=5)
+    for seconds in (1, 75, 150, 299):
+        s = market.state_at(open_ + timedelta(seconds=seconds))
+        w = seconds / 300
+        assert s.time == open_ + timedelta(seconds=seconds)
+        for a, b, x in ((at_open.spx, at_5.spx, s.spx), (at_open.vix, at_5.vix, s.vix),
+                        (at_open.vvix, at_5.vvix, s.vvix), (at_open.vx[0][1], at_5.vx[0][1], s.vx[0][1])):
+            assert x == pytest.approx(a + (b - a) * w, rel=1e-12)
     spx, _ = market.path(open_ + timedelta(minutes=2), open_ + timedelta(minutes=15))
     expected = [market.state_at(open_ + timedelta(minutes=m)).spx for m in (5, 10, 15)]
     assert list(spx) == expected

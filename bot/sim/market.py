@@ -109,6 +109,19 @@ def session_stamps(open_ts: float, close_ts: float, step_s: float) -> np.ndarray
     return np.array([open_ts + k * step_s for k in range(n)] + [close_ts])
 
 
+def between(x: np.ndarray, k: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Values of a path x (steps first; more axes allowed) w of the way from step k to k + 1:
+    the market between two steps moves linearly in time from one to the next, so a price
+    seen at a step goes on moving while an order works (an order walk of a few minutes no
+    longer faces a frozen quote). Exactly x[k] where w = 0. The one rule for the daemon's
+    exchange (`state_at`) and the backtest's pricer."""
+    k1 = np.minimum(k + 1, len(x) - 1)
+    a, b = x[k], x[k1]
+    if x.ndim > 1:
+        w = w.reshape(w.shape + (1,) * (x.ndim - 1))
+    return np.where(w > 0, a + (b - a) * w, a)
+
+
 @dataclass(eq=False, slots=True)
 class DayPath:
     """One session's steps: stamps[0] is the open, stamps[-1] the close, a step every
@@ -145,6 +158,44 @@ class DayPath:
         if ts >= self.close_ts:
             return len(self.stamps) - 1
         return max(0, int((ts - self.open_ts) // self.step_s))
+
+    def weights(self, ts):
+        """(k, w) for instants ts (POSIX seconds, arrays or scalars) inside the session: the
+        step at or before each and how far (0 <= w < 1) it is toward the next step. At a step
+        and from the close on, w = 0."""
+        ts = np.asarray(ts, dtype=float)
+        last = len(self.stamps) - 1
+        k = np.clip(np.searchsorted(self.stamps, ts, side="right") - 1, 0, last)
+        nxt = np.minimum(k + 1, last)
+        span = self.stamps[nxt] - self.stamps[k]
+        w = np.where((k < last) & (span > 0), (ts - self.stamps[k]) / np.where(span > 0, span, 1.0), 0.0)
+        return k, np.clip(w, 0.0, 1.0 - 1e-12)
+
+    def state_at_ts(self, ts: float) -> tuple[float, float]:
+        """(SPX, VIX) at instant ts, as `state_at` shows them (between steps: `between`)."""
+        k, w = self.weights(np.array([ts]))
+        return float(between(self.spx, k, w)[0]), float(between(self.vix, k, w)[0])
+
+    def next_step_ts(self, ts: float) -> float:
+        """The next step stamp after ts (the close at the latest)."""
+        k = int(np.searchsorted(self.stamps, ts, side="right"))
+        return float(self.stamps[min(k, len(self.stamps) - 1)])
+
+    def state_between(self, k: int, w: float, t: datetime) -> MarketState:
+        """The state at instant t, w of the way from step k to step k + 1 (`between`)."""
+        kk, ww = np.array([k]), np.array([w])
+        vx = between(self.vx, kk, ww)[0] if len(self.vx_expiries) else np.empty(0)
+        return MarketState(
+            time=t,
+            spx=float(between(self.spx, kk, ww)[0]),
+            vix=float(between(self.vix, kk, ww)[0]),
+            vix9d=float(between(self.vix9d, kk, ww)[0]),
+            vix3m=float(between(self.vix3m, kk, ww)[0]),
+            vvix=float(between(self.vvix, kk, ww)[0]),
+            rate=self.rate,
+            vx=tuple(zip(self.vx_expiries, vx.tolist())),
+            session=self.session,
+        )
 
     def state(self, k: int) -> MarketState:
         """State of step k (-1 = close), built once on first use."""
@@ -253,6 +304,18 @@ class _SteppedMarket:
         """Seconds between two steps of a session."""
         return self._step_s
 
+    def next_step_time(self, t: datetime) -> datetime:
+        """The next instant after t at which the market shows a new step (the session's next
+        step stamp, its close at the latest); t itself when no session is open at t."""
+        d, step = self._locate(t)
+        if step < 0:
+            return t
+        day = self._day(d)
+        ts = t.timestamp()
+        if not day.open_ts <= ts < day.close_ts:
+            return t
+        return datetime.fromtimestamp(day.next_step_ts(ts), UTC)
+
     def rate_on(self, d: date) -> float:
         """The rate (annual, continuous) of session d."""
         return self._day(d).rate
@@ -263,8 +326,15 @@ class _SteppedMarket:
         return self._day(d)
 
     def state_at(self, t: datetime) -> MarketState:
+        """The market at t: a step's state at the step, moving linearly toward the next step
+        between two (`between`), the close's from the close to the next open."""
         d, step = self._locate(t)
-        return self._day(d).state(step)
+        day = self._day(d)
+        if step >= 0:
+            k, w = day.weights(t.timestamp())
+            if w > 0:
+                return day.state_between(int(k), float(w), t.astimezone(UTC))
+        return day.state(step)
 
     def path(self, t0: datetime, t1: datetime) -> tuple[np.ndarray, np.ndarray]:
         """SPX and VIX at the steps with t0 < step time <= t1 (stops and fills between looks)."""
