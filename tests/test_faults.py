@@ -511,6 +511,27 @@ async def test_06_07_link_lost_then_restored_degrades_then_resyncs(rig, ib_error
     assert_clean(logs)
 
 
+async def test_06a_a_daemon_that_connects_during_1100_starts_degraded(rig, ib_errors):
+    """6 (a start inside the gap): the gateway's own link to IB is down when the daemon
+    connects. The gateway says so at once (2110, as TWS does), so the daemon starts DEGRADED:
+    the 15:30 entry sends nothing. On the 1102 it resyncs and trades. (Once a gap: the client
+    was told nothing and would have sent orders into the broken link.)"""
+    ib_errors.allow("Error 2110", "Error 1102")
+    sim, cfg, spy, new_bot = rig
+    sim.scenario.connectivity_lost()
+    with capture_logs() as logs:
+        bot = await new_bot().start()
+        assert bot.broker.degraded
+        assert [e["code"] for e in events(logs, "broker.error")] == [2110]
+        await until(lambda: sim.clock.now() > ny_time(START, "15:31"), what="the entry time to pass")
+        assert not bot.order_messages() and not [o for o in spy.orders() if o[4]]
+        sim.scenario.connectivity_restored(data_lost=False)
+        await until(logged(logs, "broker.resync"), what="the resync")
+        assert not bot.broker.degraded
+        await bot.stop()
+    assert [e["why"] for e in events(logs, "broker.resync")] == ["IB 1102"]
+
+
 async def test_06b_resync_leaves_a_walking_order_to_its_walk(rig, ib_errors):
     """6 / 7 (continued): the 1100 arrives right after a walk step has its quotes, so the step's
     modify is refused while DEGRADED (fills held). The walk skips that step and lives on, owning

@@ -143,6 +143,9 @@ class IBBroker:
     async def connect(self) -> AccountSummary:
         self._client_id_in_use = False
         self.throttle.rate_limit = self._rate
+        # a new connection starts with a healthy link unless the gateway says otherwise while
+        # connecting (2110 right after nextValidId when its own link to IB is down)
+        self.degraded = False
         try:
             await self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout,
                                        account=self.account_id)
@@ -168,7 +171,6 @@ class IBBroker:
             raise FatalBrokerError(f"account {self.account_id} is not among {accounts}")
         await self.throttle.acquire()
         self.ib.reqMarketDataType(self.market_data_type)
-        self.degraded = False
         self._chains.clear()
         self._streams.clear()
         self._option_streams.clear()  # ib_async dropped them with the connection

@@ -62,6 +62,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # tickPrice type -> its tickSize type (bid, ask, last and their delayed twins)
 SIZE_OF_PRICE = {1: 0, 2: 3, 4: 5, 66: 69, 67: 70, 68: 71}
 NO_SECURITY = "No security definition has been found for the request"
+LINK_BROKEN = "Connectivity between Trader Workstation and server is broken. It will be restored automatically."
 FARM_MESSAGES = (
     (2104, "Market data farm connection is OK:usfarm"),
     (2106, "HMDS data farm connection is OK:ushmds"),
@@ -464,6 +465,11 @@ class SimGateway:
         log.info("gateway.client_connected", client_id=r.client_id, version=s.version)
         s.send(msg.managed_accounts([self.account]))
         s.send(msg.next_valid_id(self.book.next_order_id()))
+        if self.scenario.link_down:
+            # as TWS does for a client that connects while its own link to IB is down: the
+            # client is told at once, and hears 1101/1102 with everyone else when it is back
+            s.error(-1, 2110, LINK_BROKEN)
+            return
         for code, text in FARM_MESSAGES:
             s.error(-1, code, text)
 
