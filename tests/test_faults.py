@@ -239,18 +239,20 @@ def _signed(fills) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
+async def _views(bot: Bot) -> tuple[dict[str, int], ...]:
+    """(store, the broker's executions, the broker's positions, the exchange's positions)."""
+    return (bot.store.positions(), _signed(await bot.broker.fills()),
+            {p.option.key: p.quantity for p in await bot.broker.positions()},
+            {p.option.key: p.quantity for p in bot.sim.exchange.positions()})
+
+
 async def books_agree(bot: Bot, timeout: float = 10.0) -> dict[str, int]:
     """store (sum of stored fills) == sum of the broker's executions == broker positions ==
     exchange positions; waits for position updates in flight."""
-    async def views():
-        return (bot.store.positions(), _signed(await bot.broker.fills()),
-                {p.option.key: p.quantity for p in await bot.broker.positions()},
-                {p.option.key: p.quantity for p in bot.sim.exchange.positions()})
-
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
-        store, executions, broker, exchange = await views()
+        store, executions, broker, exchange = await _views(bot)
         if store == executions == broker == exchange or loop.time() > end:
             break
         await asyncio.sleep(0.05)
@@ -675,6 +677,42 @@ async def test_09_unacknowledged_order_is_queried_not_replaced(rig, monkeypatch)
     placed_at = next(t for t, kind, _, r, _ in spy.orders() if r == ref)
     queries = [t for t, mid, *_ in spy.requests if mid == In.REQ_OPEN_ORDERS and t > placed_at]
     assert queries and queries[0] - placed_at >= 0.9
+
+
+async def test_09c_an_order_that_fills_unheard_leaves_no_stale_position(rig, monkeypatch):
+    """9 (a fill inside the silence): the entry fills at once, and neither its acknowledgement,
+    its executions nor the position messages of that moment reach the client. The query after
+    the ack timeout finds it filled; the broker's position view is asked for again with it, so
+    store, executions, broker and exchange agree at once, not after the next reconnect. (Once a
+    gap, found by the soak: after a lost-ack roll the client kept the rolled-out position and
+    never saw the new one.)"""
+    monkeypatch.setattr("bot.broker.ib.ACK_TIMEOUT", 1.0)
+    sim, cfg, spy, new_bot = rig
+    settings = sim.exchange.settings
+
+    def trap(gateway, session, request, handle):
+        if not new_entry_order(gateway, session, request):
+            return False
+        spy.trap = None
+        sim.exchange.settings = replace(settings, fill_fraction=-1e9)  # fills on arrival
+        try:
+            silently(session, handle, request)
+        finally:
+            sim.exchange.settings = settings
+        return True
+
+    spy.trap = trap
+    with capture_logs() as logs:
+        bot = await new_bot().start()
+        await until(logged(logs, "condor.opened"), what="the fill, found by the query")
+        ref = events(logs, "condor.opened")[0]["order_ref"]
+        assert sim.exchange.order(ref).status.done
+        views = await _views(bot)  # no waiting: the view must already be whole
+        await bot.stop()
+    store, executions, broker, exchange = views
+    assert len(exchange) == 4 and store == executions == broker == exchange, views
+    assert events(logs, "order.located")[0]["status"] == "filled"
+    assert one_order_per_ref(sim) == {ref: 1}
 
 
 async def test_09b_unacknowledged_and_absent_is_resolved_without_a_restart(rig, monkeypatch):
