@@ -18,7 +18,9 @@ from decimal import Decimal
 
 from bot.domain import Action, OptionSpec, Quote
 
-from . import activity, equities
+from bot.sim import equities
+
+from . import activity
 from .listing import NY
 from .mapping import FUTURE_TICK, Bag, Future, Index, Instrument, Stock
 
