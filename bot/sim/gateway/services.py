@@ -56,7 +56,8 @@ REFUSALS: dict[int, tuple[int, str]] = {
     10: (10092, "Deep market data is not supported for this combination of security type/exchange"),
     18: (321, NOT_FA),
     19: (321, NOT_FA),
-    21: (321, _cause("SPX and VIX options are European-style: they exercise automatically at expiry")),
+    21: (321, _cause("SPX and VIX options are European-style; SPY and QQQ options are exercised and assigned "
+                     "automatically at expiry (early exercise is not simulated)")),
     22: (162, "Historical Market Data Service error message:Scanner subscriptions are not simulated"),
     50: (420, "Invalid Real-time Query:real-time bars are not simulated; use reqHistoricalData with keepUpToDate"),
     52: (430, "We are sorry, but fundamentals data for the security specified is not available."),
