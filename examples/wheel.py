@@ -2,8 +2,11 @@
 covered call. Run it against `spx-bot sim-gateway` (or an IB paper account) started on an
 expiry day (a Friday) before the close:
 
-    spx-bot sim-gateway --port 4102 --speed 600 --start 2022-03-04 &
+    spx-bot sim-gateway --port 4102 --speed 3600 --start 2022-03-04 &
     python examples/wheel.py --port 4102
+
+(about a minute and a quarter: the weekend passes at 3600x; the gateway resumes its account
+file, `state/sim_account.sqlite`, so remove it first to start from a fresh account).
 
 1. Sells one SPY put of the nearest expiry (today's on a Friday), its strike `--moneyness`
    above the price (2%: in the money, so that the demo is assigned; a real wheel sells out of
