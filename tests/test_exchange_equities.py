@@ -70,11 +70,24 @@ def test_stock_orders_commission_and_positions(ex):
     assert e.value.code == 110
 
 
-def test_ib_fixed_stock_commission():
-    assert stock_commission(100, Decimal("450")) == Decimal("1.00")  # the $1 minimum
-    assert stock_commission(1000, Decimal("450")) == Decimal("5.00")  # $0.005 a share
-    assert stock_commission(-1000, Decimal("450")) == Decimal("5.00")
-    assert stock_commission(50, Decimal("1.00")) == Decimal("0.50")  # 1% of value caps the minimum
+def test_ib_stock_commissions():
+    # IB's own examples of its fixed rate: 100 @ $25 = $1.00, 1,000 @ $25 = $5.00, 1,000 @ $0.25 = $2.50
+    assert stock_commission(100, Decimal("25")) == Decimal("1.00")  # the $1 minimum
+    assert stock_commission(1000, Decimal("25")) == Decimal("5.00")  # $0.005 a share
+    assert stock_commission(-1000, Decimal("25")) == Decimal("5.00")
+    assert stock_commission(1000, Decimal("0.25")) == Decimal("2.50")  # 1% of value, below the minimum too
+    assert stock_commission(100, Decimal("25"), tiered=True) == Decimal("0.35")
+    assert stock_commission(1000, Decimal("25"), tiered=True) == Decimal("3.50")
+
+
+def test_the_ib_schedule_charges_tiered_stock_commissions(calendar):
+    market = SyntheticMarket(calendar, seed=3, start=FRIDAY - timedelta(days=8), vix0=20.0)
+    ex = SimExchange(market, calendar, ExchangeSettings(commissions="ib"), ":memory:")
+    t = at("10:00")
+    ask = ex.price_options([SPY], t)[SPY.key].ask
+    ex.place_combo("buy", [Leg(SPY, Action.BUY, 1)], 1000, ask, t)
+    assert ex.fills(["buy"])[0].commission == Decimal("3.50")
+    ex.close()
 
 
 def test_reg_t_refuses_more_than_twice_the_equity_in_stock(ex):

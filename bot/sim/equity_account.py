@@ -3,9 +3,11 @@ an order or an expiry touches them. Index options never come here, so the bot's 
 path is what it was.
 
 - **Ticks**: stocks and SPY/QQQ options (penny-pilot classes) trade in $0.01 at every price.
-- **Commissions** (IB Pro, fixed): stocks $0.005 a share, at least $1.00 and at most 1% of the
-  trade's value an order; ETF options by the exchange's option schedule (`flat` or IB's
-  tiered $0.65 a contract, `bot.sim.commissions`), as for index options.
+- **Commissions** (IB Pro): stocks fixed $0.005 a share, at least $1.00 and at most 1% of the
+  trade's value an order (the exchange's `flat` schedule), or tiered $0.0035 a share (the
+  first 300,000 shares of a month), at least $0.35, at most 1% (its `ib` schedule; exchange,
+  clearing and regulatory fees are not modelled, as for options); ETF options by the
+  exchange's option schedule, as for index options.
 - **Margin check**: an order with an equity leg is accepted when, after it, the account's
   cash plus the market value of its stocks and equity options covers IB's initial margin of
   those positions (`bot.sim.margin`: Reg T 50% of a stock, the Cboe equity-option rule for
@@ -33,8 +35,8 @@ from bot.sim.equities import Stock, instrument_from_key, is_equity_key
 from bot.sim.margin import Holding, requirement
 
 EQUITY_TICK = Decimal("0.01")
-STOCK_PER_SHARE = Decimal("0.005")
-STOCK_MIN_ORDER = Decimal("1.00")
+STOCK_FIXED = (Decimal("0.005"), Decimal("1.00"))  # (per share, minimum per order)
+STOCK_TIERED = (Decimal("0.0035"), Decimal("0.35"))
 STOCK_MAX_FRACTION = Decimal("0.01")
 ASSIGNMENT_REF, EXERCISE_REF = "assignment", "exercise"
 REJECT_ORDER = 201
@@ -44,10 +46,12 @@ def is_equity_order(legs: list[Leg]) -> bool:
     return any(equities.is_equity(leg.option) for leg in legs)
 
 
-def stock_commission(shares: int, price: Decimal) -> Decimal:
-    """IB's fixed stock commission of one order: $0.005 a share, $1.00 minimum, 1% of value
-    maximum (the maximum wins when it is below the minimum), to the cent."""
-    each = max(STOCK_PER_SHARE * abs(shares), STOCK_MIN_ORDER)
+def stock_commission(shares: int, price: Decimal, tiered: bool = False) -> Decimal:
+    """IB's stock commission of one order, fixed ($0.005 a share, $1.00 minimum) or tiered
+    ($0.0035, $0.35), at most 1% of the trade's value (the maximum wins when it is below the
+    minimum), to the cent."""
+    per_share, minimum = STOCK_TIERED if tiered else STOCK_FIXED
+    each = max(per_share * abs(shares), minimum)
     return min(each, STOCK_MAX_FRACTION * abs(shares) * abs(price)).quantize(Decimal("0.01"))
 
 
@@ -60,7 +64,7 @@ def order_commissions(legs: list[Leg], fills: list[tuple[int, Decimal]], schedul
         out[i] = value
     for i, leg in enumerate(legs):
         if isinstance(leg.option, Stock):
-            out[i] = stock_commission(*fills[i])
+            out[i] = stock_commission(*fills[i], tiered=schedule.name == "ib")
     return out
 
 

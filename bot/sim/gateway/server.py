@@ -789,7 +789,8 @@ class SimGateway:
         equity = float(self.exchange.account(now).net_liquidation)
         if isinstance(inst, mapping.Stock):
             price = Decimal(str(marks.get(inst.key, 0.0)))
-            commission = float(equity_account.stock_commission(ex.quantity, price))
+            commission = float(equity_account.stock_commission(ex.quantity, price,
+                                                               tiered=self.exchange.settings.commissions == "ib"))
         else:
             commission = float(self.exchange.settings.commission_per_contract) * ex.quantity * sum(
                 leg.ratio for leg in ex.legs)
