@@ -10,6 +10,7 @@ both charge the same to the cent.
   | IB commission | $0.65 a contract at a premium >= $0.10, $0.50 from $0.05, $0.25 below $0.05; at least $1.00 an order | interactivebrokers.com, Commissions > Options (Tiered, US Smart Routed) |
   | Cboe exchange fee, SPX / SPXW (customer) | $0.36 at a premium < $1.00, $0.45 from $1.00 (fee codes CS, CT) | Cboe Options fee codes, effective 2024-11-01 |
   | Cboe exchange fee, VIX (customer) | simple orders $0.10 / $0.25 / $0.40 / $0.45, complex orders $0.05 / $0.17 / $0.30 / $0.45 at premiums $0.00-0.10 / 0.11-0.99 / 1.00-1.99 / >= 2.00 (CV-CY, CZ-DC) | same; DC from the Cboe Fees Schedule (2020-04-07) |
+  | Cboe exchange fee, equity and ETF options (SPY, QQQ; customer) | $0.00 (fee code CK) | same |
   | Options Regulatory Fee (ORF) | $0.0330 a contract, buys and sells | interactivebrokers.com, US Regulatory Fees |
   | OCC clearing | $0.025 a contract | OCC Schedule of Fees, from 2025-02-14 (SEC notice 90 FR 10544; $0.02 before) |
 
@@ -59,10 +60,14 @@ class Fees:
     occ: float
 
     def per_contract(self, symbol: str, premium: Decimal, complex_order: bool) -> Decimal:
+        """Cboe's fee for SPX (SPXW) and VIX options; none for equity and ETF options (SPY,
+        QQQ: Cboe's customer rate is $0.00, code CK); ORF and OCC on every option contract."""
         if symbol == "VIX":
             exchange = _tier(self.vix_complex if complex_order else self.vix_simple, premium)
-        else:
+        elif symbol == "SPX":
             exchange = _tier(self.spx, premium)
+        else:
+            exchange = Decimal(0)
         return exchange + Decimal(str(self.orf)) + Decimal(str(self.occ))
 
 
