@@ -14,7 +14,8 @@ both charge the same to the cent.
   | Options Regulatory Fee (ORF) | $0.0330 a contract, buys and sells | interactivebrokers.com, US Regulatory Fees |
   | OCC clearing | $0.025 a contract | OCC Schedule of Fees, from 2025-02-14 (SEC notice 90 FR 10544; $0.02 before) |
 
-  Left out: the SEC Section 31 fee (on the value of sales; $0.00 per million since 2025-05-14)
+  Left out: the SEC Section 31 fee (on the value of sales; $0.00 per million since 2025-05-14,
+  SEC Release 34-102779; $27.80 before)
   and FINRA's trading activity fee on sales (a fraction of a cent a contract); IB's volume
   tiers above 10,000 contracts a month; fee changes over time (today's rates apply to every
   year of a backtest). A one-leg order is "simple", more legs "complex" (Cboe's VIX tiers).
