@@ -24,7 +24,7 @@ SPY = Stock("SPY")
 @pytest.fixture
 def ex(calendar):
     market = SyntheticMarket(calendar, seed=3, start=FRIDAY - timedelta(days=8), vix0=20.0)
-    exchange = SimExchange(market, calendar, ExchangeSettings(), ":memory:")
+    exchange = SimExchange(market, calendar, ExchangeSettings(commissions="flat"), ":memory:")  # IB fixed stock rates
     yield exchange
     exchange.close()
 
@@ -107,13 +107,13 @@ def test_short_put_assigned_at_the_close(ex):
     otm = spy_option(ex, Right.PUT, -0.05)
     sold = sell_at_bid(ex, put, t, ref="put")
     sell_at_bid(ex, otm, t, ref="otm")
-    cash = ex.cash
+    cash, interest = ex.cash, ex.interest
     ex.advance_to(at("15:59"))
     assert {p.option.key for p in ex.positions()} == {put.key, otm.key}  # not before the close
     ex.advance_to(at("16:01"))
     [p] = ex.positions()
     assert p.option == SPY and p.quantity == 100 and p.avg_cost == put.strike
-    assert ex.cash == cash - put.strike * 100
+    assert ex.cash == cash - put.strike * 100 + (ex.interest - interest)  # and the close's T-bill interest
     opt_fill, stock_fill = ex.fills(["assignment"])
     assert (opt_fill.option, opt_fill.quantity, opt_fill.price, opt_fill.commission) == (put, 1, 0, 0)
     assert (stock_fill.option, stock_fill.quantity, stock_fill.price) == (SPY, 100, put.strike)

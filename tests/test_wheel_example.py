@@ -82,7 +82,7 @@ async def test_wheel_sells_a_put_is_assigned_and_sells_a_covered_call(friday_sim
     put, sold = seen["put"]
     assert put.lastTradeDateOrContractMonth == f"{FRIDAY:%Y%m%d}"
     assert sold.execution.side == "SLD" and sold.execution.shares == 1 and sold.execution.exchange == "CBOE"
-    assert sold.commissionReport.commission == pytest.approx(0.65)
+    assert sold.commissionReport.commission == pytest.approx(1.058)  # IB's $1 minimum + ORF + OCC (ETF option)
     premium = sold.execution.price
 
     # the assignment: the option closed at 0, the shares bought at the strike, no order, no commission
@@ -96,12 +96,13 @@ async def test_wheel_sells_a_put_is_assigned_and_sells_a_covered_call(friday_sim
         assert f.commissionReport.commission == 0.0
     assert seen["shares"].position == 100 and seen["shares"].avgCost == pytest.approx(put.strike)
     before, after = seen["cash"]
-    assert after == pytest.approx(before + 100 * premium - 0.65 - 100 * put.strike, abs=0.01)
+    # and the T-bill interest booked at Friday's close (through Monday)
+    assert after == pytest.approx(before + 100 * premium - 1.058 - 100 * put.strike + float(exchange.interest), abs=0.01)
 
     # the covered call: next expiry, strike above the shares' cost, sold at Monday's open
     call, sold_call = seen["call"]
     assert call.right == "C" and call.strike > put.strike and call.lastTradeDateOrContractMonth > f"{FRIDAY:%Y%m%d}"
-    assert sold_call.execution.side == "SLD" and sold_call.commissionReport.commission == pytest.approx(0.65)
+    assert sold_call.execution.side == "SLD" and sold_call.commissionReport.commission == pytest.approx(1.058)
     assert sold_call.execution.time.date() == calendar.next_session(FRIDAY)
     held = {(p.contract.secType, p.contract.conId): p.position for p in seen["positions"]}
     assert held == {("STK", 756733): 100, ("OPT", call.conId): -1}

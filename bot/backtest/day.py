@@ -181,7 +181,8 @@ class Day:
         if clock <= inst.ts:
             return inst
         step = self.arrays.step_of(clock)
-        return inst.moved(clock, step, float(self.arrays.spx[step]), float(self.arrays.vix[step]))
+        at = self.arrays.state_at_ts(clock)  # the market's rule between steps (bot.sim.market.between)
+        return inst.moved(clock, step, at[0], at[1])
 
     # -- SPX
     def spx_expiries(self, inst: Instant) -> list[date]:

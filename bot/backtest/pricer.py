@@ -24,7 +24,7 @@ from bot.calendar import TradingCalendar
 from bot.domain import OptionSpec, Quote, Right
 from bot.sim import listing
 from bot.sim.exchange import YEAR_S, decimal_price, option_quote
-from bot.sim.market import DayPath, HistoryMarket, session_stamps
+from bot.sim.market import DayPath, HistoryMarket, between, session_stamps
 
 # --------------------------------------------------------------------------- one session's arrays
 
@@ -97,8 +97,8 @@ class Pricer:
         """Mid, bid, ask (and greeks, iv) of SPX options: all arguments broadcast; `stamps` are
         the query instants (POSIX seconds, inside today's session or at its close)."""
         day = self.day
-        k = self._steps(np.asarray(stamps, dtype=float))
-        S, vix, v9, v3 = day.spx[k], day.vix[k], day.vix9d[k], day.vix3m[k]
+        k, w = day.weights(np.asarray(stamps, dtype=float))  # the market's rule between steps
+        S, vix, v9, v3 = (between(x, k, w) for x in (day.spx, day.vix, day.vix9d, day.vix3m))
         T = (np.asarray(expiry_ts, dtype=float) - np.asarray(stamps, dtype=float)) / YEAR_S
         S, vix, v9, v3, T, K, call = np.broadcast_arrays(S, vix, v9, v3, T, np.asarray(strikes, dtype=float),
                                                        np.asarray(is_call, dtype=bool))
@@ -127,9 +127,31 @@ class Pricer:
         self._futures[expiry] = got
         return got
 
-    def _vix_futures(self, expiries: list[date], k: np.ndarray) -> np.ndarray:
-        """`SimExchange.vix_future` for each (expiry, step) pair (arrays of one length)."""
+    def _future_between(self, expiry: date, k: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """`SimExchange.vix_future` of one expiry between steps: the curve of the interpolated
+        state (`between`), with `future_path`'s arithmetic."""
+        day = self.day
+        if expiry in day.vx_expiries:
+            return between(np.asarray(day.vx[:, day.vx_expiries.index(expiry)], dtype=float), k, w)
+        today = day.session
+        xs = [0.0] + [float((e - today).days) for e in day.vx_expiries if e > today]
+        ys = [between(np.asarray(day.vix, dtype=float), k, w)] + [
+            between(np.asarray(day.vx[:, j], dtype=float), k, w) for j, e in enumerate(day.vx_expiries) if e > today]
+        return np.broadcast_to(np.asarray(pricing.curve_at(float((expiry - today).days), xs, ys), dtype=float), k.shape)
+
+    def _vix_futures(self, expiries: list[date], k: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        """`SimExchange.vix_future` for each (expiry, instant) pair (arrays of one length)."""
         steps = np.asarray(k).ravel()
+        if w is not None and np.any(w > 0):
+            ww = np.asarray(w, dtype=float).ravel()
+            out = np.empty(len(expiries))
+            idx: dict[date, list[int]] = {}
+            for i, e in enumerate(expiries):
+                idx.setdefault(e, []).append(i)
+            for e, where in idx.items():
+                wh = np.array(where)
+                out[wh] = self._future_between(e, steps[wh], ww[wh])
+            return out
         if len(set(expiries)) == 1:
             return self.future_path(expiries[0])[steps]
         out = np.empty(len(expiries))
@@ -146,16 +168,17 @@ class Pricer:
         """Mid, bid, ask, greeks, vol and the future F of VIX options (1-d arrays of one length)."""
         day = self.day
         stamps = np.asarray(stamps, dtype=float)
-        k = self._steps(stamps)
-        F = self._vix_futures(expiries, k)
+        k, w = day.weights(stamps)
+        F = self._vix_futures(expiries, k, w)
         T = (np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S
-        out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, day.vvix[k], day.rate,
+        out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, between(day.vvix, k, w), day.rate,
                                        np.asarray(is_call, dtype=bool), greeks)
         out.update(F=F, T=T)
         return out
 
     def vix_future(self, expiry: date, ts: float) -> float:
-        return float(self.future_path(expiry)[int(self._steps(np.array([ts]))[0])])
+        k, w = self.day.weights(np.array([ts]))
+        return float(self._vix_futures([expiry], k, w)[0])
 
     # -- Quote objects, exchange-identical, cached
     def quotes(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:

@@ -144,7 +144,7 @@ class Variant:
         acct = self.account
         options = acct.option_list()
         quotes = day.pricer.quotes(options, inst.t)
-        nl = acct.cash + acct.value(quotes)
+        nl = acct.cash_at(inst.t) + acct.value(quotes)
         s = self.series
         s.nl.append(float(nl))
         books = self._books()

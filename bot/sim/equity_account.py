@@ -60,7 +60,8 @@ def order_commissions(legs: list[Leg], fills: list[tuple[int, Decimal]], schedul
     exchange's option schedule (its order minimum over the option legs)."""
     out: list[Decimal] = [Decimal(0)] * len(legs)
     options = [i for i, leg in enumerate(legs) if not isinstance(leg.option, Stock)]
-    for i, value in zip(options, schedule.order_commissions([fills[i] for i in options])):
+    for i, value in zip(options, schedule.order_commissions([fills[i] for i in options],
+                                                            [legs[i].option.symbol for i in options])):
         out[i] = value
     for i, leg in enumerate(legs):
         if isinstance(leg.option, Stock):

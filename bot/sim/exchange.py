@@ -60,7 +60,7 @@ from bot.domain import (
     Right,
 )
 from bot.sim import equities, equity_account, listing
-from bot.sim.commissions import CommissionSchedule, schedule_by_name
+from bot.sim.commissions import CommissionSchedule, cash_interest, schedule_by_name
 from bot.sim.market import MarketModel
 from bot.statefiles import prepare_state_file
 
@@ -131,7 +131,7 @@ class ExchangeSettings:
     starting_cash: float = 1_000_000.0
     commission_per_contract: float = 0.65  # the `flat` schedule's rate
     fill_fraction: float = 0.25
-    commissions: str = "flat"  # bot.sim.commissions.SCHEDULES
+    commissions: str = "ib"  # bot.sim.commissions.SCHEDULES: IB's tiered schedule plus fees, or flat
 
     @property
     def schedule(self) -> CommissionSchedule:
@@ -161,6 +161,7 @@ class SimExchange:
         self.calendar = calendar
         self.settings = settings
         self._schedule = settings.schedule
+        self._next_accrual_ts = -math.inf  # no interest is due before this close (POSIX s)
         path = Path(state_path)
         if str(state_path) != ":memory:":
             prepare_state_file(path)  # 0600 in a 0700 folder: the account is nobody else's business
@@ -325,10 +326,59 @@ class SimExchange:
             last = self.sim_time
             if last is not None and t < last:
                 t = last
+            self._accrue_interest(t)
             self._settle_expired(t)
             for ref, in self.db.execute("SELECT order_ref FROM orders WHERE status='working'").fetchall():
                 self._try_fill(ref, t)
             self._set_meta("sim_time", t.isoformat())
+
+    def accrue_interest(self, t: datetime) -> None:
+        """Book the T-bill interest on cash of every session closed by t (see `_accrue_interest`)."""
+        if t.timestamp() < self._next_accrual_ts:
+            return
+        with self._tx():
+            self._accrue_interest(t)
+
+    @property
+    def interest(self) -> Decimal:
+        """Interest on cash booked so far."""
+        return Decimal(self._meta("interest") or "0")
+
+    def _accrue_interest(self, t: datetime) -> None:
+        """Cash earns the market's rate (the 3-month T-bill in history) from each session's
+        close to the next session's (`commissions.cash_interest`), booked at the first look
+        after that close and before anything else moves cash (so on the cash as the close left
+        it, before settlements booked at that close): the daemon looks often, the backtest
+        seldom, and both book the same cents."""
+        ts = t.timestamp()
+        if ts < self._next_accrual_ts:
+            return
+        cal = self.calendar
+        day = t.astimezone(NY).date()
+        if cal.is_session(day) and t >= cal.open_close(day)[1]:
+            closed = day
+        elif day > cal.first:
+            closed = cal.previous_session(day)
+        else:
+            return
+        through = self._meta("interest_through")
+        self._next_accrual_ts = cal.open_close(cal.next_session(closed))[1].timestamp()
+        if through is None:  # a new account starts earning at its first close
+            self._set_meta("interest_through", closed.isoformat())
+            return
+        d = date.fromisoformat(through)
+        if d >= closed:
+            return
+        rate_on = getattr(self.market, "rate_on", None) or (lambda s: self.market.state_at(cal.open_close(s)[1]).rate)
+        cash, total = Decimal(self._meta("cash")), self.interest
+        while d < closed:
+            d = cal.next_session(d)
+            nxt = cal.next_session(d)
+            earned = cash_interest(cash, rate_on(d), (nxt - d).days)
+            cash, total = cash + earned, total + earned
+        self._set_meta("cash", str(cash))
+        self._set_meta("interest", str(total))
+        self._set_meta("interest_through", closed.isoformat())
 
     def _settle_expired(self, t: datetime) -> None:
         rows = self.db.execute("SELECT key, qty, avg_cost FROM positions").fetchall()
@@ -394,6 +444,7 @@ class SimExchange:
         if not self.calendar.is_open(t):
             raise ExchangeReject(REJECT_ORDER, "market closed")
         with self._tx():
+            self._accrue_interest(t)
             self._set_meta("sim_time", max(t, self.sim_time or t).isoformat())
             quotes = self.price_options([leg.option for leg in legs], t)
             combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
@@ -419,6 +470,7 @@ class SimExchange:
             if limit % tick != 0:
                 raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {tick} combo grid")
             if row[0] == "working":
+                self._accrue_interest(t)
                 self.db.execute("UPDATE orders SET lmt=?, updated=? WHERE order_ref=?", (str(limit), t.isoformat(), order_ref))
                 self._try_fill(order_ref, t)
         return self.order(order_ref)
@@ -502,7 +554,8 @@ class SimExchange:
         if equity_account.is_equity_order(legs):
             commissions = equity_account.order_commissions(legs, list(zip(quantities, prices)), self._schedule)
         else:
-            commissions = self._schedule.order_commissions(list(zip(quantities, prices)))
+            commissions = self._schedule.order_commissions(list(zip(quantities, prices)),
+                                                           [leg.option.symbol for leg in legs])
         cash = Decimal(self._meta("cash"))
         for leg, px, qty, commission in zip(legs, prices, quantities, commissions):
             exec_id = f"{self._counter('next_exec_id'):08d}.01"
@@ -591,6 +644,7 @@ class SimExchange:
         ]
 
     def account(self, t: datetime) -> AccountSummary:
+        self.accrue_interest(t)
         cash = Decimal(self._meta("cash"))
         positions = self.positions()
         quotes = self.price_options([p.option for p in positions], t)
