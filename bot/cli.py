@@ -956,8 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 31), help="last day, YYYY-MM-DD")
     cb.add_argument("--data", help="history + cboe_*_daily.csv (default: SPX_BOT_DATA, else ../shared/data)")
     cb.add_argument("--start-surface", metavar="FILE", help="start the search here (default: the pre-calibration model)")
-    cb.add_argument("--max-evals", type=int, default=1000, help="objective evaluations at most (default 1000)")
-    cb.add_argument("--max-seconds", type=float, default=540.0, help="stop searching after this long (default 540)")
+    cb.add_argument("--max-evals", type=int, default=900, help="objective evaluations (default 900; the same count "
+                                                                 "gives the same file on any machine)")
+    cb.add_argument("--max-seconds", type=float, help="also stop searching after this long (default: no limit)")
     cb.add_argument("--no-progress", action="store_true", help="no progress bar")
     cb.set_defaults(func=cmd_calibrate)
 

@@ -671,6 +671,15 @@ def check_files(config: Config, source: str | Path = "config") -> None:
         where = f"{source}: {section}.{key}"
         if section == "market":
             continue  # read only, and only with market.source history/auto: bot.data checks it
+        if (section, key) == ("sim", "surface"):  # read only: a surface file the pricing can load
+            if value is not None:
+                from bot.surface import SurfaceError, load_surface
+
+                try:
+                    load_surface(value)
+                except SurfaceError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+            continue
         _check_writable_file(Path(value), where, socket=key == "control_socket")
 
 

@@ -1,7 +1,8 @@
 """Option prices, greeks, volatility surfaces and bid/ask quotes for the simulated market.
 
 Everything here is numpy-vectorized: scalars and arrays broadcast against each other, and
-a result is an array of the broadcast shape (a numpy scalar for all-scalar inputs). No I/O.
+a result is an array of the broadcast shape (a numpy scalar for all-scalar inputs). No I/O
+except the first use of the active surface, which reads the shipped parameters file once.
 
 Conventions: times in years (ACT/365), rates and dividend yields continuous and decimal,
 volatilities decimal (0.16, not 16). Vega is per vol point (per 0.01 of volatility); theta is
@@ -9,7 +10,9 @@ per calendar day. An option at or past expiry (T <= 0), or with no volatility, i
 intrinsic value (discounted forward intrinsic when T > 0) and has delta 0 or +/-1.
 
 These are *models* for a simulator, documented as such (DESIGN.md "The simulated market"):
-SPX options by Black-Scholes with a VIX-derived ATM volatility and a put skew, VIX options by
+SPX options by Black-Scholes with a VIX-derived ATM volatility and a put and call skew, quoted
+with a spread that widens with VIX and near expiry, all parameters from one `Surface`
+(bot/surface.py; fitted to Cboe's CNDR and PUT by `spx-bot calibrate`); VIX options by
 Black-76 on the matching VIX future with a VVIX-derived volatility and a call skew.
 """
 

@@ -117,7 +117,8 @@ def test_calibrate_command_on_generated_files_writes_a_loadable_surface(tmp_path
     assert rc == 0, text
     assert "before" in text and "after" in text and "ATM vol / VIX level" in text and "targets:" in text
     fitted = load_surface(out)
-    assert fitted.fit["by"] == "spx-bot calibrate" and fitted.fit["evaluations"] <= 30
+    # the budget, give or take the last Nelder-Mead step (a shrink re-evaluates the simplex)
+    assert fitted.fit["by"] == "spx-bot calibrate" and fitted.fit["evaluations"] <= 30 + len(C.PARAMS) + 1
     assert fitted.fit["loss_after"] <= fitted.fit["loss_before"]
     assert json.loads(out.read_text())["format"] == "spx-surface/1"
 

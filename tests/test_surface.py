@@ -187,3 +187,20 @@ def test_surface_values_are_checked():
     with pytest.raises(SurfaceError):
         Surface(atm_vix=(10.0, 20.0), atm_ratio=(0.9,))
     assert surface_from_doc({"format": FORMAT}) == Surface()  # sections may be left out: the defaults
+
+
+def test_check_config_loads_the_surface_file(tmp_path):
+    from bot.config import check_config
+    from conftest import ROOT
+
+    text = (ROOT / "config" / "sim.toml").read_text()
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    write_surface(Surface(), good)
+    bad.write_text(json.dumps(_doc(atm__ratio=[0.1])))
+    for surface, code in ((good, 0), (bad, 2), ("good.json", 0)):  # relative: to the config's folder
+        cfg = tmp_path / "sim.toml"
+        cfg.write_text(text.replace("[sim]", f'[sim]\nsurface = "{surface}"', 1))
+        got, line = check_config(cfg)
+        assert got == code, line
+        if code:
+            assert "sim.surface" in line and "atm_ratio" in line and "\n" not in line
