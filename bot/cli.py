@@ -118,9 +118,26 @@ def _load(path: str, **overrides):
 
     try:
         cfg = load_config(path)
-        return cfg.with_overrides(**{k: v for k, v in overrides.items() if v is not None}) if overrides else cfg
+        cfg = cfg.with_overrides(**{k: v for k, v in overrides.items() if v is not None}) if overrides else cfg
     except ConfigError as e:
         raise UserError(str(e)) from None
+    if cfg.sim.surface and not _surface_from_cli:
+        _use_surface(cfg.sim.surface)
+    return cfg
+
+
+_surface_from_cli = False
+
+
+def _use_surface(path: str) -> None:
+    """Price SPX options on the surface in `path` (--surface, else sim.surface); exit 2 on a bad file."""
+    from bot import pricing
+    from bot.surface import SurfaceError
+
+    try:
+        pricing.use_surface(path)
+    except SurfaceError as e:
+        raise UserError(f"surface: {e}") from None
 
 
 def _preflight(cfg, source: str) -> None:
@@ -781,6 +798,21 @@ def cmd_replicate(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from bot.calibrate import CalibrationError, calibrate_command
+    from bot.surface import Surface, SurfaceError, load_surface
+
+    if args.start > args.end:
+        raise UserError(f"--from {args.start} is after --to {args.end}")
+    try:
+        start = load_surface(args.start_surface) if args.start_surface else Surface()
+        calibrate_command(Path(args.out), _history_dir(args.data), args.start, args.end, start, args.max_evals,
+                          args.max_seconds, show_progress=not args.no_progress)
+    except (CalibrationError, SurfaceError) as e:
+        raise UserError(f"calibrate: {e}") from None
+    return 0
+
+
 def cmd_quote(args) -> int:
     from bot.quote_cli import QuoteError, quote_command
 
@@ -916,10 +948,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--from", dest="start", type=parse_date, default=date(2007, 1, 3), help="first day, YYYY-MM-DD")
     rp.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 31), help="last day, YYYY-MM-DD")
     rp.add_argument("--out", default="replication-out", help="directory for replication.csv/.json/.png")
-    rp.add_argument("--entry", choices=("close", "open"), default="close",
-                    help="price a roll's new options at the roll day's close (default) or open")
+    rp.add_argument("--entry", choices=("midday", "close", "open"), default="midday",
+                    help="price a roll's new options in Cboe's 11:30-12:00 window (default), at the close or the open")
     rp.add_argument("--data", help="history + cboe_*_daily.csv (default: SPX_BOT_DATA, else ../shared/data)")
     rp.set_defaults(func=cmd_replicate)
+
+    cb = sub.add_parser("calibrate", help="fit the SPX surface to Cboe's CNDR and PUT and write it (README: Calibration)")
+    cb.add_argument("--out", required=True, help="the surface file to write (JSON; bot/params/surface.json ships)")
+    cb.add_argument("--from", dest="start", type=parse_date, default=date(2007, 1, 3), help="first day, YYYY-MM-DD")
+    cb.add_argument("--to", dest="end", type=parse_date, default=date(2026, 7, 31), help="last day, YYYY-MM-DD")
+    cb.add_argument("--data", help="history + cboe_*_daily.csv (default: SPX_BOT_DATA, else ../shared/data)")
+    cb.add_argument("--start-surface", metavar="FILE", help="start the search here (default: the pre-calibration model)")
+    cb.add_argument("--max-evals", type=int, default=900, help="objective evaluations (default 900; the same count "
+                                                                 "gives the same file on any machine)")
+    cb.add_argument("--max-seconds", type=float, help="also stop searching after this long (default: no limit)")
+    cb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cb.set_defaults(func=cmd_calibrate)
 
     q = sub.add_parser("quote", help="the simulator's quote (bid, ask, mid, iv, delta) of an option at a past moment")
     q.add_argument("--at", help="New York time YYYY-MM-DDTHH:MM (a date alone: its 16:00 close)")
@@ -940,6 +984,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (across rotation)")
     g.add_argument("--event", help="only events matching this glob, e.g. 'condor.*'")
     g.set_defaults(func=cmd_logs)
+
+    for priced in (r, w, bt, rp, q, sub.choices["report"]):  # every command that prices SPX options
+        priced.add_argument("--surface", metavar="FILE",
+                            help="SPX surface file (default: sim.surface, else the shipped fit)")
 
     sh = sub.add_parser("completion", help="print a shell completion script",
                         description="e.g. spx-bot completion bash > /etc/bash_completion.d/spx-bot")
@@ -965,8 +1013,12 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _surface_from_cli
     args = build_parser().parse_args(argv)
     try:
+        _surface_from_cli = bool(getattr(args, "surface", None))
+        if _surface_from_cli:
+            _use_surface(args.surface)
         return args.func(args)
     except UserError as e:
         print(f"spx-bot: {' '.join(str(e).split())}", file=sys.stderr)

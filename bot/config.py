@@ -93,6 +93,7 @@ PATH_KEYS = (
     ("bot", "control_socket"),
     ("sim", "state_path"),
     ("market", "data_dir"),
+    ("sim", "surface"),
 )
 _HH_MM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
@@ -170,6 +171,8 @@ class SimConfig(Section):
     commissions: Literal["flat", "ib"] = "ib"  # bot/sim/commissions.py: IB's tiered schedule plus fees, or flat
     fill_fraction: float = Field(0.25, ge=0, le=1)
     step_minutes: int = Field(5, ge=1, le=60)
+    # the SPX surface file (`spx-bot calibrate --out`); unset: the shipped fit, bot/params/surface.json
+    surface: str | None = Field(None, min_length=1)
 
     @field_validator("speed", mode="before")
     @classmethod
@@ -589,7 +592,7 @@ class Config(Section):
         sections: dict[str, dict[str, str]] = {}
         for section, key in PATH_KEYS:
             value = getattr(getattr(self, section), key)
-            if not os.path.isabs(value):
+            if value is not None and not os.path.isabs(value):
                 sections.setdefault(section, {})[key] = os.path.normpath(os.path.join(base, value))
         return self.model_copy(update={s: getattr(self, s).model_copy(update=u) for s, u in sections.items()})
 
@@ -668,6 +671,15 @@ def check_files(config: Config, source: str | Path = "config") -> None:
         where = f"{source}: {section}.{key}"
         if section == "market":
             continue  # read only, and only with market.source history/auto: bot.data checks it
+        if (section, key) == ("sim", "surface"):  # read only: a surface file the pricing can load
+            if value is not None:
+                from bot.surface import SurfaceError, load_surface
+
+                try:
+                    load_surface(value)
+                except SurfaceError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+            continue
         _check_writable_file(Path(value), where, socket=key == "control_socket")
 
 

@@ -1,7 +1,8 @@
 """Option prices, greeks, volatility surfaces and bid/ask quotes for the simulated market.
 
 Everything here is numpy-vectorized: scalars and arrays broadcast against each other, and
-a result is an array of the broadcast shape (a numpy scalar for all-scalar inputs). No I/O.
+a result is an array of the broadcast shape (a numpy scalar for all-scalar inputs). No I/O
+except the first use of the active surface, which reads the shipped parameters file once.
 
 Conventions: times in years (ACT/365), rates and dividend yields continuous and decimal,
 volatilities decimal (0.16, not 16). Vega is per vol point (per 0.01 of volatility); theta is
@@ -9,17 +10,21 @@ per calendar day. An option at or past expiry (T <= 0), or with no volatility, i
 intrinsic value (discounted forward intrinsic when T > 0) and has delta 0 or +/-1.
 
 These are *models* for a simulator, documented as such (DESIGN.md "The simulated market"):
-SPX options by Black-Scholes with a VIX-derived ATM volatility and a put skew, VIX options by
+SPX options by Black-Scholes with a VIX-derived ATM volatility and a put and call skew, quoted
+with a spread that widens with VIX and near expiry, all parameters from one `Surface`
+(bot/surface.py; fitted to Cboe's CNDR and PUT by `spx-bot calibrate`); VIX options by
 Black-76 on the matching VIX future with a VVIX-derived volatility and a call skew.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 
 from bot.domain import ceil_tick, floor_tick, spx_option_tick
+from bot.surface import Surface, load_surface
 
 DAYS_PER_YEAR = 365.0
 _TINY_STDDEV = 1e-12  # sigma*sqrt(T) below this is treated as "no volatility left"
@@ -155,10 +160,44 @@ def black76_greeks(F, K, T, sigma, r, is_call) -> dict:
 # --------------------------------------------------------------------------- SPX volatility
 
 VIX_TENORS_DAYS = (9.0, 30.0, 91.0)  # VIX9D, VIX, VIX3M
-ATM_TO_VIX = 0.9
+
+# --------------------------------------------------------------------------- the active surface
+
+_active: Surface | None = None
 
 
-def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float = ATM_TO_VIX):
+def active_surface() -> Surface:
+    """The surface every SPX price uses: the one set by `use_surface`, else the shipped fit
+    (bot/params/surface.json, written by `spx-bot calibrate`)."""
+    global _active
+    if _active is None:
+        _active = load_surface(None)
+    return _active
+
+
+def use_surface(surface: Surface | str | Path | None) -> Surface:
+    """Make `surface` (a Surface, a file, or None for the shipped fit) the one all SPX prices
+    use from now on, in this process and the processes it forks. SurfaceError on a bad file."""
+    global _active
+    _active = surface if isinstance(surface, Surface) else load_surface(surface)
+    return _active
+
+
+def atm_level_ratio(vix, vix3m=None, surface: Surface | None = None):
+    """ATM vol / VIX-term-structure level: ratio(VIX) through the surface's knots (flat
+    outside), times exp(term_beta * ln(VIX3M / VIX)) where VIX3M is known."""
+    s = surface or active_surface()
+    vix = np.asarray(vix, dtype=float)
+    ratio = np.interp(vix, s.atm_vix, s.atm_ratio)
+    if s.term_beta and vix3m is not None:
+        v3 = np.asarray(vix3m, dtype=float)
+        slope = np.where(np.isfinite(v3) & (v3 > 0), np.log(np.where(np.isfinite(v3) & (v3 > 0), v3, 1.0) / vix), 0.0)
+        ratio = ratio * np.exp(s.term_beta * slope)
+    return _scalarize(np.asarray(ratio))
+
+
+def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float | None = None,
+                surface: Surface | None = None):
     """At-the-money SPX implied volatility for maturity T from the VIX term structure.
 
     VIX9D, VIX and VIX3M are read as volatilities at 9, 30 and 91 calendar days. Total
@@ -166,8 +205,9 @@ def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float = ATM_TO_
     what makes variance additive over time; before the first point and after the last one the
     vol is flat. Missing points (None or NaN) are left out; VIX itself is required.
 
-    The indexes are variance-swap rates: they include the put skew, so an ATM option trades
-    below them. `atm_ratio` (default 0.9, typical for SPX) maps index level to ATM vol.
+    The indexes are variance-swap rates: they include the put skew and the variance premium,
+    so an ATM option trades below them by a ratio that depends on the regime: the surface's
+    `atm_level_ratio(vix, vix3m)` (fitted by `spx-bot calibrate`), or a flat `atm_ratio` if given.
 
     Every argument may be an array (broadcast): each element uses the knots finite for it,
     interpolated as `np.interp` does it (slope * (T - t_j) + w_j, the knot value at a knot).
@@ -206,32 +246,33 @@ def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float = ATM_TO_
                         interp[seg] = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
                     vol = vol.copy()
                     vol[inside] = np.sqrt(interp / xi)
-            out[sel] = vol * atm_ratio
-    return _scalarize(out)
+            out[sel] = vol
+    ratio = atm_ratio if atm_ratio is not None else atm_level_ratio(vix, v3, surface)
+    return _scalarize(out * ratio)
 
 
-def spx_smile(atm_vol, S, K, T, put_slope: float = 0.15, put_curve: float = 0.06,
-              call_slope: float = 0.12, call_curve: float = 0.05,
-              min_ratio: float = 0.75, max_ratio: float = 3.0, wing_sd: float = 2.5):
-    """SPX implied vol at strike K: the ATM vol times a skew factor.
+def spx_smile(atm_vol, S, K, T, surface: Surface | None = None):
+    """SPX implied vol at strike K: the ATM vol times a skew factor (the surface's smile).
 
     The factor is a function of standardized moneyness m = ln(K/S) / (atm * sqrt(T)), so the
     same shape applies to a 1-day and a 1-month option (strikes scale with the expected move):
-        puts  (m < 0): 1 + put_slope * |m| + put_curve * m^2     (rises: crash protection)
-        calls (m > 0): 1 - call_slope * m + call_curve * m^2      (dips, then the far wing rises)
-    clipped to [min_ratio, max_ratio]. Beyond `wing_sd` standard deviations the factor stays flat:
-    a smile that keeps steepening in the wings makes a farther OTM option dearer than a nearer
-    one (for 0-1 DTE, where one standard deviation is a few dozen points), an arbitrage no
-    market quotes. The defaults give a 16-delta put about 1.3 x ATM and a
-    16-delta call about 0.93 x ATM, the usual SPX picture. The result is clipped to [1%, 500%].
+        puts  (m < 0): 1 + a * put_slope * |m| + put_curve * m^2    (rises: crash protection)
+        calls (m > 0): 1 - a * call_slope * m + call_curve * m^2     (dips, then the far wing rises)
+    with a = (skew_ref_vol / atm)^skew_vol_exp (the skew is steeper when vol is low), clipped to
+    [min_ratio, max_ratio]. Beyond `wing_sd` standard deviations the factor stays flat: a smile
+    that keeps steepening in the wings makes a farther OTM option dearer than a nearer one (for
+    0-1 DTE, where one standard deviation is a few dozen points), an arbitrage no market quotes.
+    The result is clipped to [1%, 500%].
     """
+    s = surface or active_surface()
     atm = np.asarray(atm_vol, dtype=float)
     T_floor = np.maximum(np.asarray(T, dtype=float), 1.0 / (DAYS_PER_YEAR * 24 * 60))  # one minute
     scale = np.maximum(atm, 1e-4) * np.sqrt(T_floor)
-    m = np.clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -wing_sd, wing_sd)
-    put_side = 1.0 - put_slope * m + put_curve * m * m
-    call_side = 1.0 - call_slope * m + call_curve * m * m
-    ratio = np.clip(np.where(m < 0, put_side, call_side), min_ratio, max_ratio)
+    m = np.clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -s.wing_sd, s.wing_sd)
+    a = (s.skew_ref_vol / np.maximum(atm, 1e-4)) ** s.skew_vol_exp if s.skew_vol_exp else 1.0
+    put_side = 1.0 - a * s.put_slope * m + s.put_curve * m * m
+    call_side = 1.0 - a * s.call_slope * m + s.call_curve * m * m
+    ratio = np.clip(np.where(m < 0, put_side, call_side), s.min_ratio, s.max_ratio)
     return _scalarize(np.clip(atm * ratio, 0.01, 5.0))
 
 
@@ -240,14 +281,17 @@ def spx_smile(atm_vol, S, K, T, put_slope: float = 0.15, put_curve: float = 0.06
 DIVIDEND_YIELD = 0.013  # SPX, continuous
 
 
-def spx_option_model(S, K, T, vix, vix9d, vix3m, rate, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
+def spx_option_model(S, K, T, vix, vix9d, vix3m, rate, is_call, greeks: bool = True,
+                     surface: Surface | None = None) -> dict[str, np.ndarray]:
     """SPX options as the simulated exchange quotes them: Black-Scholes at the smile
     (`spx_smile` around `spx_atm_vol`), dividend yield `DIVIDEND_YIELD`, bid and ask by
-    `quote_spread`. Arrays broadcast; returns mid, bid, ask, iv and (with `greeks`) the greeks."""
-    atm = spx_atm_vol(T, vix, vix9d, vix3m)
-    iv = np.asarray(spx_smile(atm, S, K, T))
+    `quote_spread` (wider with VIX and near expiry), all from the active surface.
+    Arrays broadcast; returns mid, bid, ask, iv and (with `greeks`) the greeks."""
+    s = surface or active_surface()
+    atm = spx_atm_vol(T, vix, vix9d, vix3m, surface=s)
+    iv = np.asarray(spx_smile(atm, S, K, T, surface=s))
     out = bs_price_greeks(S, K, T, iv, rate, DIVIDEND_YIELD, is_call, greeks)
-    out["bid"], out["ask"] = quote_spread(out["mid"])
+    out["bid"], out["ask"] = quote_spread(out["mid"], vix, T, surface=s)
     out["iv"] = iv
     return out
 
@@ -281,10 +325,8 @@ def curve_at(x: float, xs: list[float], ys: list):
 
 # --------------------------------------------------------------------------- quotes
 
-SPREAD_FRACTION = 0.04
-MIN_SPREAD = 0.05
-MAX_SPREAD = 2.00
 _FUZZ_DECIMALS = 6  # binary fuzz is rounded away first: 1.1499999999 counts as 1.15
+SPREAD_VIX_REF = 20.0  # VIX at which the spread is `spread_fraction` of mid (before the expiry term)
 
 
 def _floor_to(x, tick):
@@ -295,11 +337,29 @@ def _ceil_to(x, tick):
     return np.round(np.ceil(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
 
 
-def _spread_edges(mid, fraction: float = SPREAD_FRACTION, lo: float = MIN_SPREAD, hi: float = MAX_SPREAD):
+def _spread_edges(mid, fraction, lo, hi):
     """Model quote edges mid -/+ half the spread, rounded away from binary fuzz; the float and
     the Decimal quote both start from these so they agree to the cent."""
     half = np.clip(fraction * mid, lo, hi) / 2.0
     return np.round(mid - half, _FUZZ_DECIMALS), np.round(mid + half, _FUZZ_DECIMALS)
+
+
+def spx_spread_terms(vix=None, T_years=None, surface: Surface | None = None):
+    """(fraction of mid, min spread, max spread) of an SPX quote: the surface's spread model.
+
+    fraction = spread_fraction * w_vix * w_expiry, max = max_spread * w_vix, with
+    w_vix = max(VIX / 20, 0.5) ** spread_vix_exp (markets widen when VIX is high) and
+    w_expiry = 1 + spread_near * exp(-days / spread_near_days) (in its last days an option's
+    quote is wide for its price). No VIX: w_vix = 1; no T: w_expiry = 1."""
+    s = surface or active_surface()
+    w_vix = 1.0
+    if vix is not None and s.spread_vix_exp:
+        w_vix = np.maximum(np.asarray(vix, dtype=float) / SPREAD_VIX_REF, 0.5) ** s.spread_vix_exp
+    w_exp = 1.0
+    if T_years is not None and s.spread_near:
+        days = np.maximum(np.asarray(T_years, dtype=float), 0.0) * DAYS_PER_YEAR
+        w_exp = 1.0 + s.spread_near * np.exp(-days / s.spread_near_days)
+    return s.spread_fraction * w_vix * w_exp, s.min_spread, s.max_spread * w_vix
 
 
 def _on_option_ticks(mid, lo, hi):
@@ -313,23 +373,24 @@ def _on_option_ticks(mid, lo, hi):
     return bid, ask
 
 
-def quote_spread(mid):
+def quote_spread(mid, vix=None, T_years=None, surface: Surface | None = None):
     """Bid and ask (float arrays) around a model mid for an SPX option.
 
-    Full spread = clip(4% of mid, 0.05, 2.00), split evenly and rounded outward to the SPX
-    tick (0.05 below $3, 0.10 at or above), so the quote is never narrower than the model
-    spread; the bid is never negative. Below a nickel of value the quote is 0.00 / 0.05.
-    Floats for speed; use `quote_spread_decimal` for one order-ready quote.
+    Full spread = clip(fraction * mid, min, max) by `spx_spread_terms` (wider with VIX and in
+    the option's last days), split evenly and rounded outward to the SPX tick (0.05 below $3,
+    0.10 at or above), so the quote is never narrower than the model spread; the bid is never
+    negative. Below a nickel of value the quote is 0.00 / 0.05. Floats for speed; use
+    `quote_spread_decimal` for one order-ready quote.
     """
     mid = np.asarray(mid, dtype=float)
-    return _on_option_ticks(mid, *_spread_edges(mid))
+    return _on_option_ticks(mid, *_spread_edges(mid, *spx_spread_terms(vix, T_years, surface)))
 
 
-def quote_spread_decimal(mid: float) -> tuple[Decimal, Decimal]:
+def quote_spread_decimal(mid: float, vix=None, T_years=None, surface: Surface | None = None) -> tuple[Decimal, Decimal]:
     """The same quote as `quote_spread` for one mid, as Decimals on the SPX tick grid."""
     if mid < 0.05:
         return Decimal("0.00"), Decimal("0.05")
-    lo, hi = (Decimal(str(float(edge))) for edge in _spread_edges(mid))
+    lo, hi = (Decimal(str(float(edge))) for edge in _spread_edges(mid, *spx_spread_terms(vix, T_years, surface)))
     bid = max(floor_tick(lo, spx_option_tick(lo)), Decimal("0"))
     ask = ceil_tick(hi, Decimal("0.05"))
     ask = ceil_tick(hi, spx_option_tick(ask))

@@ -25,14 +25,18 @@ The published rules, as implemented (Cboe methodology texts; see `docs/REPLICATI
 Conventions of this replication (daily history only, no intraday path, so nothing peeks):
 
 - The SOQ of an expiring option is the SPX *open* of the roll day.
-- New options are priced at the roll day's *close* (Cboe: VWAP 11:30-12:00 ET) with the close's
-  SPX, VIX, VIX9D, VIX3M and rate; the strike reference is that close too. `entry="open"`
+- New options are priced in Cboe's window (`entry="midday"`, the default: strike reference about
+  11:00, VWAP 11:30-12:00 ET), each input (SPX, VIX, VIX9D, VIX3M) taken 35% of the way from
+  its open to its close (11:45 in a 6.5-hour session); the strike reference is that level
+  too. `entry="close"` prices them at the roll day's close instead, `entry="open"`
   prices them at the open instead (SPX open = the SOQ, VIX open, VIX9D/VIX3M of the previous
   close): Cboe's window lies between the two.
 - Every day's mark is the model mid at the close, time to expiry from 16:00 to the expiry's
   09:30 open (ACT/365), as Cboe marks at the closing bid/ask midpoint.
 - Trades fill at the model mid moved `fill` of the way to the model's bid (sells) or ask
-  (buys): 0 = mid (default, a VWAP near mid), 1 = the model's natural price.
+  (buys): 0 = mid, 1 = the model's natural price, 0.5 (default, `FILL`) half way: Cboe's
+  VWAP is of trades, which cross part of the spread. The bid and ask are the surface's
+  spread model, so the spread's level is fitted through these fills (bot/calibrate.py).
 - Strikes on a 5-point grid (0.5 x to 1.5 x spot).
 
 Prices come from the simulator's public pricing functions (`bot.pricing`: spx_atm_vol,
@@ -45,10 +49,9 @@ calibration turns: `run(inputs, rules, model)` is a pure function of them, and
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -59,14 +62,14 @@ from bot import pricing
 from bot.calendar import TradingCalendar
 from bot.data import DataError, load_history
 from bot.sim.exchange import DIVIDEND_YIELD
+from bot.surface import Surface
 
 INDEX_FILES = {"cndr": "cboe_cndr_daily.csv", "put": "cboe_put_daily.csv"}
 STRIKE_STEP = 5.0
 OPEN_TO_CLOSE_DAYS = 6.5 / 24.0  # 09:30 -> 16:00
 MIN_COVERAGE = 0.8  # share of the span's sessions the index must have a level on
 SUB_SPAN = ("2010-2019", date(2010, 1, 1), date(2019, 12, 31))
-_SMILE_DEFAULTS = {name: p.default for name, p in inspect.signature(pricing.spx_smile).parameters.items()
-                   if p.default is not inspect.Parameter.empty}
+_SURFACE_FIELDS = {f.name for f in fields(Surface)} - {"fit"}
 
 
 class ReplicationError(ValueError):
@@ -78,50 +81,61 @@ class ReplicationError(ValueError):
 
 @dataclass(frozen=True)
 class VolModel:
-    """The SPX option model's parameters, as the simulator uses them by default.
+    """The SPX option model a replication prices with: a `pricing` surface plus the
+    replication's own conventions.
 
-    atm_ratio: ATM vol / VIX-term-structure level (`pricing.spx_atm_vol`).
-    smile: overrides of `pricing.spx_smile`'s keyword defaults (put_slope, put_curve,
-    call_slope, call_curve, min_ratio, max_ratio, wing_sd).
+    surface: the `bot.surface.Surface` (None: the active one, what the simulator prices with).
+    atm_ratio: a flat ATM vol / VIX ratio instead of the surface's regime curve (a what-if).
+    smile: overrides of the surface's parameters by name (put_slope, call_slope, ...).
     dividend_yield: continuous, as the simulated exchange prices.
-    fill: where trades fill between the model mid (0) and its natural side (1).
+    fill: where trades fill between the model mid (0) and its natural side (1), the
+    surface's spread model giving the natural side.
     """
 
-    atm_ratio: float = pricing.ATM_TO_VIX
+    surface: Surface | None = None
+    atm_ratio: float | None = None
     smile: dict = field(default_factory=dict)
     dividend_yield: float = DIVIDEND_YIELD
-    fill: float = 0.0
+    fill: float = 0.5  # FILL
 
     def __post_init__(self):
-        unknown = set(self.smile) - set(_SMILE_DEFAULTS)
+        unknown = set(self.smile) - _SURFACE_FIELDS
         if unknown:
             raise ReplicationError(f"unknown smile parameter(s): {', '.join(sorted(unknown))}")
 
+    @property
+    def resolved(self) -> Surface:
+        s = self.surface or pricing.active_surface()
+        return s.with_values(**self.smile) if self.smile else s
+
     def describe(self) -> dict:
-        return {"atm_ratio": self.atm_ratio, "smile": {**_SMILE_DEFAULTS, **self.smile},
-                "dividend_yield": self.dividend_yield, "fill": self.fill}
+        doc = self.resolved.to_doc()
+        doc.pop("fit", None)
+        if self.atm_ratio is not None:
+            doc["atm"] = {"flat_ratio": self.atm_ratio}
+        return {"surface": doc, "dividend_yield": self.dividend_yield, "fill": self.fill}
 
     def atm(self, T, vix, vix9d, vix3m):
-        return pricing.spx_atm_vol(T, vix, vix9d, vix3m, atm_ratio=self.atm_ratio)
+        return pricing.spx_atm_vol(T, vix, vix9d, vix3m, atm_ratio=self.atm_ratio, surface=self.resolved)
 
     def price(self, S, K, T, atm, r, is_call):
         """(mid, delta, iv) arrays for options of the broadcast shape of the inputs."""
-        iv = pricing.spx_smile(atm, S, K, T, **self.smile)
-        mid = pricing.bs_price(S, K, T, iv, r, self.dividend_yield, is_call)
-        delta = pricing.bs_greeks(S, K, T, iv, r, self.dividend_yield, is_call)["delta"]
-        return np.asarray(mid, dtype=float), np.asarray(delta, dtype=float), np.asarray(iv, dtype=float)
+        iv = pricing.spx_smile(atm, S, K, T, surface=self.resolved)
+        out = pricing.bs_price_greeks(S, K, T, iv, r, self.dividend_yield, is_call)
+        return (np.asarray(out["mid"], dtype=float), np.asarray(out["delta"], dtype=float),
+                np.asarray(iv, dtype=float))
 
     def delta(self, S, K, T, atm, r, is_call):
         """Model deltas only (strike selection)."""
-        iv = pricing.spx_smile(atm, S, K, T, **self.smile)
+        iv = pricing.spx_smile(atm, S, K, T, surface=self.resolved)
         return np.asarray(pricing.bs_greeks(S, K, T, iv, r, self.dividend_yield, is_call)["delta"], dtype=float)
 
-    def trade_price(self, mid, sign):
+    def trade_price(self, mid, sign, vix=None, T=None):
         """Fill price per option: sign -1 sells (toward the bid), +1 buys (toward the ask)."""
         mid = np.asarray(mid, dtype=float)
         if self.fill == 0.0:
             return mid
-        bid, ask = pricing.quote_spread(mid)
+        bid, ask = pricing.quote_spread(mid, vix, T, surface=self.resolved)
         return np.where(np.asarray(sign) < 0, mid - self.fill * (mid - bid), mid + self.fill * (ask - mid))
 
 
@@ -288,27 +302,39 @@ def _select_strikes(rules: IndexRules, model: VolModel, S: float, T: float, atm:
     return np.array(out)
 
 
-ENTRIES = ("close", "open")
+ENTRIES = ("midday", "close", "open")
+ENTRY = "midday"  # the default: Cboe's roll window
+FILL = 0.5  # the default fill: half way from the model mid to the natural side (Cboe fills at a VWAP of trades)
+MIDDAY_HOURS = 11.75 - 9.5  # Cboe's roll: strike reference about 11:00, VWAP 11:30-12:00 ET; 11:45 from the open
+MIDDAY_SHARE = MIDDAY_HOURS / 6.5  # how far through the session (open -> close) that is
 
 
 def _entry_market(inputs: MarketInputs, i: int, days: int, entry: str) -> tuple[float, float, float, float, float]:
-    """(spot, T, vix, vix9d, vix3m) at a roll's entry: the close, or the open (the SOQ
-    itself; VIX's open, VIX9D and VIX3M of the previous close: what is known then)."""
-    if entry == "close":
-        return (float(inputs.spx_close[i]), float(_years(days)), float(inputs.vix[i]), float(inputs.vix9d[i]),
-                float(inputs.vix3m[i]))
-    vix = inputs.vix_open[i] if inputs.vix_open is not None and np.isfinite(inputs.vix_open[i]) else inputs.vix[i]
+    """(spot, T, vix, vix9d, vix3m) at a roll's entry: the close; the open (the SOQ itself;
+    VIX's open, VIX9D and VIX3M of the previous close: what is known then); or "midday",
+    Cboe's window (11:45 ET), each level taken MIDDAY_SHARE of the way from its open (the
+    previous close for VIX9D/VIX3M, which have no usable open) to its close."""
+    close = (float(inputs.spx_close[i]), float(inputs.vix[i]), float(inputs.vix9d[i]), float(inputs.vix3m[i]))
+    vix_open = inputs.vix_open[i] if inputs.vix_open is not None and np.isfinite(inputs.vix_open[i]) else inputs.vix[i]
     k = max(i - 1, 0)
-    return (float(inputs.spx_open[i]), days / pricing.DAYS_PER_YEAR, float(vix), float(inputs.vix9d[k]),
-            float(inputs.vix3m[k]))
+    opening = (float(inputs.spx_open[i]), float(vix_open), float(inputs.vix9d[k]), float(inputs.vix3m[k]))
+    if entry == "close":
+        S, vix, v9, v3 = close
+        return S, float(_years(days)), vix, v9, v3
+    if entry == "open":
+        S, vix, v9, v3 = opening
+        return S, days / pricing.DAYS_PER_YEAR, vix, v9, v3
+    w = MIDDAY_SHARE
+    S, vix, v9, v3 = (o + w * (c - o) if math.isfinite(o) else c for o, c in zip(opening, close))
+    return S, (days - MIDDAY_HOURS / 24.0) / pricing.DAYS_PER_YEAR, vix, v9, v3
 
 
 def run(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = None,
-        entry: str = "close") -> Replication:
+        entry: str = ENTRY) -> Replication:
     """The index's rules on the model's prices: a pure function of (inputs, rules, model).
 
-    entry: when new options are priced on a roll day, "close" (default) or "open" (Cboe's
-    VWAP window, 11:30-12:00, lies between them)."""
+    entry: when new options are priced on a roll day: "midday" (default, Cboe's 11:30-12:00
+    window, between open and close), "close" or "open"."""
     if entry not in ENTRIES:
         raise ReplicationError(f"entry must be one of {', '.join(ENTRIES)}, not {entry!r}")
     rules = RULES[rules] if isinstance(rules, str) else rules
@@ -336,7 +362,7 @@ def run(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = 
         atm0 = float(model.atm(T0, vix0, vix9d0, vix3m0))
         strikes = _select_strikes(rules, model, S, T0, atm0, r)
         mid0, delta0, iv0 = model.price(S, strikes, T0, atm0, r, calls)
-        paid = model.trade_price(mid0, signs)
+        paid = model.trade_price(mid0, signs, vix0, T0)
         credit = float(-(signs * paid).sum())  # premium received per unit (negative = debit)
         if rules.collateral_multiple is None:  # fully collateralized short put
             qty = account / (float(strikes[0]) * math.exp(-r * T0) - credit)
@@ -352,7 +378,7 @@ def run(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = 
         # marks: this roll day's close and every close until the day before expiry
         rows = np.arange(i, j)
         Ts = _years([(expiry - d[t]).days for t in rows])
-        atms = np.array([model.atm(T, inputs.vix[t], inputs.vix9d[t], inputs.vix3m[t]) for T, t in zip(Ts, rows)])
+        atms = np.atleast_1d(model.atm(Ts, inputs.vix[rows], inputs.vix9d[rows], inputs.vix3m[rows]))
         mids, _, _ = model.price(inputs.spx_close[rows][:, None], strikes[None, :], Ts[:, None], atms[:, None],
                                  inputs.rate[rows][:, None], calls[None, :])
         accrued = cash * np.exp(r * np.array([(d[t] - day).days for t in rows]) / pricing.DAYS_PER_YEAR)
@@ -441,7 +467,7 @@ def compare(frame: pd.DataFrame, lo: date | None = None, hi: date | None = None)
 
 
 def objective(inputs: MarketInputs, rules: IndexRules | str, model: VolModel | None = None,
-              entry: str = "close") -> dict:
+              entry: str = ENTRY) -> dict:
     """Replication metrics for one parameter set: whole span and 2010-2019 (a calibration's
     objective; pure, no I/O)."""
     frame = run(inputs, rules, model, entry).frame()
@@ -586,7 +612,7 @@ def _chart(frame: pd.DataFrame, name: str, metrics: dict, path: Path) -> None:
 
 
 def replicate_command(index_name: str, start: date, end: date, out: Path, data_dir: Path,
-                      model: VolModel | None = None, entry: str = "close") -> dict:
+                      model: VolModel | None = None, entry: str = ENTRY) -> dict:
     """`spx-bot replicate`: writes replication.csv, replication.json, replication.png (and
     rolls.csv, one line per roll) in `out`; returns the JSON document."""
     model = model or VolModel()
@@ -615,8 +641,12 @@ def replicate_command(index_name: str, start: date, end: date, out: Path, data_d
                       "collateral": "full (N x K at expiry)" if rules.collateral_multiple is None
                       else f"{rules.collateral_multiple:g} x the condor's max loss"},
             "conventions": {"settlement": "SOQ = SPX open of the roll day",
-                            "entry": "model mid at the roll day's close" if entry == "close" else
-                            "model mid at the roll day's open (SPX open, VIX open, VIX9D/VIX3M of the previous close)",
+                            "entry": {"close": "model at the roll day's close",
+                                      "open": "model at the roll day's open (SPX open, VIX open, VIX9D/VIX3M of "
+                                              "the previous close)",
+                                      "midday": "model at 11:45 ET (each input 35% of the way from open to close; "
+                                                "Cboe: VWAP 11:30-12:00)"}[entry],
+                            "fill": f"{model.fill:g} of the way from mid to the natural side",
                             "marks": "model mid at each close, T from 16:00 to the expiry's 09:30",
                             "rate": "3-month T-bill (DTB3, continuous), fixed at each roll",
                             "strikes": f"{STRIKE_STEP:g}-point grid"},
@@ -637,7 +667,8 @@ def replicate_command(index_name: str, start: date, end: date, out: Path, data_d
 
 def table(doc: dict) -> str:
     """The replication table as text (what the command prints)."""
-    lines = [f"{doc['index'].upper()} replica vs index ({doc['rolls']} rolls, ATM ratio {doc['model']['atm_ratio']:g})",
+    lines = [f"{doc['index'].upper()} replica vs index ({doc['rolls']} rolls, {doc['conventions']['entry'].split(' (')[0]}, "
+             f"fill {doc['model']['fill']:g})",
              f"{'span':<24}{'':>9}{'ann.ret':>9}{'max DD':>9}{'worst mo':>10}{'corr':>7}{'TE':>7}"]
     for span, m in doc["metrics"].items():
         if "replica" not in m:

@@ -542,8 +542,9 @@ def test_a_reused_order_ref_is_rejected_103(exchange):
     reused orderRef, so a bug that re-sends an intent can never double a position."""
     legs = standard_condor(exchange)
     mid, _ = prices(exchange, legs)
-    exchange.place_combo("dup-1", legs, 1, mid - Decimal("1.00"), T)
+    far = floor_tick(mid) - Decimal("1.00")  # on the combo grid (a mid can fall between ticks), never fills
+    exchange.place_combo("dup-1", legs, 1, far, T)
     with pytest.raises(ExchangeReject) as err:
-        exchange.place_combo("dup-1", legs, 1, mid - Decimal("1.00"), T)
+        exchange.place_combo("dup-1", legs, 1, far, T)
     assert err.value.code == 103
     assert [o.order_ref for o in exchange.open_orders()] == ["dup-1"]

@@ -71,7 +71,9 @@ async def test_qualify_and_quote_with_greeks(sim, connect, lib):
 
 async def test_iron_condor_bag_fills_with_executions_and_positions(sim, connect, lib):
     ib = await connect(sim)
-    combo, legs = await condor(ib, lib, sim)
+    # shorts 1% out: on the calibrated surface a 1-DTE call 1.5% out at VIX 18 is worth about a
+    # dime, and the 1.5% condor's natural price is no credit at all
+    combo, legs = await condor(ib, lib, sim, distance=0.01)
     limit = await marketable_buy(ib, combo)
     assert limit < 0  # buying an iron condor at a negative limit = a net credit
     trade = ib.placeOrder(combo, lib.LimitOrder("BUY", 2, limit, orderRef="ic-fill-1"))

@@ -57,9 +57,12 @@ def named(events, name):
 
 @pytest.fixture(scope="module")
 def crash_2020():
-    # The dates asserted below are those of ALVH.md's 15% credit floor (condors, and so the
-    # hedge, start later than with the 1dte preset's 8%); the floor is not what these test.
-    return replay("2020-02-03", "60d", "[condor]\ncredit_floor = 0.15\n")
+    # The dates asserted below are those of a 12% credit floor (condors, and so the hedge,
+    # start later than with the 1dte preset's 8%); the floor is not what these test. It was
+    # ALVH.md's 15% before the SPX surface was calibrated (issue 12): on the fitted prices the
+    # 1-DTE credits of February 2020 are 1.8-3.6 on 25 wide, so at 15% no condor (and no hedge,
+    # no written call) opens before the 02-24 activation these tests are about.
+    return replay("2020-02-03", "60d", "[condor]\ncredit_floor = 0.12\n")
 
 
 def test_all_three_layers_bought(crash_2020):

@@ -76,11 +76,24 @@ def test_with_flat_commissions_the_largest_differences_are_explained(traded):
     assert c["total"]["difference"] < 0  # the bot paid IB's $0.65 plus ~$0.47 of fees a contract, the backtest $0.65
     assert len(c["largest"]) == 3 and all(r["explanation"] for r in c["largest"])
     assert abs(sum(d["difference"] for d in c["days"]) - c["total"]["difference"]) < 0.05
-    # the same condors every day, so the difference is the commissions, to the cent
-    assert all(d["paper_condor"] == d["backtest_condor"] for d in c["days"])
-    assert abs(c["total"]["difference"] - c["total"]["commission_difference"]) < 0.05
+    # the same condors every day (strikes and price), but the backtest sizes on its own net
+    # liquidation, which IB's cheaper commissions leave a little higher: a day on a sizing edge
+    # can get one contract more (2022-03-04 on the calibrated surface: x97 against x96), and the
+    # explanation says so. On the other days the difference is the commissions, to the cent.
+    same = []
+    for d in c["days"]:
+        paper, backtest = d["paper_condor"].split(" x"), d["backtest_condor"].split(" x")
+        assert paper[0] == backtest[0]
+        paper_n, paper_px = paper[1].split(" @ ")
+        backtest_n, backtest_px = backtest[1].split(" @ ")
+        assert paper_px == backtest_px
+        if paper_n == backtest_n:
+            same.append(d)
+        else:
+            assert abs(int(paper_n) - int(backtest_n)) == 1 and "other size" in d["explanation"]
+    assert len(same) >= 3
+    assert all(abs(d["difference"] - d["commission_difference"]) < 0.05 for d in same)
     assert all("commissions" in r["explanation"] for r in c["largest"] if r["difference"])
-    assert all(abs(d["difference"] - d["commission_difference"]) < 0.05 for d in c["days"])
 
 
 def test_no_closes_in_the_store_is_one_line_exit_2(traded, tmp_path):

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.pricing import (
-    ATM_TO_VIX,
     black76_greeks,
     black76_price,
     bs_greeks,
@@ -129,22 +128,30 @@ def test_quote_spread_on_tick_grid_and_around_mid(mid):
 
 
 def test_quote_spread_examples():
-    bid, ask = quote_spread(np.array([0.0, 0.03, 1.00, 2.95, 10.0, 100.0]))
+    """The rounding rules on a fixed 4% spread (the fitted level is tested in test_surface.py)."""
+    from bot.surface import Surface
+
+    bid, ask = quote_spread(np.array([0.0, 0.03, 1.00, 2.95, 10.0, 100.0]), surface=Surface(spread_fraction=0.04))
     assert list(bid) == [0.0, 0.0, 0.95, 2.85, 9.8, 99.0]
     assert list(ask) == [0.05, 0.05, 1.05, 3.10, 10.2, 101.0]
 
 
 def test_atm_vol_from_term_structure():
+    from bot.pricing import atm_level_ratio
+
     vix, v9, v3m = 20.0, 24.0, 22.0
-    r = ATM_TO_VIX
+    r = float(atm_level_ratio(vix, v3m))  # the active (fitted) surface's ratio at this VIX and term slope
+    assert 0.6 < r < 1.2
     assert spx_atm_vol(30 / 365, vix, v9, v3m) == pytest.approx(0.20 * r)
     assert spx_atm_vol(9 / 365, vix, v9, v3m) == pytest.approx(0.24 * r)
     assert spx_atm_vol(1 / 365, vix, v9, v3m) == pytest.approx(0.24 * r)  # flat before VIX9D
     assert spx_atm_vol(2.0, vix, v9, v3m) == pytest.approx(0.22 * r)  # flat after VIX3M
+    assert spx_atm_vol(2.0, vix, v9, v3m, atm_ratio=0.9) == pytest.approx(0.22 * 0.9)  # a flat ratio instead
     mid = spx_atm_vol(60 / 365, vix, v9, v3m) / r
     expected_var = (0.20**2 * 30 + (0.22**2 * 91 - 0.20**2 * 30) * (60 - 30) / (91 - 30)) / 60
     assert mid == pytest.approx(math.sqrt(expected_var))
-    assert spx_atm_vol(5 / 365, vix, None, float("nan")) == pytest.approx(0.20 * r)  # missing ignored
+    r0 = float(atm_level_ratio(vix))  # no VIX3M: no term factor
+    assert spx_atm_vol(5 / 365, vix, None, float("nan")) == pytest.approx(0.20 * r0)  # missing ignored
     assert spx_atm_vol(np.array([1, 30, 200]) / 365, vix).shape == (3,)
 
 
@@ -159,8 +166,9 @@ def test_smile_skew_at_16_delta(atm):
     S, T = 5000.0, 1 / 365
     k_put = _strike_for_delta(S, atm, T, -0.16, False)
     k_call = _strike_for_delta(S, atm, T, 0.16, True)
-    assert 1.2 <= spx_smile(atm, S, k_put, T) / atm <= 1.4
-    assert 0.9 <= spx_smile(atm, S, k_call, T) / atm <= 1.0
+    # the fitted surface's SPX picture: puts well above ATM, calls below it
+    assert 1.15 <= spx_smile(atm, S, k_put, T) / atm <= 1.45
+    assert 0.75 <= spx_smile(atm, S, k_call, T) / atm <= 0.95
     assert spx_smile(atm, S, S, T) == pytest.approx(atm)
 
 

@@ -115,8 +115,10 @@ def test_put_roll_account_is_n_times_strike_at_expiry():
     trades = res.trades
     assert len(trades) >= 5
     for a, b in zip(trades, trades[1:]):
-        K, P, r = a["strikes"][0], a["mid"][0], a["rate"]
-        T = ((date.fromisoformat(a["expiry"]) - date.fromisoformat(a["date"])).days - 6.5 / 24) / 365
+        K, P, r = a["strikes"][0], a["credit"], a["rate"]  # the premium received (a fill below the mid)
+        assert P < a["mid"][0]
+        T = ((date.fromisoformat(a["expiry"]) - date.fromisoformat(a["date"])).days - R.MIDDAY_HOURS / 24) / 365
+        assert a["T"] == pytest.approx(T)  # from Cboe's 11:45 window to the expiry's open
         assert K == 1000.0 and a["settled"] == 0.0
         cash_days = (date.fromisoformat(b["date"]) - date.fromisoformat(a["date"])).days
         expected = a["account"] * K / (K * math.exp(-r * T) - P) * math.exp(r * (cash_days / 365 - T))
@@ -134,7 +136,9 @@ def test_cndr_strikes_and_size_follow_the_rules():
     assert t["delta"][0] == pytest.approx(-0.05, abs=0.01) and t["delta"][1] == pytest.approx(-0.20, abs=0.02)
     assert t["delta"][2] == pytest.approx(0.20, abs=0.02) and t["delta"][3] == pytest.approx(0.05, abs=0.01)
     credit = t["mid"][1] + t["mid"][2] - t["mid"][0] - t["mid"][3]
-    assert t["credit"] == pytest.approx(credit, rel=1e-3)
+    at_mid = R.run(inputs, "cndr", R.VolModel(fill=0.0)).trades[0]
+    assert at_mid["credit"] == pytest.approx(credit, rel=1e-3)
+    assert t["credit"] < credit  # the default fill crosses half the spread on each of the four legs
     max_loss = max(sp - lp, lc - sc) - t["credit"]
     assert t["quantity"] * max_loss * 10 == pytest.approx(t["account"])
 
@@ -146,7 +150,9 @@ def test_entry_at_the_open_prices_from_the_open():
     t = R.run(opened, "put", entry="open").trades[1]
     assert t["spx"] == 1010.0 and t["vix"] == 30.0 and t["strikes"] == [1010.0]
     assert t["T"] == pytest.approx((date.fromisoformat(t["expiry"]) - date.fromisoformat(t["date"])).days / 365)
-    assert R.run(opened, "put").trades[1]["spx"] == 1000.0
+    assert R.run(opened, "put", entry="close").trades[1]["spx"] == 1000.0
+    midday = R.run(opened, "put").trades[1]  # the default: Cboe's window, 35% of the way open -> close
+    assert midday["entry"] == "midday" and midday["spx"] == pytest.approx(1010.0 + R.MIDDAY_SHARE * (1000.0 - 1010.0))
     with pytest.raises(R.ReplicationError):
         R.run(inputs, "put", entry="noon")
 
@@ -175,7 +181,8 @@ def test_implied_put_vols_recover_the_model_from_its_own_replica():
     """Feed the replica back as the 'index': the premiums backed out of its levels are the
     model's mids, and their implied vols the model's (flat smile at the money)."""
     inputs = _flat_inputs("put", date(2021, 2, 1), date(2021, 8, 31), vix=25.0)
-    res = R.run(inputs, "put")
+    # fills at the mid and entries at the close (where the day's mark is): the premium is the model's mid
+    res = R.run(inputs, "put", R.VolModel(fill=0.0), entry="close")
     mirror = R.MarketInputs(**{**inputs.__dict__, "index_level": res.level.copy()})
     implied = R.implied_put_vols(R.Replication(mirror, res.level, res.trades))
     assert len(implied) >= 5
@@ -204,7 +211,7 @@ def test_default_vol_model_is_the_simulators():
     K = np.array([float(o.strike) for o in opts])
     calls = np.array([o.right is Right.CALL for o in opts])
     mid, delta, iv = model.price(state.spx, K, T, atm, state.rate, calls)
-    bid, ask = pricing.quote_spread(mid)
+    bid, ask = pricing.quote_spread(mid, state.vix, T)  # the spread at the option's VIX and time to expiry
     for i, o in enumerate(opts):
         q = quotes[o.key]
         assert q.greeks.iv == pytest.approx(iv[i], rel=1e-12)
