@@ -304,6 +304,17 @@ class Day:
             out.append(ChainRow(o, q))
         return tuple(out)
 
+    def quotes(self, options: list[OptionSpec], inst: Instant) -> dict[str, Quote]:
+        """Quotes of an account's options at an instant, to mark them at mid: SPX from the pricer,
+        VIX from the day's paths (`lot_quotes`: no greeks, no batch of their own at a scheduled
+        instant). Bid and ask as the exchange quotes them."""
+        spx = [o for o in options if o.symbol != "VIX"]
+        out = self.pricer.quotes(spx, inst.t) if spx else {}
+        vix = {o.key: o for o in options if o.symbol == "VIX"}
+        if vix:
+            out.update(self.lot_quotes(vix, inst))
+        return out
+
     def lot_quotes(self, held: dict[str, OptionSpec], inst: Instant) -> dict[str, Quote]:
         """Quotes (bid / ask, as the exchange quotes them; no greeks: the hedge's decision reads
         only bid, ask and mid of what it holds) of held VIX options (by key) at an instant,

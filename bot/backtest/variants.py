@@ -89,7 +89,9 @@ class Variant:
         return self.alvh.books if self.alvh else (self.vxth.books if self.vxth else None)
 
     def nl(self, day: Day, inst: Instant) -> Decimal:
-        return self.account.net_liquidation(inst.t, day.pricer)
+        """`Account.net_liquidation` (positions at mid), the VIX options marked from the day's paths."""
+        acct = self.account
+        return acct.cash + acct.value(day.quotes(acct.option_list(), inst))
 
     def run_day(self, day: Day, track: SignalTrack | None) -> None:
         acct, condors, hedge = self.account, self.condors, self.alvh
@@ -143,7 +145,7 @@ class Variant:
     def _record(self, day: Day, inst: Instant) -> None:
         acct = self.account
         options = acct.option_list()
-        quotes = day.pricer.quotes(options, inst.t)
+        quotes = day.quotes(options, inst)
         nl = acct.cash + acct.value(quotes)
         s = self.series
         s.nl.append(float(nl))
