@@ -223,13 +223,16 @@ class AlvhHedge:
         each layer's expiry and of the write expiry (pruned, see the module doc). Both are priced when
         `alvh.decide` first reads them (`OnRead`): most evaluations read the quote of a short or two
         and no chain at all, and a value is the same whenever it is read."""
-        held = self.books.held()
-        quotes = OnReadQuotes(lambda: day.lot_quotes(held, inst)) if lots else {}
-        out: Mapping[str, tuple[ChainRow, ...]] = {}
+        wanted: dict[str, tuple[date, str]] = {}
         if chains:
             listed = day.vix_expiries(inst)
             wanted = alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
                                          day.d, self.cfg)
+        batch = list(wanted.values())  # at a moved instant the held quotes come priced with the chains
+        held = self.books.held()
+        quotes = OnReadQuotes(lambda: day.lot_quotes(held, inst, batch)) if lots else {}
+        out: Mapping[str, tuple[ChainRow, ...]] = {}
+        if chains:
             out = OnRead(wanted, lambda purpose: self._chain_rows(day, inst, wanted, lots, purpose))
         return alvh.HedgeMarket(day.d, inst.vix, out, quotes)
 
@@ -238,6 +241,7 @@ class AlvhHedge:
         """The rows of one purpose's chain handed to the pure code: around the target delta for a
         layer; for the write chain, around the write delta above every floor the planner may use
         (strikes of held longs and of the longs it may buy)."""
+        day.vix_chains(inst, list(wanted.values()))  # every chain in one batch, on the first read of one
         if purpose != "write":
             chain = day.vix_chain(inst, *wanted[purpose])
             return day.rows(inst, chain, chain.around(chain.by_delta(self.cfg.layer(purpose).delta)))

@@ -128,18 +128,17 @@ class Pricer:
         return got
 
     def _vix_futures(self, expiries: list[date], k: np.ndarray) -> np.ndarray:
-        """`SimExchange.vix_future` for each (expiry, step) pair (arrays of one length)."""
+        """`SimExchange.vix_future` for each (expiry, step) pair (arrays of one length): each
+        expiry's path of the day, indexed (no Python loop over the pairs)."""
         steps = np.asarray(k).ravel()
-        if len(set(expiries)) == 1:
-            return self.future_path(expiries[0])[steps]
-        out = np.empty(len(expiries))
-        idx: dict[date, list[int]] = {}
-        for i, e in enumerate(expiries):
-            idx.setdefault(e, []).append(i)
-        for e, where in idx.items():
-            w = np.array(where)
-            out[w] = self.future_path(e)[steps[w]]
-        return out
+        uniq = list(dict.fromkeys(expiries))
+        if not uniq:
+            return np.empty(0)
+        if len(uniq) == 1:
+            return self.future_path(uniq[0])[steps]
+        pos = {e: i for i, e in enumerate(uniq)}
+        codes = np.fromiter(map(pos.__getitem__, expiries), dtype=np.intp, count=len(expiries))
+        return np.stack([self.future_path(e) for e in uniq])[codes, steps]
 
     def vix_arrays(self, expiries: list[date], expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray,
                    stamps: np.ndarray, greeks: bool = True) -> dict[str, np.ndarray]:
