@@ -286,6 +286,31 @@ def test_empty_hedge_book_needs_no_chains(world):
                     assert a == b and not a.actions
 
 
+@pytest.mark.parametrize("start,end", [(date(2019, 1, 2), date(2019, 2, 28)), (date(2020, 2, 18), date(2020, 3, 31))])
+def test_hedge_inputs_read_on_demand_give_the_eager_decisions(history_dir, monkeypatch, start, end):
+    """The backtest hands alvh.decide its chains and held quotes as mappings priced when read
+    (`hedges.OnRead`, `OnReadQuotes`): at every evaluation of a calm window (writes, rolls,
+    buy-backs at profit) and of the 2020 crash (activation, buy-backs at the stop), the decision
+    equals the one on the same inputs priced up front."""
+    from collections import Counter
+
+    decide = alvh.decide
+    seen: Counter = Counter()
+
+    def checked(signals, market, book, state, cfg, scheduled=False):
+        got = decide(signals, market, book, state, cfg, scheduled)
+        eager = alvh.HedgeMarket(market.today, market.vix, dict(market.chains.items()), dict(market.quotes.items()))
+        assert decide(signals, eager, book, state, cfg, scheduled) == got, (signals, scheduled)
+        seen[got.trigger] += 1
+        seen.update(a.kind for a in got.actions)
+        return got
+
+    monkeypatch.setattr(alvh, "decide", checked)
+    inputs = RunInputs(load_config(CFG), start, end, history_dir)
+    run_group(inputs, variant_specs(["alvh"]), world=World(inputs))
+    assert seen["schedule"] > 20 and seen["update"] > 20 and sum(seen[k] for k in (alvh.BUY, alvh.SELL, alvh.WRITE)) > 5
+
+
 # --------------------------------------------------------------------------- monthly preset, short
 
 

@@ -124,3 +124,37 @@ def test_vix_strikes_and_day_paths_equal_the_exchange(world):
             got = day.lot_quotes({o.key: o for o in options}, i)
             want = ex.price_options(options, i.t)
             assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}
+
+
+def test_marking_quotes_equal_the_exchange(world):
+    """`Day.quotes` (an account marked at mid: SPX legs from their day paths, VIX options from
+    theirs, or in one batch with chains at an instant a walk moved past) gives the exchange's
+    bid and ask, and no quote for an option past its expiry."""
+    from bot.backtest.day import Day
+
+    cal, market, ex, pricer, times = world
+    sched = Schedule(cal, 300, None, None, None, times)
+    rng = random.Random(23)
+    for d in cal.sessions_between(date(2005, 1, 3), date(2026, 7, 1))[::131]:
+        day = Day(d, pricer, cal, sched, False)
+        mid = day.instants[len(day.instants) // 2]
+        spx = round(mid.spx / 5) * 5
+        expiries = [e for e in day.spx_expiries(day.instants[0])[:3]] + [d]  # d: expires at today's close
+        legs = [OptionSpec("SPX", e, Decimal(spx + k), r, "SPXW") for e in expiries
+                for k, r in ((-100, Right.PUT), (-25, Right.PUT), (25, Right.CALL), (100, Right.CALL))]
+        day.spx_path(legs[:8], [0])  # some legs have day paths, the others are priced at the instant
+        listed = ex.vix_expiries(mid.t)
+        vix = [OptionSpec("VIX", e, k, Right.CALL, tc) for e, tc in listed[:3] for k in ex.vix_strikes(e, mid.t)[::7]]
+        options = legs + vix
+        for inst in (day.instants[1], mid, day.instants[-1],
+                     mid.moved(ts := mid.ts + rng.uniform(1, 200), day.arrays.step_of(ts))):
+            got = day.quotes(options, inst)
+            want = ex.price_options(options, inst.t)
+            assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}, (d, inst)
+        moved = mid.moved(mid.ts + 45.0, day.arrays.step_of(mid.ts + 45.0))
+        chains = day.vix_chains(moved, listed[:2], vix)  # chains and held quotes in one batch
+        held = day.lot_quotes({o.key: o for o in vix}, moved)
+        want = ex.price_options(vix, moved.t)
+        assert {k: (q.bid, q.ask) for k, q in held.items()} == {k: (q.bid, q.ask) for k, q in want.items()}
+        for chain in chains:
+            assert len(chain) == len(ex.vix_strikes(chain.expiry, moved.t))

@@ -185,6 +185,10 @@ class Day:
         step = self.arrays.step_of(clock)
         return inst.moved(clock, step, float(self.arrays.spx[step]), float(self.arrays.vix[step]))
 
+    def moved(self, inst: Instant) -> bool:
+        """Whether a walk moved this instant past its scheduled time (`at`)."""
+        return self.instants[inst.index].ts != inst.ts
+
     # -- SPX
     def spx_expiries(self, inst: Instant) -> list[date]:
         """`listing.spx_expiries`: the candidate sessions whose close is after t."""
@@ -335,7 +339,7 @@ class Day:
         exchange quotes them, no greeks): at a scheduled instant SPX legs from their day path
         (`spx_path`) and VIX options from theirs (`lot_quotes`), the rest from the pricer. An
         option past its expiry has no quote, as at the exchange."""
-        on_point = self.instants[inst.index].ts == inst.ts
+        on_point = not self.moved(inst)
         out: dict[str, Quote] = {}
         rest = []
         vix = {}
@@ -360,7 +364,7 @@ class Day:
         instants (no greeks: the hedge's decision reads only bid, ask and mid of what it holds);
         at an instant a walk moved past its time, in one batch with the `chains` an evaluation
         there may read (`vix_chains`)."""
-        if self.instants[inst.index].ts != inst.ts:  # a walk moved the clock past the instant
+        if self.moved(inst):
             self.vix_chains(inst, chains, list(held.values()))
             at, ts = self._at, inst.ts
             return {key: q for key in held if (q := at[(ts, key)]) is not None}

@@ -91,9 +91,11 @@ class HedgeBooks:
         self.specs: dict[str, OptionSpec] = {}
         self.books = {layer: LayerBook() for layer in layers}
         self.shared_settlements = 0  # settlements of an option held by two layers at once
+        self._alvh_lots: tuple[alvh.Lot, ...] | None = None  # kept until the next fill or settlement
 
     def fill(self, layer: str, option: OptionSpec, qty: int, price: Decimal, commission: Decimal, write: bool) -> None:
         self.specs[option.key] = option
+        self._alvh_lots = None
         k = (layer, option.key)
         lot = self.lots.get(k)
         new, cost = alvh.lot_after_fill(lot.quantity if lot else 0, lot.cost if lot else None, qty, price)
@@ -111,6 +113,7 @@ class HedgeBooks:
             b.premium_collected -= amount
 
     def settle(self, option: OptionSpec, price: Decimal) -> None:
+        self._alvh_lots = None
         if sum(1 for (_, key) in self.lots if key == option.key) > 1:
             self.shared_settlements += 1
         for (layer, key), lot in list(self.lots.items()):
@@ -126,8 +129,12 @@ class HedgeBooks:
         return any(lot.quantity < 0 for lot in self.lots.values())
 
     def alvh_lots(self) -> tuple[alvh.Lot, ...]:
-        return tuple(alvh.Lot(layer, self.specs[key], lot.quantity, lot.cost)
-                     for (layer, key), lot in self.lots.items() if lot.quantity)
+        """The lots as `alvh.Lot`s (the same tuple until the books change: evaluations read it
+        every half hour while written calls are open)."""
+        if self._alvh_lots is None:
+            self._alvh_lots = tuple(alvh.Lot(layer, self.specs[key], lot.quantity, lot.cost)
+                                    for (layer, key), lot in self.lots.items() if lot.quantity)
+        return self._alvh_lots
 
     def options(self) -> list[OptionSpec]:
         return [self.specs[k] for k in sorted({key for _, key in self.lots})]
@@ -241,7 +248,8 @@ class AlvhHedge:
         """The rows of one purpose's chain handed to the pure code: around the target delta for a
         layer; for the write chain, around the write delta above every floor the planner may use
         (strikes of held longs and of the longs it may buy)."""
-        day.vix_chains(inst, list(wanted.values()))  # every chain in one batch, on the first read of one
+        # every chain in one batch on the first read of one (at a moved instant with the held quotes)
+        day.vix_chains(inst, list(wanted.values()), list(self.books.held().values()) if day.moved(inst) else ())
         if purpose != "write":
             chain = day.vix_chain(inst, *wanted[purpose])
             return day.rows(inst, chain, chain.around(chain.by_delta(self.cfg.layer(purpose).delta)))
