@@ -87,9 +87,18 @@ class Pricer:
     # -- state values at instants (vectors over instants)
     def _steps(self, stamps: np.ndarray) -> np.ndarray:
         day = self.day
+        last = len(day.stamps) - 1
         idx = np.floor((stamps - day.open_ts) / day.step_s).astype(int)
-        idx = np.clip(idx, 0, len(day.stamps) - 1)
-        return np.where(stamps >= day.close_ts, len(day.stamps) - 1, idx)
+        idx = np.minimum(np.maximum(idx, 0), last)  # np.clip's result, without its overhead
+        return np.where(stamps >= day.close_ts, last, idx)
+
+    def _step(self, ts: float) -> int:
+        """`_steps` of one instant, in the same float arithmetic."""
+        day = self.day
+        last = len(day.stamps) - 1
+        if ts >= day.close_ts:
+            return last
+        return min(max(math.floor((ts - day.open_ts) / day.step_s), 0), last)
 
     # -- SPX
     def spx_arrays(self, expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray, stamps: np.ndarray,
@@ -154,7 +163,7 @@ class Pricer:
         return out
 
     def vix_future(self, expiry: date, ts: float) -> float:
-        return float(self.future_path(expiry)[int(self._steps(np.array([ts]))[0])])
+        return float(self.future_path(expiry)[self._step(ts)])
 
     # -- Quote objects, exchange-identical, cached
     def quotes(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
