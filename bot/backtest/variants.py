@@ -23,7 +23,9 @@ do nothing:
 - chains (day.py): `decide_entry` and `alvh.decide` choose strikes by delta among the chain they are
   given. The backtest prices the daemon's whole strike band in numpy and hands the pure code
   the rows it can choose (the nearest-delta strikes, the wings, the covered-write floors): the
-  same choice without a `Quote` per listed strike (tests/test_backtest.py checks it);
+  same choice without a `Quote` per listed strike (tests/test_backtest.py checks it). The
+  hedge's chains and held quotes are priced when `alvh.decide` first reads them
+  (`hedges.OnRead`): a live update reads the written calls' quotes only;
 - time: each account keeps the daemon's clock, which its order walks move forward; a job runs
   at max(its scheduled time, that clock), on the market state of that time.
 
