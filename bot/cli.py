@@ -256,7 +256,8 @@ async def _run(cfg, args, store_factory=None) -> int:
         if sim is not None:
             await sim.close()
         raise UserError(str(e)) from None
-    engine = Engine(cfg, clock, cal, broker, store, log, until=until)
+    engine = Engine(cfg, clock, cal, broker, store, log, until=until,
+                    next_price=getattr(getattr(sim, "market", None), "next_step_time", None))
     try:
         ops = Ops.build(cfg, engine, broker, clock, log)
     except OpsConfigError as e:
@@ -725,7 +726,8 @@ def cmd_backtest(args) -> int:
 
     cfg = _load(args.config)
     return run_backtest(cfg, args.start, args.end, Path(args.out), _data_dir(cfg, args.data), sweep=args.sweep,
-                        progress=not args.no_progress, workers=args.workers, commissions=args.commissions)
+                        progress=not args.no_progress, workers=args.workers,
+                        commissions=args.commissions or cfg.sim.commissions)
 
 
 def cmd_export(args) -> int:
@@ -750,7 +752,7 @@ def cmd_report(args) -> int:
         raise UserError(f"--from {args.start} is after --to {args.end}")
     try:
         return paper_report(cfg, args.start, args.end, Path(args.out), _data_dir(cfg, args.data),
-                            commissions=args.commissions)
+                            commissions=args.commissions or cfg.sim.commissions)
     except (ReportError, StoreError) as e:
         raise UserError(str(e)) from None
 
@@ -879,7 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
     bt.add_argument("--sweep", action="store_true", help="also sweep the hedge size (cost against drawdown cut)")
     bt.add_argument("--workers", type=parse_workers, help="processes for the variants (default: the cores)")
-    bt.add_argument("--commissions", choices=("ib", "flat"), default="ib", help="IB's tiered schedule or flat")
+    bt.add_argument("--commissions", choices=("ib", "flat"),
+                    help="IB's tiered schedule plus fees, or flat (default: sim.commissions, what the daemon charges)")
     bt.add_argument("--no-progress", action="store_true", help="no progress bar")
     bt.set_defaults(func=cmd_backtest)
 
@@ -896,9 +899,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="end", type=parse_date, required=True, help="last day, YYYY-MM-DD")
     rp.add_argument("--out", required=True, help="directory for report.md, report.json, charts")
     rp.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
-    rp.add_argument("--commissions", choices=("ib", "flat"), default="ib",
-                    help="the backtest's commissions: IB's tiered schedule, or flat sim.commission_per_contract "
-                         "(what the simulated exchange charges)")
+    rp.add_argument("--commissions", choices=("ib", "flat"), default=None,
+                    help="the backtest's commissions: IB's tiered schedule plus fees, or flat "
+                         "sim.commission_per_contract (default: sim.commissions, what the daemon charges)")
     rp.set_defaults(func=cmd_report)
 
     dt = sub.add_parser("data", help="check or fetch the daily history files")

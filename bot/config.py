@@ -167,7 +167,7 @@ class SimConfig(Section):
     speed: float | Literal["max"] = 300.0
     start: date | None = Field(None, ge=FIRST_START, le=LAST_START)
     commission_per_contract: float = Field(0.65, ge=0, le=10)  # the flat schedule's rate
-    commissions: Literal["flat", "ib"] = "flat"  # bot/sim/commissions.py: flat, or IB's tiered schedule
+    commissions: Literal["flat", "ib"] = "ib"  # bot/sim/commissions.py: IB's tiered schedule plus fees, or flat
     fill_fraction: float = Field(0.25, ge=0, le=1)
     step_minutes: int = Field(5, ge=1, le=60)
 

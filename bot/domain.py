@@ -92,7 +92,7 @@ def spx_option_tick(price: Decimal) -> Decimal:
 class OptionSpec:
     """One listed option. `trading_class` distinguishes SPXW (PM weekly) from SPX (AM)."""
 
-    symbol: str  # underlying symbol: "SPX" or "VIX"
+    symbol: str  # underlying symbol: "SPX", "VIX", or an ETF of bot.sim.equities (SPY, QQQ)
     expiry: date
     strike: Decimal
     right: Right
@@ -117,7 +117,7 @@ class OptionSpec:
 def _option_from_key(key: str) -> OptionSpec:
     """Parsed once per key: stores and exchanges read the same few hundred keys all day."""
     tclass, exp, strike, right = key.split()
-    symbol = "VIX" if tclass.startswith("VIX") else "SPX"
+    symbol = "VIX" if tclass.startswith("VIX") else tclass if tclass in ("SPY", "QQQ") else "SPX"  # ETF options
     return OptionSpec(symbol, date(int(exp[:4]), int(exp[4:6]), int(exp[6:8])), Decimal(strike), Right(right), tclass)
 
 

@@ -39,6 +39,7 @@ from bot.reconcile import position_differences, reconcile_intents
 from bot.risk import check_paper_account
 from bot.schedule import CronJob, IntervalJob, SessionJob
 from bot.store import Store, StoreError, StoreWriteError
+from bot.walk import at_next_price
 from strategies import iron_condor as ic
 
 OPEN, CLOSE = "condor.open", "condor.close"
@@ -55,9 +56,11 @@ class Engine:
         store: Store,
         log,
         until: datetime | None = None,
+        next_price=None,
     ):
         self.cfg = cfg
         self.clock = clock
+        self.next_price = next_price  # simulated market: t -> the instant of its next step
         self.cal = calendar
         self.broker = broker
         self.store = store
@@ -441,11 +444,13 @@ class Engine:
             await self.close_condor(proposal.condor_id, proposal.order, proposal.reason)
 
     async def close_condor(self, condor_id: str, order, reason: str, purpose: str = CLOSE) -> Outcome:
-        now = self.clock.now()
-        ref = self.store.next_order_ref("icx", now.astimezone(NY).date())
-        intent = Intent(ref, purpose, condor_id, order, reason=reason, created_at=now)
         self._busy.add(condor_id)
         try:
+            if self.next_price is not None and at_next_price(reason):  # bot.walk: a stop fills at the next price
+                await self.clock.sleep_until(self.next_price(self.clock.now()))
+            now = self.clock.now()
+            ref = self.store.next_order_ref("icx", now.astimezone(NY).date())
+            intent = Intent(ref, purpose, condor_id, order, reason=reason, created_at=now)
             outcome = await self.executor.execute(intent)
             self._apply(intent, outcome)
             return outcome

@@ -78,7 +78,7 @@ def commission_gap(fills, schedule) -> dict[str, float]:
         by_order.setdefault(f.order_ref or f.exec_id, []).append(f)
     gap: dict[str, float] = {}
     for fs in by_order.values():
-        charged = schedule.order_commissions([(f.quantity, f.price) for f in fs])
+        charged = schedule.order_commissions([(f.quantity, f.price) for f in fs], [f.option.symbol for f in fs])
         day = fs[0].time.astimezone(NY).date().isoformat()
         gap[day] = gap.get(day, 0.0) + float(sum(f.commission for f in fs) - sum(charged))
     return gap

@@ -69,3 +69,12 @@ class WalkPlan:
         after each step (k * step_s, k = 1 .. max_steps + 1), and the cancel."""
         polls = [k * self.step_s for k in range(self.max_steps + 2)]
         return polls + [polls[-1] + self.cancel_wait_s]
+
+
+def at_next_price(reason: str) -> bool:
+    """Whether a close for this exit reason goes out at the market's next price rather than at
+    once: a stop is triggered by a price already seen, and a stop order fills at the next
+    price available, not at the one that triggered it. The simulated daemon (`Engine`, given
+    the market's `next_step_time`) and the backtest (`CondorTrader.monitor`) both follow it;
+    against a real broker there is no step to wait for."""
+    return reason == "stop_loss"

@@ -95,5 +95,5 @@ def sim_daemon(cfg: Config, calendar: TradingCalendar, market: MarketModel, star
     log = get_logger("bot")
     store = Store(cfg.bot.store_path)
     broker = SimBroker(exchange, clock)
-    engine = Engine(cfg, clock, calendar, broker, store, log, until=until)
+    engine = Engine(cfg, clock, calendar, broker, store, log, until=until, next_price=market.next_step_time)
     return SimDaemon(cfg, calendar, clock, exchange, store, broker, engine, log)

@@ -311,6 +311,35 @@ def test_hedge_inputs_read_on_demand_give_the_eager_decisions(history_dir, monke
     assert seen["schedule"] > 20 and seen["update"] > 20 and sum(seen[k] for k in (alvh.BUY, alvh.SELL, alvh.WRITE)) > 5
 
 
+def test_marks_are_the_accounts_net_liquidation_with_interest(history_dir, monkeypatch):
+    """The marks the backtest takes from the day's paths (`Variant.nl` for sizing, `_record` for
+    the equity series) are `Account.net_liquidation`: positions at the exchange's mid and cash
+    with the T-bill interest of every close passed (`cash_at`), over nights with positions
+    held and the interest booked."""
+    from bot.backtest import variants as V
+
+    nl, record = V.Variant.nl, V.Variant._record
+    seen = {"nl": 0, "record": 0}
+
+    def checked_nl(self, day, inst):
+        got = nl(self, day, inst)
+        assert got == self.account.net_liquidation(inst.t, day.pricer), (day.d, inst)
+        seen["nl"] += 1
+        return got
+
+    def checked_record(self, day, inst):
+        record(self, day, inst)
+        assert self.series.nl[-1] == float(self.account.net_liquidation(inst.t, day.pricer)), (day.d, inst)
+        seen["record"] += 1
+
+    monkeypatch.setattr(V.Variant, "nl", checked_nl)
+    monkeypatch.setattr(V.Variant, "_record", checked_record)
+    inputs = RunInputs(load_config(CFG), date(2019, 1, 2), date(2019, 1, 31), history_dir)
+    res = run_group(inputs, variant_specs(["alvh", "vxth"]), world=World(inputs))
+    assert seen["nl"] > 20 and seen["record"] > 20
+    assert all(v.stats["interest"] > 0 for v in res.variants)
+
+
 # --------------------------------------------------------------------------- monthly preset, short
 
 

@@ -309,8 +309,38 @@ async def test_expiry_is_cash_settled_and_booked_as_fills(make_cfg, calendar, sy
     fees = sum(f.commission for f in rig.store.fills())
     assert Decimal(closed["pnl"]) == (condor.credit - debit) * 100 * condor.quantity - fees
     account = await rig.broker.account()
-    assert account.cash == Decimal("1000000") + Decimal(closed["pnl"])
+    assert rig.exchange.interest > 0  # the T-bill on cash, from each close to the next
+    assert account.cash == Decimal("1000000") + Decimal(closed["pnl"]) + rig.exchange.interest
     await rig.engine.shutdown()
+    rig.close()
+
+
+async def test_a_stop_goes_out_at_the_next_step(make_cfg, calendar, synthetic):
+    """bot.walk.at_next_price: a stop triggered by a price already seen is sent at the market's
+    next step (the simulated daemon is given `next_step_time`, as the backtest uses it), not
+    at the instant that saw it; other closes go out at once."""
+    from bot.domain import ComboOrder
+    from bot.walk import at_next_price
+
+    assert at_next_price("stop_loss") and not any(at_next_price(r) for r in ("take_profit", "time_exit", "flatten"))
+    cfg = make_cfg(**CALM)
+    rig = Rig(cfg, calendar, synthetic, ny_time(START, "10:00"), speed=None)
+    rig.engine.next_price = synthetic.next_step_time
+    await rig.engine.start()
+    entry = asyncio.create_task(rig.engine.on_entry())
+    while not entry.done():
+        await rig.clock.advance(15)
+    [condor] = rig.store.open_condors()
+    seen = ny_time(START, "11:02") + timedelta(seconds=30)
+    await rig.clock.advance_to(seen)
+    close = asyncio.create_task(rig.engine.close_condor(condor.condor_id, ComboOrder(
+        condor.legs(opening=False), condor.quantity), "stop_loss"))
+    while not close.done():
+        await rig.clock.advance(15)
+    [record] = [r for r in rig.store.intents() if r.intent.created_at >= seen]
+    assert record.intent.created_at == ny_time(START, "11:05")  # the next 5-minute step, not 11:02:30
+    assert record.sent_at >= ny_time(START, "11:05")
+    assert close.result().status is not None
     rig.close()
 
 

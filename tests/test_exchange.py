@@ -23,6 +23,7 @@ from bot.domain import (
     floor_tick,
     spx_option_tick,
 )
+from bot.sim.commissions import cash_interest
 from bot.sim.exchange import ExchangeReject, ExchangeSettings, SimExchange, _worst_expiry_payoff
 from bot.sim.market import SyntheticMarket
 
@@ -184,6 +185,14 @@ def test_combo_at_mid_rests_and_fills_at_the_threshold(exchange):
     assert [o.order_ref for o in exchange.open_orders()] == []
 
 
+def spx_leg_cost(price: D) -> D:
+    """IB's tiered commission ($0.65 a contract from a $0.10 premium, $0.50 from $0.05, $0.25
+    below) + Cboe's SPX/SPXW customer fee ($0.36 below a $1 premium, $0.45 from $1) + ORF
+    $0.033 + OCC clearing $0.025, per contract (bot/sim/commissions.py has the sources)."""
+    ib = D("0.65") if price >= D("0.10") else D("0.50") if price >= D("0.05") else D("0.25")
+    return ib + (D("0.45") if price >= 1 else D("0.36")) + D("0.033") + D("0.025")
+
+
 def test_fill_books_one_execution_per_leg_with_commission_and_cash(exchange):
     legs = standard_condor(exchange)
     mid, nat = prices(exchange, legs)
@@ -199,13 +208,14 @@ def test_fill_books_one_execution_per_leg_with_commission_and_cash(exchange):
         q = quotes[leg.option.key]
         assert q.bid <= f.price <= q.ask
         assert (f.price >= q.mid) if leg.action is Action.BUY else (f.price <= q.mid)  # toward its natural side
-        assert f.commission == D("0.65") * 3  # per contract, per leg
+        assert f.commission == spx_leg_cost(f.price) * 3  # per contract, per leg
         assert f.time == T
     # the legs add up to the combo's average price
     assert sum((f.price * (1 if f.quantity > 0 else -1) for f in fills), D(0)) == state.avg_price
     # cash moves by the net premium less commissions
     commission = sum((f.commission for f in fills), D(0))
-    assert commission == D("7.80")
+    assert commission == sum((spx_leg_cost(f.price) * 3 for f in fills), D(0))
+    assert D("7.80") < commission < D("14.0")  # the flat $0.65 was 7.80
     assert cash(exchange) - before == -state.avg_price * 100 * 3 - commission
     assert cash(exchange) - before > 0  # a net credit
     assert book(exchange) == {leg.option.key: leg.signed_ratio * 3 for leg in legs}
@@ -418,6 +428,7 @@ async def test_itm_short_leg_is_cash_settled_at_the_close_without_phantom(exchan
     await clock.advance_to(ny_time(EXP, "15:55"))
     assert {p.option.key: p.quantity for p in await broker.positions()} == held
     before = (await broker.account()).cash
+    interest_before = exchange.interest
     assert await broker.settlement_price(legs[0].option) is None
 
     expiry_time = calendar.spxw_expiry_time(EXP)
@@ -426,7 +437,11 @@ async def test_itm_short_leg_is_cash_settled_at_the_close_without_phantom(exchan
     intrinsic = D(str(round(ps - settle, 2)))
     assert D(0) < intrinsic <= D(15)
     after = (await broker.account()).cash
-    assert after - before == -intrinsic * 100 * 2  # no commission on cash settlement
+    # no commission on cash settlement; the close books a night's interest on the cash before it
+    night = exchange.interest - interest_before
+    nights = (calendar.next_session(EXP) - EXP).days
+    assert night == cash_interest(before, market.rate_on(EXP), nights) and night > 0
+    assert after - before == -intrinsic * 100 * 2 + night
     assert exchange.settlement(legs[0].option.key) == (-2, intrinsic, expiry_time)
     for leg in legs[1:]:
         assert exchange.settlement(leg.option.key) == (leg.signed_ratio * 2, D("0.00"), expiry_time)
@@ -438,7 +453,7 @@ async def test_itm_short_leg_is_cash_settled_at_the_close_without_phantom(exchan
     # later days: no phantom position comes back, nothing is settled twice
     await clock.advance_to(ny_time(date(2022, 3, 4), "12:00"))
     assert await broker.positions() == []
-    assert (await broker.account()).cash == after
+    assert (await broker.account()).cash == after + (exchange.interest - interest_before - night)  # only interest since
     assert exchange.price_options([legs[0].option], clock.now()) == {}
 
 

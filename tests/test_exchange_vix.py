@@ -220,7 +220,9 @@ def test_a_long_call_fills_and_moves_cash(exchange):
     assert state.status is OrderStatus.FILLED and state.avg_price == q.ask
     (fill,) = exchange.fills(["hedge-1"])
     assert fill.option == call and fill.quantity == 4 and fill.price == q.ask
-    assert exchange.account(T).cash - before == -q.ask * 100 * 4 - D("0.65") * 4
+    # IB $0.65 + Cboe's VIX simple-order fee at a $0.11-0.99 premium $0.25 + ORF $0.033 + OCC $0.025
+    assert q.ask == D("0.6")
+    assert exchange.account(T).cash - before == -q.ask * 100 * 4 - D("0.958") * 4
     assert book(exchange) == {call.key: 4}
     # a limit at mid rests; the account marks the call at mid and needs no margin for it
     resting = exchange.place_combo("hedge-2", [Leg(call, Action.BUY)], 1, ceil_tick(q.mid) - D("0.05"), T)
@@ -293,7 +295,12 @@ def test_a_roll_combo_sells_the_old_expiry_and_buys_the_new(exchange):
     assert [(f.option, f.quantity) for f in fills] == [(old, -4), (new, 4)]
     assert fills[0].price == quotes[old.key].bid and fills[1].price == quotes[new.key].ask
     assert book(exchange) == {new.key: 4}
-    assert exchange.account(T).cash - before == -state.avg_price * 100 * 4 - D("0.65") * 8
+    # IB $0.65 + Cboe's VIX complex-order fee ($0.17 at $0.11-0.99, $0.30 at $1-1.99, $0.45 from $2)
+    # + ORF $0.033 + OCC $0.025, each leg
+    complex_fee = {0: D("0.17"), 1: D("0.30")}
+    fees = sum(((D("0.708") + complex_fee.get(int(f.price), D("0.45"))) * 4 for f in fills), D(0))
+    assert all(f.price >= D("0.11") for f in fills)
+    assert exchange.account(T).cash - before == -state.avg_price * 100 * 4 - fees
 
 
 def test_unlisted_vix_contract_is_rejected_200(exchange):
@@ -348,12 +355,13 @@ async def test_settlement_at_the_soq_without_phantom(exchange, market, calendar)
     assert exchange.settlement(short_call.key) == (-1, max(D("0.00"), D(str(round(soq - float(strike) - 10, 2)))), soq_time)
     expected = intrinsic * 100 * 2 - exchange.settlement(short_call.key)[1] * 100
     after = (await broker.account()).cash
+    earned = exchange.interest
     assert after - before == expected  # no commission on cash settlement
     assert await broker.settlement_price(long_call) == intrinsic
     # later: nothing comes back, nothing settles twice
     await clock.advance_to(ny_time(date(2022, 3, 4), "12:00"))
     assert {p.option.key: p.quantity for p in await broker.positions()} == {later.key: 1}
-    assert (await broker.account()).cash == after
+    assert (await broker.account()).cash == after + (exchange.interest - earned)  # only interest since
     assert exchange.price_options([long_call], clock.now()) == {}
 
 

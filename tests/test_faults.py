@@ -239,18 +239,20 @@ def _signed(fills) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
+async def _views(bot: Bot) -> tuple[dict[str, int], ...]:
+    """(store, the broker's executions, the broker's positions, the exchange's positions)."""
+    return (bot.store.positions(), _signed(await bot.broker.fills()),
+            {p.option.key: p.quantity for p in await bot.broker.positions()},
+            {p.option.key: p.quantity for p in bot.sim.exchange.positions()})
+
+
 async def books_agree(bot: Bot, timeout: float = 10.0) -> dict[str, int]:
     """store (sum of stored fills) == sum of the broker's executions == broker positions ==
     exchange positions; waits for position updates in flight."""
-    async def views():
-        return (bot.store.positions(), _signed(await bot.broker.fills()),
-                {p.option.key: p.quantity for p in await bot.broker.positions()},
-                {p.option.key: p.quantity for p in bot.sim.exchange.positions()})
-
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
-        store, executions, broker, exchange = await views()
+        store, executions, broker, exchange = await _views(bot)
         if store == executions == broker == exchange or loop.time() > end:
             break
         await asyncio.sleep(0.05)
@@ -511,6 +513,27 @@ async def test_06_07_link_lost_then_restored_degrades_then_resyncs(rig, ib_error
     assert_clean(logs)
 
 
+async def test_06a_a_daemon_that_connects_during_1100_starts_degraded(rig, ib_errors):
+    """6 (a start inside the gap): the gateway's own link to IB is down when the daemon
+    connects. The gateway says so at once (2110, as TWS does), so the daemon starts DEGRADED:
+    the 15:30 entry sends nothing. On the 1102 it resyncs and trades. (Once a gap: the client
+    was told nothing and would have sent orders into the broken link.)"""
+    ib_errors.allow("Error 2110", "Error 1102")
+    sim, cfg, spy, new_bot = rig
+    sim.scenario.connectivity_lost()
+    with capture_logs() as logs:
+        bot = await new_bot().start()
+        assert bot.broker.degraded
+        assert [e["code"] for e in events(logs, "broker.error")] == [2110]
+        await until(lambda: sim.clock.now() > ny_time(START, "15:31"), what="the entry time to pass")
+        assert not bot.order_messages() and not [o for o in spy.orders() if o[4]]
+        sim.scenario.connectivity_restored(data_lost=False)
+        await until(logged(logs, "broker.resync"), what="the resync")
+        assert not bot.broker.degraded
+        await bot.stop()
+    assert [e["why"] for e in events(logs, "broker.resync")] == ["IB 1102"]
+
+
 async def test_06b_resync_leaves_a_walking_order_to_its_walk(rig, ib_errors):
     """6 / 7 (continued): the 1100 arrives right after a walk step has its quotes, so the step's
     modify is refused while DEGRADED (fills held). The walk skips that step and lives on, owning
@@ -654,6 +677,42 @@ async def test_09_unacknowledged_order_is_queried_not_replaced(rig, monkeypatch)
     placed_at = next(t for t, kind, _, r, _ in spy.orders() if r == ref)
     queries = [t for t, mid, *_ in spy.requests if mid == In.REQ_OPEN_ORDERS and t > placed_at]
     assert queries and queries[0] - placed_at >= 0.9
+
+
+async def test_09c_an_order_that_fills_unheard_leaves_no_stale_position(rig, monkeypatch):
+    """9 (a fill inside the silence): the entry fills at once, and neither its acknowledgement,
+    its executions nor the position messages of that moment reach the client. The query after
+    the ack timeout finds it filled; the broker's position view is asked for again with it, so
+    store, executions, broker and exchange agree at once, not after the next reconnect. (Once a
+    gap, found by the soak: after a lost-ack roll the client kept the rolled-out position and
+    never saw the new one.)"""
+    monkeypatch.setattr("bot.broker.ib.ACK_TIMEOUT", 1.0)
+    sim, cfg, spy, new_bot = rig
+    settings = sim.exchange.settings
+
+    def trap(gateway, session, request, handle):
+        if not new_entry_order(gateway, session, request):
+            return False
+        spy.trap = None
+        sim.exchange.settings = replace(settings, fill_fraction=-1e9)  # fills on arrival
+        try:
+            silently(session, handle, request)
+        finally:
+            sim.exchange.settings = settings
+        return True
+
+    spy.trap = trap
+    with capture_logs() as logs:
+        bot = await new_bot().start()
+        await until(logged(logs, "condor.opened"), what="the fill, found by the query")
+        ref = events(logs, "condor.opened")[0]["order_ref"]
+        assert sim.exchange.order(ref).status.done
+        views = await _views(bot)  # no waiting: the view must already be whole
+        await bot.stop()
+    store, executions, broker, exchange = views
+    assert len(exchange) == 4 and store == executions == broker == exchange, views
+    assert events(logs, "order.located")[0]["status"] == "filled"
+    assert one_order_per_ref(sim) == {ref: 1}
 
 
 async def test_09b_unacknowledged_and_absent_is_resolved_without_a_restart(rig, monkeypatch):
@@ -970,7 +1029,7 @@ async def test_19_every_request_goes_through_the_one_throttle(rig):
     """19: the entry (chain: contract details + snapshot quotes of a few dozen options, the
     placement and its walk) with a low message rate: at the gateway no second ever sees more
     requests than the configured rate, however many there are."""
-    rate = 20
+    rate = 15  # the entry sends ~56 requests (its walk fills sooner now that prices move between steps)
     sim, cfg, spy, new_bot = rig
     with capture_logs() as logs:
         bot = await new_bot(rate=rate).start()
@@ -1242,6 +1301,7 @@ async def test_scenario_22_itm_short_leg_at_expiry_is_cash_settled_without_phant
         held = await books_agree(bot)
         assert held == {legs[0].option.key: -2, legs[1].option.key: 2, legs[2].option.key: -2, legs[3].option.key: 2}
         cash_before = sim.exchange.account(sim.clock.now()).cash
+        interest_before = sim.exchange.interest
         _, close = sim.calendar.open_close(EXPIRY)
         sim.clock.jump_to(close + timedelta(minutes=1))
         await bot.engine.on_session_close()
@@ -1264,7 +1324,8 @@ async def test_scenario_22_itm_short_leg_at_expiry_is_cash_settled_without_phant
     assert closed["condor_id"] == condor.condor_id and closed["reason"] == "settlement"
     assert Decimal(closed["close_price"]) == intrinsic
     assert Decimal(closed["pnl"]) == (condor.credit - intrinsic) * 100 * 2 - fees
-    assert sim.exchange.account(sim.clock.now()).cash - cash_before == -intrinsic * 100 * 2  # no commission on settlement
+    interest = sim.exchange.interest - interest_before  # the T-bill on cash, from each close passed
+    assert sim.exchange.account(sim.clock.now()).cash - cash_before == -intrinsic * 100 * 2 + interest  # no commission
     assert_clean(logs)
 
     with capture_logs() as again:  # a restart after expiry: no phantom difference either

@@ -89,8 +89,14 @@ async def test_iron_condor_bag_fills_with_executions_and_positions(sim, connect,
     assert sides == {legs[0].conId: "SLD", legs[1].conId: "BOT", legs[2].conId: "SLD", legs[3].conId: "BOT"}
     net = sum((1 if f.execution.side == "BOT" else -1) * f.execution.price for f in leg_fills)
     assert net == pytest.approx(trade.orderStatus.avgFillPrice, abs=1e-6)
-    await wait_for(lambda: all(f.commissionReport.commission == pytest.approx(1.30) for f in leg_fills),
-                   what="commission reports")
+    def leg_cost(price: float) -> float:
+        """2 contracts x (IB's tiered $0.65 / $0.50 / $0.25 + Cboe's SPX fee $0.36 below a $1
+        premium, $0.45 from $1 + ORF $0.033 + OCC $0.025), bot/sim/commissions.py"""
+        ib = 0.65 if price >= 0.10 else 0.50 if price >= 0.05 else 0.25
+        return 2 * (ib + (0.45 if price >= 1 else 0.36) + 0.058)
+
+    await wait_for(lambda: all(f.commissionReport.commission == pytest.approx(leg_cost(f.execution.price))
+                               for f in leg_fills), what="commission reports")
     assert all(f.execution.orderRef == "ic-fill-1" for f in trade.fills)
     # execution times are the simulated ones, correctly placed in time (US/Eastern labels)
     fill_time = leg_fills[0].execution.time

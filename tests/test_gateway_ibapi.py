@@ -21,6 +21,7 @@ ibapi_client = pytest.importorskip("ibapi.client")
 from ibapi.contract import Contract  # noqa: E402
 from ibapi.order import Order  # noqa: E402
 from ibapi.order_cancel import OrderCancel  # noqa: E402
+from ibapi.tag_value import TagValue  # noqa: E402
 from ibapi.wrapper import EWrapper  # noqa: E402
 
 TIMEOUT = 15.0
@@ -86,7 +87,8 @@ class App(EWrapper, ibapi_client.EClient):
                     "pnlSingle", "symbolSamples", "marketRule", "headTimestamp", "securityDefinitionOptionParameter",
                     "securityDefinitionOptionParameterEnd", "currentTime", "familyCodes", "newsProviders",
                     "smartComponents", "userInfo", "accountUpdateMulti", "accountUpdateMultiEnd",
-                    "positionMultiEnd", "updateAccountValue", "accountDownloadEnd", "managedAccounts")
+                    "positionMultiEnd", "updateAccountValue", "accountDownloadEnd", "managedAccounts",
+                    "commissionAndFeesReport")
         if name in recorded:
             return lambda *args: self._record(name, *args)
         return attr
@@ -95,6 +97,12 @@ class App(EWrapper, ibapi_client.EClient):
 def spx_index() -> Contract:
     c = Contract()
     c.symbol, c.secType, c.exchange, c.currency = "SPX", "IND", "CBOE", "USD"
+    return c
+
+
+def spy_stock() -> Contract:
+    c = Contract()
+    c.symbol, c.secType, c.exchange, c.currency = "SPY", "STK", "SMART", "USD"
     return c
 
 
@@ -205,3 +213,52 @@ def test_ibapi_order_cancel_and_refusals(app):
     app.reqRealTimeBars(5, spx_index(), 5, "TRADES", True, [])
     assert app.error_for(5) == 420
     assert not math.isnan(spot)
+
+
+def test_ibapi_stock_and_etf_option_orders(app):
+    """A SPY market order under IB's Adaptive algo (algoParams adaptivePriority), a limit sale
+    of a SPY put, a what-if on shares: executions, commission reports, positions, no decoder
+    error."""
+    app.reqMktData(1, spy_stock(), "", True, False, [])
+    app.wait("tickSnapshotEnd", lambda a: a[0] == 1)
+    bid = next(a[2] for a in app.calls["tickPrice"] if a[0] == 1 and a[1] == 1)
+    buy = Order()
+    buy.action, buy.orderType, buy.totalQuantity = "BUY", "MKT", 200
+    buy.algoStrategy, buy.algoParams = "Adaptive", [TagValue("adaptivePriority", "Urgent")]
+    buy_id = app.next_id
+    app.placeOrder(buy_id, spy_stock(), buy)
+    app.wait("orderStatus", lambda a: a[0] == buy_id and a[1] == "Filled")
+    [_, contract, execution] = app.wait("execDetails", lambda a: a[2].orderId == buy_id)
+    assert contract.secType == "STK" and execution.shares == 200 and execution.exchange == "ARCA"
+    report = app.wait("commissionAndFeesReport", lambda a: a[0].execId == execution.execId)[0]
+    assert report.commissionAndFees == pytest.approx(0.70)  # 200 x $0.0035 (IB tiered, the default schedule)
+
+    app.reqSecDefOptParams(2, "SPY", "", "STK", 756733)
+    app.wait("securityDefinitionOptionParameterEnd", lambda a: a[0] == 2)
+    expiry = sorted(next(c[5] for c in app.calls["securityDefinitionOptionParameter"] if c[3] == "SPY"))[1]
+    put = Contract()
+    put.symbol, put.secType, put.exchange, put.currency = "SPY", "OPT", "SMART", "USD"
+    put.lastTradeDateOrContractMonth, put.strike, put.right = expiry, float(round(bid * 0.97)), "P"
+    app.reqMktData(3, put, "", True, False, [])
+    app.wait("tickSnapshotEnd", lambda a: a[0] == 3)
+    put_bid = next(a[2] for a in app.calls["tickPrice"] if a[0] == 3 and a[1] == 1)
+    sell = Order()
+    sell.action, sell.orderType, sell.totalQuantity, sell.lmtPrice = "SELL", "LMT", 2, round(put_bid - 0.05, 2)
+    sell_id = buy_id + 1
+    app.placeOrder(sell_id, put, sell)
+    app.wait("orderStatus", lambda a: a[0] == sell_id and a[1] == "Filled")
+    [_, contract, execution] = app.wait("execDetails", lambda a: a[2].orderId == sell_id)
+    assert contract.secType == "OPT" and contract.tradingClass == "SPY" and execution.side == "SLD"
+    report = app.wait("commissionAndFeesReport", lambda a: a[0].execId == execution.execId)[0]
+    assert execution.price >= 0.10
+    assert report.commissionAndFees == pytest.approx(1.416)  # 2 x ($0.65 + ORF $0.033 + OCC $0.025); no Cboe fee on ETF options
+
+    what_if = Order()
+    what_if.action, what_if.orderType, what_if.totalQuantity, what_if.whatIf = "BUY", "MKT", 100, True
+    app.placeOrder(sell_id + 1, spy_stock(), what_if)
+    [_, _, _, state] = app.wait("openOrder", lambda a: a[0] == sell_id + 1)
+    assert float(state.initMarginChange) == pytest.approx(0.5 * 100 * bid, rel=0.01)
+    app.reqPositions()
+    app.wait("positionEnd")
+    held = {(c.secType, c.symbol): float(q) for _, c, q, _ in app.calls["position"]}
+    assert held[("STK", "SPY")] == 200 and held[("OPT", "SPY")] == -2

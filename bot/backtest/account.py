@@ -6,9 +6,10 @@ an in-memory SQLite database, with two changes:
 
 - quotes come from the shared `Pricer` (bit-for-bit the exchange's own numbers, computed once
   per instant for every variant instead of once per request);
-- commissions: the run's schedule (`bot.sim.commissions`: IB's by default, or `flat`), charged
-  by the exchange's own fill code, as the daemon's exchange charges them with the same
-  `sim.commissions`.
+- commissions: the run's schedule (`bot.sim.commissions`: IB's plus exchange, ORF and OCC fees
+  by default, or `flat`), charged by the exchange's own fill code, as the daemon's exchange
+  charges them with the same `sim.commissions`; interest on cash is the exchange's too
+  (`SimExchange.accrue_interest`, the T-bill rate from each close to the next).
 
 `Walker` replays the daemon's order walk (`bot.walk`, which bot.execution.Executor drives
 against SimExchange) on its own timeline: the combo is priced by `combo_pricing` on the quotes
@@ -156,6 +157,16 @@ class Account:
     def cash(self) -> Decimal:
         return self.ex.cash
 
+    def cash_at(self, t: datetime) -> Decimal:
+        """Cash as the daemon's account shows it at t: with the interest of every close passed."""
+        self.ex.accrue_interest(t)
+        return self.ex.cash
+
+    @property
+    def interest(self) -> Decimal:
+        """T-bill interest on cash booked so far (the exchange's rule, as the daemon's account)."""
+        return self.ex.interest
+
     def execute(self, order: ComboOrder, ts: float, pricer: Pricer, close_ts: float) -> Execution | None:
         """The daemon's `Executor.execute` of this order decided at ts: the walk, then the fill
         at the exchange (the order is placed at the walk's final limit at its fill time).
@@ -227,7 +238,7 @@ class Account:
         return [self.specs[k] for k in self.positions]
 
     def net_liquidation(self, t: datetime, pricer: Pricer) -> Decimal:
-        return self.cash + self.value(pricer.quotes(self.option_list(), t))
+        return self.cash_at(t) + self.value(pricer.quotes(self.option_list(), t))
 
 
 def legs_key(legs: tuple[Leg, ...]) -> tuple[str, ...]:

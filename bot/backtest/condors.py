@@ -12,6 +12,7 @@ import numpy as np
 
 from bot.config import CondorConfig
 from bot.domain import Condor, MarketSnapshot, OptionSpec
+from bot.walk import at_next_price
 from strategies import iron_condor as ic
 
 from bot.backtest.account import Account
@@ -111,7 +112,10 @@ class CondorTrader:
         snapshot = MarketSnapshot(inst.t, inst.spx, inst.vix, quotes=quotes)
         closed = False
         for p in ic.decide_exits(snapshot, ic.Book(tuple(self.open), Decimal(0)), self.cfg, inst.t):
-            done = self.account.execute(p.order, max(inst.ts, self.account.clock), day.pricer, day.close_ts)
+            start = max(inst.ts, self.account.clock)
+            if at_next_price(p.reason):  # a stop fills at the next price, not the one that triggered it
+                start = max(day.arrays.next_step_ts(inst.ts), self.account.clock)
+            done = self.account.execute(p.order, start, day.pricer, day.close_ts)
             if done is None:
                 continue
             c = next(c for c in self.open if c.condor_id == p.condor_id)

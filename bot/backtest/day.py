@@ -183,7 +183,8 @@ class Day:
         if clock <= inst.ts:
             return inst
         step = self.arrays.step_of(clock)
-        return inst.moved(clock, step, float(self.arrays.spx[step]), float(self.arrays.vix[step]))
+        at = self.arrays.state_at_ts(clock)  # the market's rule between steps (bot.sim.market.between)
+        return inst.moved(clock, step, at[0], at[1])
 
     def moved(self, inst: Instant) -> bool:
         """Whether a walk moved this instant past its scheduled time (`at`)."""
@@ -257,8 +258,9 @@ class Day:
 
     def spx_path(self, legs: list[OptionSpec], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Bid and ask (instants x legs) of SPX options at the given instants: each leg priced
-        once per day at every instant (one batch for the legs not priced yet), kept for
-        marking the account (`quotes`)."""
+        once per day at every instant, each at its own time (one batch for the legs not priced
+        yet; `spx_arrays` moves prices between steps as the market does), kept for marking the
+        account (`quotes`)."""
         todo = [o for o in dict.fromkeys(legs) if o.key not in self._spx_paths]
         if todo:
             stamps = np.array([i.ts for i in self.instants])[:, None]
@@ -396,7 +398,8 @@ class Day:
         return got
 
     def price_paths(self, options: list[OptionSpec]) -> None:
-        """Price these VIX options at every instant of the day in one batch."""
+        """Price these VIX options at every instant of the day in one batch, each at its own
+        time (between two steps, the market's moving price: `vix_arrays` applies its weights)."""
         todo = [o for o in dict.fromkeys(options) if o.key not in self._paths]
         if not todo:
             return

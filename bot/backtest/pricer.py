@@ -15,6 +15,7 @@ hands to the strategy code (`exchange.option_quote`).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from datetime import date, datetime
 
 import numpy as np
@@ -24,7 +25,7 @@ from bot.calendar import TradingCalendar
 from bot.domain import OptionSpec, Quote, Right
 from bot.sim import listing
 from bot.sim.exchange import YEAR_S, decimal_price, option_quote
-from bot.sim.market import DayPath, HistoryMarket, session_stamps
+from bot.sim.market import DayPath, HistoryMarket, between, session_stamps
 
 # --------------------------------------------------------------------------- one session's arrays
 
@@ -51,6 +52,7 @@ class Pricer:
         self.market = market
         self.cal = calendar
         self.day: DayPath | None = None
+        self._stamps: list[float] = []  # the day's step stamps (`_weight`)
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
@@ -61,6 +63,7 @@ class Pricer:
     def start_day(self, d: date) -> DayPath:
         oc = self.sessions.get(d) if self.sessions is not None else None
         self.day = day_arrays(self.market, d, oc)
+        self._stamps = self.day.stamps.tolist()  # for `_weight`
         self._futures = {}
         self._cache.clear()
         return self.day
@@ -92,13 +95,18 @@ class Pricer:
         idx = np.minimum(np.maximum(idx, 0), last)  # np.clip's result, without its overhead
         return np.where(stamps >= day.close_ts, last, idx)
 
-    def _step(self, ts: float) -> int:
-        """`_steps` of one instant, in the same float arithmetic."""
-        day = self.day
-        last = len(day.stamps) - 1
-        if ts >= day.close_ts:
-            return last
-        return min(max(math.floor((ts - day.open_ts) / day.step_s), 0), last)
+    def _weight(self, ts: float) -> tuple[int, float]:
+        """`DayPath.weights` of one instant (k, w), in the same float arithmetic without numpy's
+        per-call overhead: the step at or before ts and how far (0 <= w < 1) toward the next."""
+        stamps = self._stamps
+        last = len(stamps) - 1
+        k = min(max(bisect_right(stamps, ts) - 1, 0), last)
+        if k >= last:
+            return k, 0.0
+        span = stamps[k + 1] - stamps[k]
+        if not span > 0:
+            return k, 0.0
+        return k, min(max((ts - stamps[k]) / span, 0.0), 1.0 - 1e-12)
 
     # -- SPX
     def spx_arrays(self, expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray, stamps: np.ndarray,
@@ -106,8 +114,8 @@ class Pricer:
         """Mid, bid, ask (and greeks, iv) of SPX options: all arguments broadcast; `stamps` are
         the query instants (POSIX seconds, inside today's session or at its close)."""
         day = self.day
-        k = self._steps(np.asarray(stamps, dtype=float))
-        S, vix, v9, v3 = day.spx[k], day.vix[k], day.vix9d[k], day.vix3m[k]
+        k, w = day.weights(np.asarray(stamps, dtype=float))  # the market's rule between steps
+        S, vix, v9, v3 = (between(x, k, w) for x in (day.spx, day.vix, day.vix9d, day.vix3m))
         T = (np.asarray(expiry_ts, dtype=float) - np.asarray(stamps, dtype=float)) / YEAR_S
         S, vix, v9, v3, T, K, call = np.broadcast_arrays(S, vix, v9, v3, T, np.asarray(strikes, dtype=float),
                                                        np.asarray(is_call, dtype=bool))
@@ -136,10 +144,34 @@ class Pricer:
         self._futures[expiry] = got
         return got
 
-    def _vix_futures(self, expiries: list[date], k: np.ndarray) -> np.ndarray:
-        """`SimExchange.vix_future` for each (expiry, step) pair (arrays of one length): each
-        expiry's path of the day, indexed (no Python loop over the pairs)."""
+    def _future_between(self, expiry: date, k: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """`SimExchange.vix_future` of one expiry between steps: the curve of the interpolated
+        state (`between`), with `future_path`'s arithmetic."""
+        day = self.day
+        if expiry in day.vx_expiries:
+            return between(np.asarray(day.vx[:, day.vx_expiries.index(expiry)], dtype=float), k, w)
+        today = day.session
+        xs = [0.0] + [float((e - today).days) for e in day.vx_expiries if e > today]
+        ys = [between(np.asarray(day.vix, dtype=float), k, w)] + [
+            between(np.asarray(day.vx[:, j], dtype=float), k, w) for j, e in enumerate(day.vx_expiries) if e > today]
+        return np.broadcast_to(np.asarray(pricing.curve_at(float((expiry - today).days), xs, ys), dtype=float), k.shape)
+
+    def _vix_futures(self, expiries: list[date], k: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        """`SimExchange.vix_future` for each (expiry, instant) pair (arrays of one length). With
+        an instant between steps in the batch, every pair by `_future_between` (the curve of the
+        interpolated state: not the interpolation of `future_path`, which rounds differently);
+        at steps only, each expiry's path of the day, indexed (no Python loop over the pairs)."""
         steps = np.asarray(k).ravel()
+        if w is not None and np.any(w > 0):
+            ww = np.asarray(w, dtype=float).ravel()
+            out = np.empty(len(expiries))
+            idx: dict[date, list[int]] = {}
+            for i, e in enumerate(expiries):
+                idx.setdefault(e, []).append(i)
+            for e, where in idx.items():
+                wh = np.array(where)
+                out[wh] = self._future_between(e, steps[wh], ww[wh])
+            return out
         uniq = list(dict.fromkeys(expiries))
         if not uniq:
             return np.empty(0)
@@ -154,16 +186,19 @@ class Pricer:
         """Mid, bid, ask, greeks, vol and the future F of VIX options (1-d arrays of one length)."""
         day = self.day
         stamps = np.asarray(stamps, dtype=float)
-        k = self._steps(stamps)
-        F = self._vix_futures(expiries, k)
+        k, w = day.weights(stamps)
+        F = self._vix_futures(expiries, k, w)
         T = (np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S
-        out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, day.vvix[k], day.rate,
+        out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, between(day.vvix, k, w), day.rate,
                                        np.asarray(is_call, dtype=bool), greeks)
         out.update(F=F, T=T)
         return out
 
     def vix_future(self, expiry: date, ts: float) -> float:
-        return float(self.future_path(expiry)[self._step(ts)])
+        k, w = self._weight(ts)
+        if w > 0:  # between two steps: main's arithmetic (`_future_between`)
+            return float(self._vix_futures([expiry], np.array([k]), np.array([w]))[0])
+        return float(self.future_path(expiry)[k])
 
     # -- Quote objects, exchange-identical, cached
     def quotes(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:

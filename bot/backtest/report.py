@@ -37,11 +37,13 @@ MODEL_NOTES = (
     "2011) and VIX3M (from 2006-07-17) are left out of the SPX volatility term structure before they exist.",
     "SPXW lists an expiry every session in the simulator; real daily SPX expiries exist only since 2022 (Mon/Wed/Fri "
     "since 2016, PM-settled weeklies since 2005), so the 1dte preset before then is counterfactual too.",
-    "The simulated account pays no interest on cash: condor variants' CAGR and Sharpe (rf = 0) leave out T-bill "
-    "income on the ~80 % of net liquidation not at risk. SPX buy-and-hold is the price index (no dividends).",
+    "Cash earns the 3-month T-bill rate (tbill_3m_daily.csv) from each close to the next, booked by the simulated "
+    "exchange as the daemon's account books it (Sharpe still uses rf = 0). SPX buy-and-hold is the price index "
+    "(no dividends).",
     "Commissions: IB's US options schedule (<= 10,000 contracts a month: $0.65 a contract, $0.50 below a $0.10 "
-    "premium, $0.25 below $0.05; $1.00 minimum an order) unless --commissions flat. Exchange, clearing and "
-    "regulatory fees are not modelled.",
+    "premium, $0.25 below $0.05; $1.00 minimum an order) plus Cboe's customer exchange fee (SPX/SPXW $0.36 below "
+    "a $1 premium, $0.45 from $1; VIX by premium, simple or complex), ORF $0.033 and OCC clearing $0.025 a "
+    "contract (bot/sim/commissions.py) unless --commissions flat.",
     "Execution and decisions are the daemon's own code (strategies.iron_condor, strategies.alvh, Executor pricing "
     "and walk steps, SimExchange fills, margin and settlement); on history windows the backtest reproduces the "
     "daemon's trades and net liquidation to the cent (tests/test_backtest_parity.py).",
@@ -374,7 +376,7 @@ def markdown(r: dict) -> str:
         L.append(f"- **{k}**: condors opened {c.get('condors_opened')}, closed {c.get('condors_closed')}, "
                  f"entries skipped {c.get('condor_skips')}, orders {c.get('orders')} (timed out "
                  f"{c.get('orders_timed_out')}, blocked {c.get('orders_blocked')}, rejected {c.get('orders_rejected')}), "
-                 f"commissions {_fmt_money(c.get('commissions'))}"
+                 f"commissions {_fmt_money(c.get('commissions'))}, interest on cash {_fmt_money(c.get('interest'))}"
                  + (f", hedge actions {c.get('hedge_actions')}, activations {c.get('hedge_activations')}"
                     if "hedge_actions" in c else "")
                  + (f", VXTH buys {c.get('vxth_buys')} (months without calls {c.get('vxth_months_without_calls')})"

@@ -245,6 +245,7 @@ def _result(spec: VariantSpec, v) -> VariantResult:
         stats["orders_blocked"] = a.blocked
         stats["orders_timed_out"] = a.timed_out
         stats["commissions"] = round(float(a.commissions), 2)
+        stats["interest"] = round(float(a.interest), 2)
         c = v.condors
         reasons: dict[str, int] = {}
         for cc in c.closed:

@@ -91,9 +91,10 @@ class Variant:
         return self.alvh.books if self.alvh else (self.vxth.books if self.vxth else None)
 
     def nl(self, day: Day, inst: Instant) -> Decimal:
-        """`Account.net_liquidation` (positions at mid), the VIX options marked from the day's paths."""
+        """`Account.net_liquidation` (cash with the interest of every close passed, positions at
+        mid), the options marked from the day's paths (`Day.quotes`)."""
         acct = self.account
-        return acct.cash + acct.value(day.quotes(acct.option_list(), inst))
+        return acct.cash_at(inst.t) + acct.value(day.quotes(acct.option_list(), inst))
 
     def run_day(self, day: Day, track: SignalTrack | None) -> None:
         acct, condors, hedge = self.account, self.condors, self.alvh
@@ -148,7 +149,7 @@ class Variant:
         acct = self.account
         options = acct.option_list()
         quotes = day.quotes(options, inst)
-        nl = acct.cash + acct.value(quotes)
+        nl = acct.cash_at(inst.t) + acct.value(quotes)
         s = self.series
         s.nl.append(float(nl))
         books = self._books()

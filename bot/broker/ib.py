@@ -143,6 +143,9 @@ class IBBroker:
     async def connect(self) -> AccountSummary:
         self._client_id_in_use = False
         self.throttle.rate_limit = self._rate
+        # a new connection starts with a healthy link unless the gateway says otherwise while
+        # connecting (2110 right after nextValidId when its own link to IB is down)
+        self.degraded = False
         try:
             await self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.timeout,
                                        account=self.account_id)
@@ -168,7 +171,6 @@ class IBBroker:
             raise FatalBrokerError(f"account {self.account_id} is not among {accounts}")
         await self.throttle.acquire()
         self.ib.reqMarketDataType(self.market_data_type)
-        self.degraded = False
         self._chains.clear()
         self._streams.clear()
         self._option_streams.clear()  # ib_async dropped them with the connection
@@ -240,10 +242,25 @@ class IBBroker:
         await self._resync(f"IB {code}")
 
     async def _refresh(self) -> None:
+        """Orders, executions and positions brought to IB's word: after a gap in what IB told
+        us (1101/1102, an order that was never acknowledged or ended unseen), position messages
+        may have been lost with the rest."""
         await self._confirm()
-        self.ib.wrapper.positions.pop(self.account_id, None)  # positions closed in the gap are not re-sent
+        await self._refresh_positions()
+
+    async def _refresh_positions(self) -> None:
+        """Ask IB for every position and drop the ones it no longer reports (a position closed
+        in a gap is not re-sent with quantity 0). The view stays whole meanwhile: a reader
+        (the guard, a reconcile) never sees it emptied, and a position streamed while the
+        request runs is kept."""
+        held = dict(self.ib.wrapper.positions.get(self.account_id, {}))
         async with self.throttle:
-            await asyncio.wait_for(self.ib.reqPositionsAsync(), self.timeout)
+            reported = await asyncio.wait_for(self.ib.reqPositionsAsync(), self.timeout)
+        seen = {p.contract.conId for p in reported if p.account == self.account_id}
+        view = self.ib.wrapper.positions.get(self.account_id, {})
+        for con_id, before in held.items():
+            if con_id not in seen and view.get(con_id) is before:  # not reported, not updated since
+                view.pop(con_id, None)
 
     async def _confirm(self) -> None:
         """Bring the local trades to IB's word: executions (missing ones join their trades by
@@ -624,9 +641,9 @@ class IBBroker:
             return m.order_state(trade, self._legs.get(order_ref))
         if not self.connected:  # it may or may not have reached IB: reconcile decides
             raise TransientBrokerError(f"disconnected before order {order_ref} was acknowledged")
-        # no acknowledgement: ask IB (executions, open and completed orders) before calling the
-        # order unknown (FAILURES.md 9). Never re-placed here.
-        await self._confirm()
+        # no acknowledgement: ask IB (executions, open and completed orders, positions) before
+        # calling the order unknown (FAILURES.md 9). Never re-placed here.
+        await self._refresh()
         if trade.orderStatus.status not in PENDING:
             return m.order_state(trade, self._legs.get(order_ref))
         raise TransientBrokerError(f"order {order_ref} not acknowledged within {ACK_TIMEOUT:.0f}s "
@@ -662,7 +679,7 @@ class IBBroker:
         if rejection and rejection[0] == 10148:  # too late: it filled; the fills will show it
             await asyncio.sleep(0.05)
         if _unconfirmed(trade):  # ib_async's verdict after an error, not IB's: ask IB
-            await self._confirm()
+            await self._refresh()
         return m.order_state(trade, self._legs.get(order_ref))
 
     @_transient
@@ -685,7 +702,7 @@ class IBBroker:
             if trade is not None and not trade.fills:  # its executions came before it: attach them
                 trade.fills = [f for f in self.ib.fills() if f.execution.permId == trade.order.permId]
         elif (_unconfirmed(trade) or _unacknowledged(trade)) and self.connected:
-            await self._confirm()
+            await self._refresh()
         if trade is None or _unacknowledged(trade):
             return None  # placed by this process but IB never confirmed it (FAILURES.md 9)
         return m.order_state(trade, self._legs.get(order_ref) or self._legs_of(trade))

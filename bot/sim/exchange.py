@@ -59,8 +59,8 @@ from bot.domain import (
     Quote,
     Right,
 )
-from bot.sim import listing
-from bot.sim.commissions import CommissionSchedule, schedule_by_name
+from bot.sim import equities, equity_account, listing
+from bot.sim.commissions import CommissionSchedule, cash_interest, schedule_by_name
 from bot.sim.market import MarketModel
 from bot.statefiles import prepare_state_file
 
@@ -131,7 +131,7 @@ class ExchangeSettings:
     starting_cash: float = 1_000_000.0
     commission_per_contract: float = 0.65  # the `flat` schedule's rate
     fill_fraction: float = 0.25
-    commissions: str = "flat"  # bot.sim.commissions.SCHEDULES
+    commissions: str = "ib"  # bot.sim.commissions.SCHEDULES: IB's tiered schedule plus fees, or flat
 
     @property
     def schedule(self) -> CommissionSchedule:
@@ -161,6 +161,7 @@ class SimExchange:
         self.calendar = calendar
         self.settings = settings
         self._schedule = settings.schedule
+        self._next_accrual_ts = -math.inf  # no interest is due before this close (POSIX s)
         path = Path(state_path)
         if str(state_path) != ":memory:":
             prepare_state_file(path)  # 0600 in a 0700 folder: the account is nobody else's business
@@ -231,11 +232,13 @@ class SimExchange:
         return (self.calendar.spxw_expiry_time(opt.expiry) - t).total_seconds() / YEAR_S
 
     def price_options(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
-        """Model quotes (bid/ask/greeks) for SPX and VIX options at time t; expired (and never
-        listed) ones are absent."""
+        """Model quotes (bid/ask/greeks) for SPX and VIX options, and for stocks and ETF options
+        (`bot.sim.equities`), at time t; expired (and never listed) ones are absent."""
         out = self._price_spx(options, t)
         if any(o.symbol == "VIX" for o in options):
             out.update(self._price_vix(options, t))
+        if any(equities.is_equity(o) for o in options):
+            out.update(equities.quotes(self.market, self.calendar, options, t))
         return out
 
     def _price_spx(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:
@@ -323,14 +326,67 @@ class SimExchange:
             last = self.sim_time
             if last is not None and t < last:
                 t = last
+            self._accrue_interest(t)
             self._settle_expired(t)
             for ref, in self.db.execute("SELECT order_ref FROM orders WHERE status='working'").fetchall():
                 self._try_fill(ref, t)
             self._set_meta("sim_time", t.isoformat())
 
+    def accrue_interest(self, t: datetime) -> None:
+        """Book the T-bill interest on cash of every session closed by t (see `_accrue_interest`)."""
+        if t.timestamp() < self._next_accrual_ts:
+            return
+        with self._tx():
+            self._accrue_interest(t)
+
+    @property
+    def interest(self) -> Decimal:
+        """Interest on cash booked so far."""
+        return Decimal(self._meta("interest") or "0")
+
+    def _accrue_interest(self, t: datetime) -> None:
+        """Cash earns the market's rate (the 3-month T-bill in history) from each session's
+        close to the next session's (`commissions.cash_interest`), booked at the first look
+        after that close and before anything else moves cash (so on the cash as the close left
+        it, before settlements booked at that close): the daemon looks often, the backtest
+        seldom, and both book the same cents."""
+        ts = t.timestamp()
+        if ts < self._next_accrual_ts:
+            return
+        cal = self.calendar
+        day = t.astimezone(NY).date()
+        if cal.is_session(day) and t >= cal.open_close(day)[1]:
+            closed = day
+        elif day > cal.first:
+            closed = cal.previous_session(day)
+        else:
+            return
+        through = self._meta("interest_through")
+        self._next_accrual_ts = cal.open_close(cal.next_session(closed))[1].timestamp()
+        if through is None:  # a new account starts earning at its first close
+            self._set_meta("interest_through", closed.isoformat())
+            return
+        d = date.fromisoformat(through)
+        if d >= closed:
+            return
+        rate_on = getattr(self.market, "rate_on", None) or (lambda s: self.market.state_at(cal.open_close(s)[1]).rate)
+        cash, total = Decimal(self._meta("cash")), self.interest
+        while d < closed:
+            d = cal.next_session(d)
+            nxt = cal.next_session(d)
+            earned = cash_interest(cash, rate_on(d), (nxt - d).days)
+            cash, total = cash + earned, total + earned
+        self._set_meta("cash", str(cash))
+        self._set_meta("interest", str(total))
+        self._set_meta("interest_through", closed.isoformat())
+
     def _settle_expired(self, t: datetime) -> None:
         rows = self.db.execute("SELECT key, qty, avg_cost FROM positions").fetchall()
+        if any(equities.is_equity_key(key) for key, _, _ in rows):
+            equity_account.settle_expired(self, t)  # exercise and assignment into stock
         for key, qty, _ in rows:
+            if equities.is_equity_key(key):
+                continue
             opt = OptionSpec.from_key(key)
             if opt.symbol == "VIX":
                 self._settle_vix(opt, qty, t)
@@ -382,11 +438,13 @@ class SimExchange:
     def place_combo(self, order_ref: str, legs: list[Leg], quantity: int, limit: Decimal, t: datetime) -> OrderState:
         if quantity <= 0:
             raise ExchangeReject(REJECT_ORDER, "quantity must be positive")
-        if limit % TICK != 0:
-            raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {TICK} combo grid")
+        tick = equity_account.EQUITY_TICK if equity_account.is_equity_order(legs) else TICK
+        if limit % tick != 0:
+            raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {tick} combo grid")
         if not self.calendar.is_open(t):
             raise ExchangeReject(REJECT_ORDER, "market closed")
         with self._tx():
+            self._accrue_interest(t)
             self._set_meta("sim_time", max(t, self.sim_time or t).isoformat())
             quotes = self.price_options([leg.option for leg in legs], t)
             combo_prices(legs, quotes)  # raises 200 for an unknown or expired contract
@@ -404,13 +462,15 @@ class SimExchange:
         return self.order(order_ref)
 
     def modify(self, order_ref: str, limit: Decimal, t: datetime) -> OrderState:
-        if limit % TICK != 0:
-            raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {TICK} combo grid")
         with self._tx():
-            row = self.db.execute("SELECT status FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
+            row = self.db.execute("SELECT status, legs FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
             if row is None:
                 raise ExchangeReject(10147, f"order {order_ref} not found")
+            tick = equity_account.EQUITY_TICK if equity_account.is_equity_order(self._legs(row[1])) else TICK
+            if limit % tick != 0:
+                raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {tick} combo grid")
             if row[0] == "working":
+                self._accrue_interest(t)
                 self.db.execute("UPDATE orders SET lmt=?, updated=? WHERE order_ref=?", (str(limit), t.isoformat(), order_ref))
                 self._try_fill(order_ref, t)
         return self.order(order_ref)
@@ -435,7 +495,7 @@ class SimExchange:
         return refs
 
     def _legs(self, legs_json: str) -> list[Leg]:
-        return [Leg(OptionSpec.from_key(k), Action(a), r) for k, a, r in json.loads(legs_json)]
+        return [Leg(equities.instrument_from_key(k), Action(a), r) for k, a, r in json.loads(legs_json)]
 
     def _check_margin(self, legs: list[Leg], quantity: int, limit: Decimal, quotes: dict[str, Quote]) -> None:
         """Max-loss margin: the worst payoff at expiry of the account's positions after this
@@ -443,6 +503,14 @@ class SimExchange:
         book = {k: q for k, q in self.db.execute("SELECT key, qty FROM positions")}
         for leg in legs:
             book[leg.option.key] = book.get(leg.option.key, 0) + leg.signed_ratio * quantity
+        if any(equities.is_equity_key(k) for k in book):
+            index_book = {k: q for k, q in book.items() if not equities.is_equity_key(k)}
+            if equity_account.is_equity_order(legs):
+                cash = float(self._meta("cash")) - float(limit) * legs[0].option.multiplier * quantity
+                reserve = max(0.0, -_worst_payoff(index_book))
+                equity_account.check_margin(self, book, cash, reserve, self.sim_time)  # place_combo set it to t
+                return
+            book = index_book
         naked = _uncovered_vix_calls(book)
         if naked:
             key, qty = naked[0]
@@ -483,7 +551,11 @@ class SimExchange:
         rest = sum((leg.signed_ratio * px for leg, px in zip(legs[:-1], prices[:-1])), Decimal(0))
         prices[-1] = (combo_price - rest) / legs[-1].signed_ratio
         quantities = [leg.signed_ratio * quantity for leg in legs]
-        commissions = self._schedule.order_commissions(list(zip(quantities, prices)))
+        if equity_account.is_equity_order(legs):
+            commissions = equity_account.order_commissions(legs, list(zip(quantities, prices)), self._schedule)
+        else:
+            commissions = self._schedule.order_commissions(list(zip(quantities, prices)),
+                                                           [leg.option.symbol for leg in legs])
         cash = Decimal(self._meta("cash"))
         for leg, px, qty, commission in zip(legs, prices, quantities, commissions):
             exec_id = f"{self._counter('next_exec_id'):08d}.01"
@@ -561,17 +633,18 @@ class SimExchange:
                 refs,
             )
         return [
-            Fill(e, r, OptionSpec.from_key(k), q, Decimal(p), datetime.fromisoformat(tm), Decimal(c))
+            Fill(e, r, equities.instrument_from_key(k), q, Decimal(p), datetime.fromisoformat(tm), Decimal(c))
             for e, r, k, q, p, tm, c in rows
         ]
 
     def positions(self) -> list[Position]:
         return [
-            Position(OptionSpec.from_key(k), q, Decimal(c))
+            Position(equities.instrument_from_key(k), q, Decimal(c))
             for k, q, c in self.db.execute("SELECT key, qty, avg_cost FROM positions ORDER BY key")
         ]
 
     def account(self, t: datetime) -> AccountSummary:
+        self.accrue_interest(t)
         cash = Decimal(self._meta("cash"))
         positions = self.positions()
         quotes = self.price_options([p.option for p in positions], t)
@@ -580,7 +653,7 @@ class SimExchange:
             q = quotes.get(p.option.key)
             mark = q.mid if q else Decimal(0)
             value += mark * p.option.multiplier * p.quantity
-        worst = _worst_payoff({p.option.key: p.quantity for p in positions})
+        worst = _worst_payoff({p.option.key: p.quantity for p in positions if not equities.is_equity(p.option)})
         acct = self.account_id
         return AccountSummary(acct, acct.startswith("D"), cash, cash + value, decimal_price(max(0.0, -worst)))
 

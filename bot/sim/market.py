@@ -109,6 +109,19 @@ def session_stamps(open_ts: float, close_ts: float, step_s: float) -> np.ndarray
     return np.array([open_ts + k * step_s for k in range(n)] + [close_ts])
 
 
+def between(x: np.ndarray, k: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Values of a path x (steps first; more axes allowed) w of the way from step k to k + 1:
+    the market between two steps moves linearly in time from one to the next, so a price
+    seen at a step goes on moving while an order works (an order walk of a few minutes no
+    longer faces a frozen quote). Exactly x[k] where w = 0. The one rule for the daemon's
+    exchange (`state_at`) and the backtest's pricer."""
+    k1 = np.minimum(k + 1, len(x) - 1)
+    a, b = x[k], x[k1]
+    if x.ndim > 1:
+        w = w.reshape(w.shape + (1,) * (x.ndim - 1))
+    return np.where(w > 0, a + (b - a) * w, a)
+
+
 @dataclass(eq=False, slots=True)
 class DayPath:
     """One session's steps: stamps[0] is the open, stamps[-1] the close, a step every
@@ -145,6 +158,44 @@ class DayPath:
         if ts >= self.close_ts:
             return len(self.stamps) - 1
         return max(0, int((ts - self.open_ts) // self.step_s))
+
+    def weights(self, ts):
+        """(k, w) for instants ts (POSIX seconds, arrays or scalars) inside the session: the
+        step at or before each and how far (0 <= w < 1) it is toward the next step. At a step
+        and from the close on, w = 0."""
+        ts = np.asarray(ts, dtype=float)
+        last = len(self.stamps) - 1
+        k = np.clip(np.searchsorted(self.stamps, ts, side="right") - 1, 0, last)
+        nxt = np.minimum(k + 1, last)
+        span = self.stamps[nxt] - self.stamps[k]
+        w = np.where((k < last) & (span > 0), (ts - self.stamps[k]) / np.where(span > 0, span, 1.0), 0.0)
+        return k, np.clip(w, 0.0, 1.0 - 1e-12)
+
+    def state_at_ts(self, ts: float) -> tuple[float, float]:
+        """(SPX, VIX) at instant ts, as `state_at` shows them (between steps: `between`)."""
+        k, w = self.weights(np.array([ts]))
+        return float(between(self.spx, k, w)[0]), float(between(self.vix, k, w)[0])
+
+    def next_step_ts(self, ts: float) -> float:
+        """The next step stamp after ts (the close at the latest)."""
+        k = int(np.searchsorted(self.stamps, ts, side="right"))
+        return float(self.stamps[min(k, len(self.stamps) - 1)])
+
+    def state_between(self, k: int, w: float, t: datetime) -> MarketState:
+        """The state at instant t, w of the way from step k to step k + 1 (`between`)."""
+        kk, ww = np.array([k]), np.array([w])
+        vx = between(self.vx, kk, ww)[0] if len(self.vx_expiries) else np.empty(0)
+        return MarketState(
+            time=t,
+            spx=float(between(self.spx, kk, ww)[0]),
+            vix=float(between(self.vix, kk, ww)[0]),
+            vix9d=float(between(self.vix9d, kk, ww)[0]),
+            vix3m=float(between(self.vix3m, kk, ww)[0]),
+            vvix=float(between(self.vvix, kk, ww)[0]),
+            rate=self.rate,
+            vx=tuple(zip(self.vx_expiries, vx.tolist())),
+            session=self.session,
+        )
 
     def state(self, k: int) -> MarketState:
         """State of step k (-1 = close), built once on first use."""
@@ -253,14 +304,37 @@ class _SteppedMarket:
         """Seconds between two steps of a session."""
         return self._step_s
 
+    def next_step_time(self, t: datetime) -> datetime:
+        """The next instant after t at which the market shows a new step (the session's next
+        step stamp, its close at the latest); t itself when no session is open at t."""
+        d, step = self._locate(t)
+        if step < 0:
+            return t
+        day = self._day(d)
+        ts = t.timestamp()
+        if not day.open_ts <= ts < day.close_ts:
+            return t
+        return datetime.fromtimestamp(day.next_step_ts(ts), UTC)
+
+    def rate_on(self, d: date) -> float:
+        """The rate (annual, continuous) of session d."""
+        return self._day(d).rate
+
     def day_path(self, d: date) -> DayPath:
         """The intraday path of session d that `state_at` and `path` replay (cached)."""
         self._check_session(d)
         return self._day(d)
 
     def state_at(self, t: datetime) -> MarketState:
+        """The market at t: a step's state at the step, moving linearly toward the next step
+        between two (`between`), the close's from the close to the next open."""
         d, step = self._locate(t)
-        return self._day(d).state(step)
+        day = self._day(d)
+        if step >= 0:
+            k, w = day.weights(t.timestamp())
+            if w > 0:
+                return day.state_between(int(k), float(w), t.astimezone(UTC))
+        return day.state(step)
 
     def path(self, t0: datetime, t1: datetime) -> tuple[np.ndarray, np.ndarray]:
         """SPX and VIX at the steps with t0 < step time <= t1 (stops and fills between looks)."""
@@ -311,58 +385,85 @@ class _SteppedMarket:
 
 # --------------------------------------------------------------------------- history replay
 
-
-def _fold_into(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Reflect a path at the bounds until it lies in [low, high]: unlike clipping this leaves
-    no flat stretches at the day's high or low."""
-    width = high - low
-    y = np.mod(x - low, 2.0 * width)
-    y = np.where(y > width, 2.0 * width - y, y)
-    return np.clip(low + y, low, high)
+PATH_CANDIDATES = 64  # random walks drawn per series and day; the one whose shape fits the day's best is kept
 
 
-def ohlc_bridge(z: np.ndarray, ohlc: tuple[float, float, float, float], i_high: int, i_low: int,
-                noise: float = 0.6) -> np.ndarray:
-    """A path of len(z) + 1 points from the open to the close that is at the high at step
-    i_high and at the low at step i_low (both strictly inside) and never leaves [low, high].
+def walk_candidates(z: np.ndarray) -> np.ndarray:
+    """Random walks from 0, one per row of unit normals z, generated forward (n steps)."""
+    return np.concatenate((np.zeros((z.shape[0], 1)), np.cumsum(z, axis=1)), axis=1)
 
-    Between those anchors it is a Brownian bridge driven by the normals z, scaled to the day's
-    range (`noise` * range / sqrt(steps)), then reflected into the range.
-    """
+
+def range_map(x: np.ndarray, end: float, top: float, bottom: float) -> np.ndarray:
+    """Map a path from 0 onto the day's shape, piecewise linearly in value: the band between
+    its start (0) and its end to the band between 0 and `end`, its excursions above and below
+    that band to the day's (up to `top`, down to `bottom`). Monotone (x's end has end's sign),
+    so the order of the path's moves and the times of its high and low are its own."""
+    e = float(x[-1])
+    hi, lo, hi_x, lo_x = max(0.0, end), min(0.0, end), max(0.0, e), min(0.0, e)
+    m_hi, m_lo = float(x.max()), float(x.min())
+    y = x * (end / e if e != 0 else 0.0)
+    up, down = x > hi_x, x < lo_x
+    y[up] = hi + (x[up] - hi_x) * ((top - hi) / (m_hi - hi_x) if m_hi > hi_x else 0.0)
+    y[down] = lo - (lo_x - x[down]) * ((lo - bottom) / (lo_x - m_lo) if m_lo < lo_x else 0.0)
+    inner = slice(1, len(x) - 1)  # a walk with no excursion where the day had one touches once
+    if m_hi <= hi_x and hi < top and len(x) > 2:
+        y[1 + int(np.argmax(x[inner]))] = top
+    if m_lo >= lo_x and lo > bottom and len(x) > 2:
+        y[1 + int(np.argmin(x[inner]))] = bottom
+    y[0], y[-1] = 0.0, end
+    return y
+
+
+def ohlc_path(z: np.ndarray, ohlc: tuple[float, float, float, float], flip: bool = True) -> np.ndarray:
+    """A path of n + 1 points (z: (candidates, n) unit normals) from the open to the close
+    whose high is the day's high and whose low the day's low.
+
+    Each candidate is a free random walk in log price, generated forward from the open with no
+    knowledge of the day; scaled to the day's range, the one whose close and high land nearest
+    the day's (a draw from the random walk conditioned on the day's O/H/L/C, approximately) is
+    kept and `range_map` makes them exact. With `flip`, a walk may be mirrored to end on the
+    day's side (a mirrored walk is as likely); without (a series driven by another's shocks),
+    only walks ending on that side are eligible. The times of the high and low are where the
+    walk put them (arcsine-like: near the open and close more often than mid-day), and by
+    10:00 the path holds the share of the day's move a random walk holds, about 8 %."""
     o, h, l, c = ohlc
-    n = len(z)
-    if h <= l:
+    n = z.shape[1]
+    if h <= l or o <= 0 or l <= 0:
         return np.full(n + 1, c)
-    order = sorted([(0, o), (i_high, h), (i_low, l), (n, c)])
-    idx = np.array([i for i, _ in order])
-    val = np.array([v for _, v in order])
-    k = np.arange(n + 1)
-    seg = np.clip(np.searchsorted(idx, k, side="right") - 1, 0, len(idx) - 2)
-    a0, a1 = idx[seg], idx[seg + 1]
-    frac = (k - a0) / (a1 - a0)
-    w = np.concatenate(([0.0], np.cumsum(z)))
-    bridge = w - w[a0] - frac * (w[a1] - w[a0])
-    line = val[seg] + (val[seg + 1] - val[seg]) * frac
-    x = _fold_into(line + noise * (h - l) / math.sqrt(n) * bridge, l, h)
-    x[idx] = val
-    return x
-
-
-def _near(rng: np.random.Generator, i: int, n: int, spread: int = 3) -> int:
-    return int(np.clip(i + rng.integers(-spread, spread + 1), 1, n - 1))
+    end = math.log(c / o)
+    top, bottom = max(math.log(h / o), end, 0.0), min(math.log(l / o), end, 0.0)
+    x = walk_candidates(z)
+    if flip and end != 0:
+        x *= np.where(np.sign(x[:, -1]) == -np.sign(end), -1.0, 1.0)[:, None]
+    hi_x, lo_x = x.max(axis=1), x.min(axis=1)
+    scale = (top - bottom) / np.maximum(hi_x - lo_x, 1e-300)
+    misfit = (x[:, -1] * scale - end) ** 2 + (hi_x * scale - top) ** 2
+    if end != 0:
+        misfit = np.where(np.sign(x[:, -1]) == np.sign(end), misfit, np.inf)
+    best = int(np.argmin(misfit))
+    if not math.isfinite(misfit[best]):  # no walk ends on the day's side: mirror the nearest
+        x[best] *= -1.0
+    y = np.clip(o * np.exp(range_map(x[best] * scale[best], end, top, bottom)), l, h)
+    y[0], y[-1] = o, c
+    i_high, i_low = int(np.argmax(y)), int(np.argmin(y))
+    if 0 < i_high < n:
+        y[i_high] = h
+    if 0 < i_low < n:
+        y[i_low] = l
+    return y
 
 
 def bridge_spx_vix(rng: np.random.Generator, n: int, spx_ohlc, vix_ohlc) -> tuple[np.ndarray, np.ndarray]:
-    """Intraday SPX and VIX paths of n steps through their daily OHLC, negatively correlated:
-    correlated noise, and the VIX high placed near the SPX low (and its low near the SPX high).
-    The order of the SPX high and low is random."""
-    z = rng.standard_normal((2, n))
-    z_vix = SPX_VIX_RHO * z[0] + math.sqrt(1.0 - SPX_VIX_RHO**2) * z[1]
-    i_high, i_low = (int(i) for i in rng.choice(np.arange(1, n), size=2, replace=False))
-    v_high, v_low = _near(rng, i_low, n), _near(rng, i_high, n)
-    if v_low == v_high:
-        v_low = v_high + 1 if v_high < n - 1 else v_high - 1
-    return ohlc_bridge(z[0], spx_ohlc, i_high, i_low), ohlc_bridge(z_vix, vix_ohlc, v_high, v_low)
+    """Intraday SPX and VIX paths of n steps through their daily OHLC (`ohlc_path`). The VIX's
+    walks are driven by SPX_VIX_RHO x the SPX path's own step shocks plus their own, so the VIX
+    rises as SPX falls step by step (not by placing its high near the SPX low); each series
+    ends at its own close."""
+    spx = ohlc_path(rng.standard_normal((PATH_CANDIDATES, n)), spx_ohlc)
+    steps = np.diff(np.log(spx))
+    sd = float(np.std(steps))
+    shocks = (steps - steps.mean()) / sd if sd > 0 else np.zeros(n)
+    z_vix = SPX_VIX_RHO * shocks[None, :] + math.sqrt(1.0 - SPX_VIX_RHO**2) * rng.standard_normal((PATH_CANDIDATES, n))
+    return spx, ohlc_path(z_vix, vix_ohlc, flip=False)
 
 
 class HistoryMarket(_SteppedMarket):
@@ -388,6 +489,10 @@ class HistoryMarket(_SteppedMarket):
     def settlement(self, d: date) -> float:
         self._check_session(d)
         return float(self._history.spx[self._history.index(d), 3])
+
+    def rate_on(self, d: date) -> float:
+        """The 3-month T-bill of session d (continuous; the file's, forward-filled)."""
+        return float(self._history.rate[self._history.index(d)])
 
     def daily_closes(self, symbol: str, sessions: int, t: datetime) -> list[tuple[date, float]]:
         """(session, close) of the last `sessions` sessions completed at t, oldest first: the
@@ -424,24 +529,56 @@ class HistoryMarket(_SteppedMarket):
     def session_path(self, d: date, stamps: np.ndarray) -> DayPath:
         """The path of session d on these step stamps (`session_stamps` of its open and close),
         built afresh and not cached: what `state_at` replays, for a caller (the backtest) that
-        knows the session's times already and steps through each session once."""
-        row = self._history.row(d)
+        knows the session's times already and steps through each session once.
+
+        SPX and VIX: `bridge_spx_vix`. VIX9D, VIX3M, VVIX and each VIX future start from the
+        previous session's close, move with spot VIX by their elasticity (`VIX9D_BETA`, ...,
+        `vx_beta`) and drift linearly in time by the part of their close-to-close change that
+        spot VIX does not explain, so they end at today's close without knowing it early (at
+        step k the drift holds k/n of it, what a random walk's conditional mean holds). Where
+        the previous close is unknown (a series' first day, a contract new to the list) they
+        are today's close rescaled by spot VIX, as before."""
+        h = self._history
+        row = h.row(d)
         rng = np.random.default_rng([self._seed, d.toordinal()])
         spx, vix = bridge_spx_vix(rng, len(stamps) - 1, row.spx, row.vix)
-        ratio = vix / row.vix[3]
+        i = h.index(d)
+        prev = h.row(h.dates[i - 1].astype(object)) if i > 0 else None
+        share = (stamps - stamps[0]) / max(stamps[-1] - stamps[0], 1.0)
+        vix_prev = prev.vix[3] if prev is not None else math.nan
+
+        def follow(close: float, before: float, beta) -> np.ndarray:
+            """Path of a VIX-side series closing at `close`, `before` at the previous close."""
+            beta = np.asarray(beta, dtype=float)
+            if not (math.isfinite(before) and before > 0 and math.isfinite(vix_prev) and vix_prev > 0):
+                return close * (vix / row.vix[3]) ** beta
+            unexplained = math.log(close / before) - beta * math.log(row.vix[3] / vix_prev)
+            return before * (vix / vix_prev) ** beta * np.exp(unexplained * share)
+
         expiries, settles = self._vx_curve(d, row)
         days = np.array([(e - d).days for e in expiries], dtype=float)
+        before_vx = dict(zip(*self._vx_curve(h.dates[i - 1].astype(object), prev))) if prev is not None else {}
+        vx = np.column_stack([follow(s, before_vx.get(e, math.nan), vx_beta(t))
+                              for e, s, t in zip(expiries, settles, days)]) if expiries else np.empty((len(stamps), 0))
         vvix_close = row.vvix if math.isfinite(row.vvix) else float(vvix_from_vix(row.vix[3]))
-        return DayPath(
+        vvix_prev = math.nan
+        if prev is not None:
+            vvix_prev = prev.vvix if math.isfinite(prev.vvix) else float(vvix_from_vix(prev.vix[3]))
+        out = DayPath(
             session=d, stamps=stamps, spx=spx, vix=vix,
-            vix9d=row.vix9d * ratio**self.VIX9D_BETA,
-            vix3m=row.vix3m * ratio**self.VIX3M_BETA,
-            vvix=vvix_close * ratio**self.VVIX_BETA,
+            vix9d=follow(row.vix9d, prev.vix9d if prev else math.nan, self.VIX9D_BETA),
+            vix3m=follow(row.vix3m, prev.vix3m if prev else math.nan, self.VIX3M_BETA),
+            vvix=follow(vvix_close, vvix_prev, self.VVIX_BETA),
             rate=row.rate,
             vx_expiries=expiries,
-            vx=np.asarray(settles) * ratio[:, None] ** vx_beta(days),
+            vx=vx,
             step_s=self._step_s,
         )
+        # the close state is the file's, to the last bit
+        out.vix9d[-1], out.vix3m[-1], out.vvix[-1] = row.vix9d, row.vix3m, vvix_close
+        if expiries:
+            out.vx[-1] = settles
+        return out
 
     def _vx_curve(self, d: date, row) -> tuple[tuple[date, ...], tuple[float, ...]]:
         """Expiries of vx1, vx2 from the file; vx3.. are the calendar months after vx2 (only

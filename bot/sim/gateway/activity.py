@@ -83,7 +83,7 @@ def _underlying(state, o: OptionSpec) -> float:
         curve = dict(state.vx)
         return curve.get(o.expiry, state.vix)
     if o.symbol in ("SPY", "QQQ"):
-        from .equities import price
+        from bot.sim.equities import price
 
         return price(o.symbol, state.spx)
     return state.spx

@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo
 from bot.calendar import TradingCalendar
 from bot.domain import OptionSpec, Right
 
-from . import equities, mapping
+from bot.sim import equities
+
+from . import mapping
 from .mapping import Bag, Future, Index, Instrument
 from .messages import DetailsInfo
 

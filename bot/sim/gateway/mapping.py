@@ -5,7 +5,8 @@ Instruments the gateway knows:
 - options as `OptionSpec`: SPXW (PM, every session), SPX (AM monthly, third Friday), VIX
   (monthly, the VX expiry) and VIXW (weekly Wednesdays); OPT, SMART/CBOE, multiplier 100;
 - `Future(expiry)`: the monthly VX futures (FUT, CFE, multiplier 1000);
-- `Bag(symbol, legs)`: a combo (BAG) of options, legs as IB defines them.
+- `Bag(symbol, legs)`: a combo (BAG) of options, legs as IB defines them;
+- `Stock("SPY")`, `Stock("QQQ")` (`bot.sim.equities`) and their options (trading class = symbol).
 
 Option and future conIds are a deterministic, reversible encoding (`encode_con_id` /
 `decode_con_id`) that fits in 31 bits, so every client and every restart sees the same ids.
@@ -25,6 +26,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Protocol, Union
 
 from bot.domain import Action, Leg, OptionSpec, Quote, Right, spx_option_tick
+from bot.sim.equities import Stock
 
 from .protocol import WireContract, WireOrder
 
@@ -79,11 +81,6 @@ class MappingError(Exception):
 @dataclass(frozen=True)
 class Index:
     symbol: str  # SPX | VIX
-
-
-@dataclass(frozen=True)
-class Stock:
-    symbol: str  # SPY | QQQ (equities.py)
 
 
 @dataclass(frozen=True)
@@ -460,12 +457,21 @@ class ExchangeOrder:
 
 def defined_legs(inst: Instrument) -> tuple[Leg, ...]:
     """The legs a BUY of the instrument buys."""
-    if isinstance(inst, Bag) and inst.symbol not in EQUITY_CLASSES:
+    if isinstance(inst, Bag):
         return inst.legs
-    if isinstance(inst, OptionSpec) and inst.symbol not in EQUITY_CLASSES:
+    if isinstance(inst, (OptionSpec, Stock)):
         return (Leg(inst, Action.BUY, 1),)
-    raise MappingError(201, "Order rejected - reason: the simulated exchange trades SPX/VIX options and combos only "
-                            "(SPY and QQQ are listed and quoted, not traded)")
+    raise MappingError(201, "Order rejected - reason: the simulated exchange trades options, combos of options, "
+                            "and the ETFs SPY and QQQ")
+
+
+def is_equity(inst: Instrument) -> bool:
+    """A stock, an ETF option or a combo of ETF options (traded in pennies, by the share)."""
+    return isinstance(inst, Stock) or inst.symbol in EQUITY_CLASSES
+
+
+EQUITY_TICK = Decimal("0.01")
+ALGOS = ("", "Adaptive")  # IB's Adaptive algo is a limit (or market) order that works the spread: taken as such
 
 
 def to_exchange_order(inst: Instrument, order: WireOrder) -> ExchangeOrder:
@@ -483,6 +489,8 @@ def to_exchange_order(inst: Instrument, order: WireOrder) -> ExchangeOrder:
     order_type = order.order_type.upper()
     if order_type not in ("LMT", "MKT"):
         raise MappingError(387, f"Unsupported order type for this exchange and security type: {order.order_type}")
+    if is_equity(inst) and order.algo_strategy not in ALGOS:
+        raise MappingError(387, f"Unsupported algo strategy for this exchange and security type: {order.algo_strategy}")
     limit = None
     if order_type == "LMT":
         if order.lmt_price is None:
@@ -490,6 +498,8 @@ def to_exchange_order(inst: Instrument, order: WireOrder) -> ExchangeOrder:
         limit = Decimal(str(round(order.lmt_price, 6))).normalize()
         if isinstance(inst, OptionSpec) and inst.symbol == "SPX":
             check_single_leg_tick(limit)
+        if is_equity(inst) and limit % EQUITY_TICK != 0:
+            raise MappingError(110, "The price does not conform to the minimum price variation for this contract.")
     sign = 1 if action == "BUY" else -1
     if sign < 0:
         legs = tuple(Leg(leg.option, leg.action.opposite(), leg.ratio) for leg in legs)
@@ -503,9 +513,12 @@ def check_single_leg_tick(price: Decimal) -> None:
         raise MappingError(110, "The price does not conform to the minimum price variation for this contract.")
 
 
-def marketable_limit(legs: tuple[Leg, ...], quotes: dict[str, Quote], tick: Decimal = Decimal("0.05")) -> Decimal:
+def marketable_limit(legs: tuple[Leg, ...], quotes: dict[str, Quote], tick: Decimal | None = None) -> Decimal:
     """The natural price of a combo (buy at the ask, sell at the bid), rounded on the tick
-    grid toward paying more: how a market order is sent to an exchange that takes limits."""
+    grid (0.05; a cent for stocks and ETF options) toward paying more: how a market order is
+    sent to an exchange that takes limits."""
+    if tick is None:
+        tick = EQUITY_TICK if any(is_equity(leg.option) for leg in legs) else Decimal("0.05")
     natural = Decimal(0)
     for leg in legs:
         q = quotes.get(leg.option.key)

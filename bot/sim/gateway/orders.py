@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from bot.domain import Action, Leg, OptionSpec, OrderStatus
+from bot.sim.equities import Stock
 
 from .listing import NY
 from .mapping import Bag, ExchangeOrder, Instrument, MappingError, marketable_limit, to_exchange_order
@@ -103,7 +104,7 @@ class Execution:
     client_id: int
     order_id: int
     order_ref: str
-    inst: Instrument  # OptionSpec (leg) or Bag
+    inst: Instrument  # OptionSpec or Stock (leg), or Bag
     quantity: int  # signed: + bought, - sold
     price: float  # per share (leg) or per combo unit in the client's terms (BAG)
     time: datetime
@@ -122,6 +123,8 @@ class Execution:
 def inst_to_json(inst: Instrument) -> str:
     if isinstance(inst, Bag):
         return json.dumps({"bag": inst.symbol, "legs": [[leg.option.key, leg.action.value, leg.ratio] for leg in inst.legs]})
+    if isinstance(inst, Stock):
+        return json.dumps({"stock": inst.symbol})
     return json.dumps({"option": inst.key})
 
 
@@ -129,6 +132,8 @@ def inst_from_json(text: str) -> Instrument:
     d = json.loads(text)
     if "bag" in d:
         return Bag(d["bag"], tuple(Leg(OptionSpec.from_key(k), Action(a), r) for k, a, r in d["legs"]))
+    if "stock" in d:
+        return Stock(d["stock"])
     return OptionSpec.from_key(d["option"])
 
 

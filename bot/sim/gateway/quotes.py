@@ -18,7 +18,9 @@ from decimal import Decimal
 
 from bot.domain import Action, OptionSpec, Quote
 
-from . import activity, equities
+from bot.sim import equities
+
+from . import activity
 from .listing import NY
 from .mapping import FUTURE_TICK, Bag, Future, Index, Instrument, Stock
 
@@ -193,9 +195,8 @@ class QuoteSource:
     def _stock(self, symbol: str, t: datetime, generic: frozenset[int]) -> TickSet:
         """A penny-wide quote around the model price; volume grows through the session."""
         market = self.exchange.market
-        price = equities.price_at(market, symbol, t)
-        ticks = TickSet({BID: (round(price - 0.01, 2), 100.0), ASK: (round(price + 0.01, 2), 100.0),
-                         LAST: (price, 100.0)})
+        q = equities.stock_quote(market, symbol, t)  # the quote the exchange fills stock orders against
+        ticks = TickSet({BID: (float(q.bid), 100.0), ASK: (float(q.ask), 100.0), LAST: (q.underlying, 100.0)})
         close_t = self._previous_close_time(t)
         if close_t is not None:
             ticks.prices[CLOSE] = (equities.price_at(market, symbol, close_t), 0.0)

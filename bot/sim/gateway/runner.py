@@ -43,6 +43,7 @@ class GatewayParams:
     starting_cash: float = 1_000_000.0
     commission_per_contract: float = 0.65
     fill_fraction: float = 0.25
+    commissions: str = "ib"  # bot.sim.commissions: sim.commissions, as the daemon's exchange charges
     restart_at: str | None = None  # HH:MM New York: the gateway restarts itself daily (restarts.py)
     restart_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     restart_down_s: float = 120.0
@@ -67,6 +68,7 @@ def params_from_config(cfg, *, port: int | None = None, speed: float | str | Non
         starting_cash=s.starting_cash,
         commission_per_contract=s.commission_per_contract,
         fill_fraction=s.fill_fraction,
+        commissions=s.commissions,
         restart_at=cfg.sim_gateway.restart_at,
         restart_days=cfg.sim_gateway.restart_days,
         restart_down_s=cfg.sim_gateway.restart_down_s,
@@ -123,7 +125,7 @@ async def serve(params: GatewayParams, *, ready: Callable[[SimGateway], None] | 
     first = params.start or wall_now().date()
     calendar = TradingCalendar(end=date(max(first.year, wall_now().year) + 2, 12, 31))
     settings = ExchangeSettings(params.account, params.starting_cash, params.commission_per_contract,
-                                params.fill_fraction)
+                                params.fill_fraction, params.commissions)
     exchange = SimExchange(None, calendar, settings, params.state_path)
     try:
         start = _start_time(calendar, params.start, exchange.sim_time)

@@ -25,9 +25,10 @@ from decimal import Decimal
 
 from bot.domain import OptionSpec
 from bot.log import get_logger
+from bot.sim import equities, equity_account
+from bot.sim.equities import instrument_from_key
 
 from . import bars as barsmod
-from . import equities
 from . import mapping
 from . import messages as msg
 from .listing import NY, ExchangeListing, ny_text
@@ -62,6 +63,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # tickPrice type -> its tickSize type (bid, ask, last and their delayed twins)
 SIZE_OF_PRICE = {1: 0, 2: 3, 4: 5, 66: 69, 67: 70, 68: 71}
 NO_SECURITY = "No security definition has been found for the request"
+LINK_BROKEN = "Connectivity between Trader Workstation and server is broken. It will be restored automatically."
 FARM_MESSAGES = (
     (2104, "Market data farm connection is OK:usfarm"),
     (2106, "HMDS data farm connection is OK:ushmds"),
@@ -464,6 +466,11 @@ class SimGateway:
         log.info("gateway.client_connected", client_id=r.client_id, version=s.version)
         s.send(msg.managed_accounts([self.account]))
         s.send(msg.next_valid_id(self.book.next_order_id()))
+        if self.scenario.link_down:
+            # as TWS does for a client that connects while its own link to IB is down: the
+            # client is told at once, and hears 1101/1102 with everyone else when it is back
+            s.error(-1, 2110, LINK_BROKEN)
+            return
         for code, text in FARM_MESSAGES:
             s.error(-1, code, text)
 
@@ -780,14 +787,21 @@ class SimGateway:
             extra[leg.option.key] = extra.get(leg.option.key, 0) + leg.signed_ratio * ex.quantity
         positions, marks, unders = self.services.book(now)
         marks.update({k: float(q.mid) for k, q in self.exchange.price_options(
-            [OptionSpec.from_key(k) for k in extra if k not in marks], now).items()})
+            [instrument_from_key(k) for k in extra if k not in marks], now).items()})
         before = self.services.ib_margin(positions, marks, unders)
         margin_after = self.services.ib_margin(positions, marks, unders, extra)
+        maint_before = self.services.ib_margin(positions, marks, unders, maintenance=True)
+        maint_after = self.services.ib_margin(positions, marks, unders, extra, maintenance=True)
         equity = float(self.exchange.account(now).net_liquidation)
-        commission = float(self.exchange.settings.commission_per_contract) * ex.quantity * sum(
-            leg.ratio for leg in ex.legs)
-        margins = msg.WhatIfMargins(before, before, equity, margin_after - before, margin_after - before,
-                                    -commission, margin_after, margin_after, equity - commission, commission)
+        if isinstance(inst, mapping.Stock):
+            price = Decimal(str(marks.get(inst.key, 0.0)))
+            commission = float(equity_account.stock_commission(ex.quantity, price,
+                                                               tiered=self.exchange.settings.commissions == "ib"))
+        else:
+            commission = float(self.exchange.settings.commission_per_contract) * ex.quantity * sum(
+                leg.ratio for leg in ex.legs)
+        margins = msg.WhatIfMargins(before, maint_before, equity, margin_after - before, maint_after - maint_before,
+                                    -commission, margin_after, maint_after, equity - commission, commission)
         view = msg.OrderView(r.order_id, s.client_id, 0, r.order.action, r.order.total_quantity,
                              r.order.order_type, r.order.lmt_price, r.order.aux_price, r.order.tif,
                              r.order.account or self.account, r.order.order_ref)
@@ -902,9 +916,10 @@ class SimGateway:
                                 o.avg_price, o.perm_id, o.order.parent_id, o.last_fill_price, o.client_id)
 
     def _exec_msg(self, req_id: int, e: Execution, version: int) -> list:
-        contract = mapping.contract_fields(e.inst, "SMART" if e.is_bag else "CBOE")
+        venue = _execution_venue(e)
+        contract = mapping.contract_fields(e.inst, "SMART" if e.is_bag else venue)
         view = msg.ExecutionView(
-            e.exec_id, ny_text(e.time), self.account, "CBOE", mapping.side_text(e.quantity), float(abs(e.quantity)),
+            e.exec_id, ny_text(e.time), self.account, venue, mapping.side_text(e.quantity), float(abs(e.quantity)),
             e.price, e.perm_id, e.client_id, e.order_id, e.cum_qty, e.avg_price, e.order_ref,
         )
         return msg.exec_details(req_id, contract, view, version)
@@ -973,7 +988,7 @@ class SimGateway:
         return {p.option.key: (p.quantity, p.avg_cost) for p in self.exchange.positions()}
 
     def _position_msg(self, key: str, qty: int, avg: Decimal) -> list:
-        spec = OptionSpec.from_key(key)
+        spec = instrument_from_key(key)
         return msg.position(self.account, mapping.contract_fields(spec), float(qty), float(avg) * spec.multiplier)
 
     def _positions_request(self, s: Session, r) -> None:
@@ -1018,7 +1033,7 @@ class SimGateway:
             out.append(msg.portfolio_value(mapping.contract_fields(p.option), float(p.quantity), mark, value, avg,
                                            value - avg * p.quantity, 0.0, self.account))
         for key in sorted((keys or set()) - current):  # closed or settled: a zero line removes it
-            out.append(msg.portfolio_value(mapping.contract_fields(OptionSpec.from_key(key)), 0.0, 0.0, 0.0, 0.0,
+            out.append(msg.portfolio_value(mapping.contract_fields(instrument_from_key(key)), 0.0, 0.0, 0.0, 0.0,
                                            0.0, 0.0, self.account))
         return out
 
@@ -1123,6 +1138,16 @@ def _legs_of(inst: Instrument):
 @dataclass(frozen=True)
 class _LegLike:
     option: OptionSpec
+
+
+def _execution_venue(e: Execution) -> str:
+    """Where an execution took place: CBOE for options, the primary listing for stocks, none
+    for an exercise or assignment (the OCC's, not an exchange's)."""
+    if e.order_ref in (equity_account.ASSIGNMENT_REF, equity_account.EXERCISE_REF) and not e.perm_id:
+        return ""
+    if isinstance(e.inst, mapping.Stock):
+        return equities.EQUITIES[e.inst.symbol].primary_exchange
+    return "CBOE"
 
 
 def _exchange_reject():

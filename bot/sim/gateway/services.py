@@ -21,13 +21,14 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from bot import pricing
+from bot.american import american_price_greeks
 from bot.domain import OptionSpec, Right
 
 from . import mapping
 from . import messages as msg
-from .equities import EQUITIES, price
+from bot.sim.equities import EQUITIES, instrument_from_key, price
 from .listing import NY
-from .margin import Holding, requirement
+from bot.sim.margin import Holding, requirement
 from .protocol import GenericRequest
 
 # marketRuleIds named in contract details -> (lowEdge, increment) rows
@@ -55,7 +56,8 @@ REFUSALS: dict[int, tuple[int, str]] = {
     10: (10092, "Deep market data is not supported for this combination of security type/exchange"),
     18: (321, NOT_FA),
     19: (321, NOT_FA),
-    21: (321, _cause("SPX and VIX options are European-style: they exercise automatically at expiry")),
+    21: (321, _cause("SPX and VIX options are European-style; SPY and QQQ options are exercised and assigned "
+                     "automatically at expiry (early exercise is not simulated)")),
     22: (162, "Historical Market Data Service error message:Scanner subscriptions are not simulated"),
     50: (420, "Invalid Real-time Query:real-time bars are not simulated; use reqHistoricalData with keepUpToDate"),
     52: (430, "We are sorry, but fundamentals data for the security specified is not available."),
@@ -188,14 +190,17 @@ class Services:
             return (lambda sig: float(pricing.black76_price(f, k, t_years, sig, state.rate, call)),
                     lambda sig: pricing.black76_greeks(f, k, t_years, sig, state.rate, call), f, t_years, 0.0)
         if opt.symbol in EQUITIES:
-            from . import equities
+            from bot.sim import equities
 
             eq = EQUITIES[opt.symbol]
             t_years = equities.years_to_expiry(self.gw.calendar, opt, t)
             spot = under if under else equities.price(opt.symbol, state.spx)
-            return (lambda sig: float(pricing.bs_price(spot, k, t_years, sig, state.rate, eq.dividend_yield, call)),
-                    lambda sig: pricing.bs_greeks(spot, k, t_years, sig, state.rate, eq.dividend_yield, call), spot,
-                    t_years, equities.pv_dividend(opt.symbol, spot, t_years))
+            def american(sig: float) -> dict:  # the exchange's own model: American, `bot.american`
+                g = american_price_greeks(spot, k, t_years, sig, state.rate, eq.dividend_yield, call)
+                return {name: float(v[0]) for name, v in g.items()}
+
+            return (lambda sig: american(sig)["mid"], american, spot, t_years,
+                    equities.pv_dividend(opt.symbol, spot, t_years))
         t_years = ex._years_to_expiry(opt, t)
         spot = under if under else state.spx
         return (lambda sig: float(pricing.bs_price(spot, k, t_years, sig, state.rate, DIVIDEND_YIELD, call)),
@@ -258,7 +263,7 @@ class Services:
         s.send(msg.position_multi_end(r.req_id))
 
     def position_multi_msg(self, req_id: int, key: str, qty, avg, model_code: str = "") -> list:
-        spec = OptionSpec.from_key(key)
+        spec = instrument_from_key(key)
         return msg.position_multi(req_id, self.gw.account, model_code, mapping.contract_fields(spec), float(qty),
                                   float(avg) * spec.multiplier)
 
@@ -279,7 +284,7 @@ class Services:
             s.error(r.req_id, 321, _cause(f"unknown account {account}"))
             return
         inst = mapping.decode_con_id(con_id)
-        if not isinstance(inst, OptionSpec):
+        if not isinstance(inst, (OptionSpec, mapping.Stock)):
             s.error(r.req_id, 200, "No security definition has been found for the request")
             return
         s.pnl_subs[r.req_id] = inst.key
@@ -339,17 +344,19 @@ class Services:
                 s.send(msg.pnl_single(rid, int(pos), *(round(v, 2) for v in rest)))
 
     # --- account values ------------------------------------------------------------------------------
-    def ib_margin(self, positions, marks: dict[str, float], unders: dict[str, float], extra: dict[str, int] | None = None):
-        """IB's (Reg T) option margin of the positions, plus `extra` contracts by key."""
+    def ib_margin(self, positions, marks: dict[str, float], unders: dict[str, float], extra: dict[str, int] | None = None,
+                  maintenance: bool = False):
+        """IB's (Reg T) margin of the positions (options and stocks), plus `extra` contracts or
+        shares by key; `maintenance`: the maintenance requirement (it differs for stocks)."""
         qty = {p.option.key: p.quantity for p in positions}
         for k, q in (extra or {}).items():
             qty[k] = qty.get(k, 0) + q
         holdings = []
         for k, q in qty.items():
             if q:
-                o = OptionSpec.from_key(k)
+                o = instrument_from_key(k)
                 holdings.append(Holding(o, q, marks.get(k, 0.0), unders.get(o.symbol, 0.0)))
-        return requirement(holdings)
+        return requirement(holdings, maintenance)
 
     def account_values(self, now: datetime) -> list[tuple[str, str, str]]:
         """Every standard tag of reqAccountSummary and reqAccountUpdates, from one snapshot:
@@ -358,15 +365,18 @@ class Services:
         positions, marks, unders = self.book(now)
         cash, nlv = float(acct.cash), float(acct.net_liquidation)
         values = [marks.get(p.option.key, 0.0) * p.option.multiplier * p.quantity for p in positions]
-        options_value = sum(values)
+        stocks_value = sum(v for v, p in zip(values, positions) if isinstance(p.option, mapping.Stock))
+        options_value = sum(values) - stocks_value
         gross = sum(abs(v) for v in values)
         cost = sum(float(p.avg_cost) * p.option.multiplier * p.quantity for p in positions)
         margin = self.ib_margin(positions, marks, unders)
+        maint = self.ib_margin(positions, marks, unders, maintenance=True)
         base = self.day_mark(now)
-        unreal = options_value - cost
+        unreal = options_value + stocks_value - cost
         realized = (nlv - base.net_liquidation) - (unreal - base.unrealized)
         available = nlv - margin
-        cushion = available / nlv if nlv > 0 else 0.0
+        excess = nlv - maint
+        cushion = excess / nlv if nlv > 0 else 0.0
         leverage = gross / nlv if nlv > 0 else 0.0
         next_change = self._next_open_epoch(now)
         m = lambda v: f"{v:.2f}"  # noqa: E731
@@ -375,13 +385,13 @@ class Services:
             ("AccruedCash", "0.00"), ("BuyingPower", m(available)), ("EquityWithLoanValue", m(nlv)),
             ("PreviousDayEquityWithLoanValue", m(base.net_liquidation)), ("GrossPositionValue", m(gross)),
             ("RegTEquity", m(nlv)), ("RegTMargin", m(margin)), ("SMA", m(max(0.0, nlv - margin))),
-            ("InitMarginReq", m(margin)), ("MaintMarginReq", m(margin)),
-            ("AvailableFunds", m(available)), ("ExcessLiquidity", m(available)),
-            ("FullInitMarginReq", m(margin)), ("FullMaintMarginReq", m(margin)),
-            ("FullAvailableFunds", m(available)), ("FullExcessLiquidity", m(available)),
-            ("LookAheadInitMarginReq", m(margin)), ("LookAheadMaintMarginReq", m(margin)),
-            ("LookAheadAvailableFunds", m(available)), ("LookAheadExcessLiquidity", m(available)),
-            ("OptionMarketValue", m(options_value)), ("StockMarketValue", "0.00"),
+            ("InitMarginReq", m(margin)), ("MaintMarginReq", m(maint)),
+            ("AvailableFunds", m(available)), ("ExcessLiquidity", m(excess)),
+            ("FullInitMarginReq", m(margin)), ("FullMaintMarginReq", m(maint)),
+            ("FullAvailableFunds", m(available)), ("FullExcessLiquidity", m(excess)),
+            ("LookAheadInitMarginReq", m(margin)), ("LookAheadMaintMarginReq", m(maint)),
+            ("LookAheadAvailableFunds", m(available)), ("LookAheadExcessLiquidity", m(excess)),
+            ("OptionMarketValue", m(options_value)), ("StockMarketValue", m(stocks_value)),
             ("UnrealizedPnL", m(unreal)), ("RealizedPnL", m(realized)),
         ]
         out = [("AccountCode", self.gw.account, ""), ("AccountType", "INDIVIDUAL", ""), ("AccountReady", "true", ""),

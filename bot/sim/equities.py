@@ -1,19 +1,20 @@
-"""A small equity universe for the gateway's listing: SPY and QQQ, and their options.
+"""A small equity universe: SPY and QQQ, and their options, listed, quoted and traded.
 
 Prices come from the same market path as SPX, so a simulated session moves them together:
 SPY = SPX / 10 (the ETF's ratio to the index, its dividends aside), QQQ = 0.085 x SPX x
 (SPX / 4000)^0.2 (a beta of 1.2 to SPX). Options are listed every Friday for the next eight
 weeks and on the third Friday of the next six months (the session before when Friday is a
 holiday), strikes every $1 within 20% of the price, and priced with the exchange's own SPX
-volatility model (ATM from VIX, the same put skew; QQQ's level x 1.25) through Black-Scholes
-with a continuous dividend yield (SPY 1.3%, QQQ 0.6%). They are American-style at IB; the
-model prices them as European (the early-exercise premium of deep in-the-money puts is
-ignored). Quotes are a penny-wide grid: spread 4% of the mid within $0.01..$0.50.
+volatility model (ATM from VIX, the same put skew; QQQ's level x 1.25), American-style
+(`bot.american`: a binomial tree's early-exercise premium over Black-Scholes) with a
+continuous dividend yield (SPY 1.3%, QQQ 0.6%; the yield is the whole dividend model: no
+ex-dates, so no early exercise of calls before one). Option quotes are a penny grid: spread 4%
+of the mid within $0.01..$0.50. The stock is quoted a cent either side of its price.
 
-What is served: contract details (stock and options), option chains (reqSecDefOptParams),
-streaming and snapshot quotes with greeks, generic ticks, historical bars, option
-calculations and IB's margin in what-if figures. Orders on them are refused (201): the
-simulated exchange's book holds SPX and VIX options only.
+The exchange (`SimExchange`) books them beside the index options under text keys: options as
+`OptionSpec.key` (`SPY 20220304 430 P`), stocks as `STK SPY` (`Stock.key`);
+`instrument_from_key` reads both. The account side (commissions, margin check, exercise and
+assignment at expiry) is `bot.sim.equity_account`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from decimal import Decimal
 import numpy as np
 
 from bot import pricing
+from bot.american import american_price_greeks
 from bot.domain import Greeks, OptionSpec, Quote, Right
 
 YEAR_S = 365.0 * 24 * 3600
@@ -45,6 +47,45 @@ EQUITIES = {
     "SPY": Equity("SPY", 756733, "SPDR S&P 500 ETF TRUST", "ARCA", 0.013, 1.0),
     "QQQ": Equity("QQQ", 320227571, "INVESCO QQQ TRUST SERIES 1", "NASDAQ", 0.006, 1.25),
 }
+STOCK_PREFIX = "STK "
+
+
+@dataclass(frozen=True)
+class Stock:
+    """A listed stock or ETF as an instrument: the exchange books it under `key`, one share a
+    unit (`multiplier` 1), next to option contracts."""
+
+    symbol: str
+
+    @property
+    def key(self) -> str:
+        return f"{STOCK_PREFIX}{self.symbol}"
+
+    @property
+    def multiplier(self) -> int:
+        return 1
+
+    @property
+    def trading_class(self) -> str:
+        return self.symbol
+
+
+def is_equity_key(key: str) -> bool:
+    """Whether an exchange key names a stock or an option on one (not an index option)."""
+    return key.startswith(STOCK_PREFIX) or key.split(" ", 1)[0] in EQUITIES
+
+
+def instrument_from_key(key: str) -> OptionSpec | Stock:
+    """The instrument of any exchange key: `STK SPY` a Stock, else an option."""
+    if key.startswith(STOCK_PREFIX):
+        return Stock(key[len(STOCK_PREFIX):])
+    return OptionSpec.from_key(key)
+
+
+def is_equity(inst) -> bool:
+    return isinstance(inst, Stock) or inst.symbol in EQUITIES
+
+
 WEEKS_LISTED, MONTHS_LISTED = 8, 6
 STRIKE_RANGE = 0.20
 
@@ -115,15 +156,29 @@ def price_options(market, calendar, options: list[OptionSpec], t: datetime) -> d
         call = np.array([o.right is Right.CALL for o in live])
         atm = pricing.spx_atm_vol(tt, state.vix, state.vix9d, state.vix3m) * eq.vol_scale
         iv = pricing.spx_smile(atm, s, k, tt)
-        mid = np.atleast_1d(pricing.bs_price(s, k, tt, iv, state.rate, eq.dividend_yield, call))
-        g = pricing.bs_greeks(s, k, tt, iv, state.rate, eq.dividend_yield, call)
-        bid, ask = _quote_edges(mid)
-        iv = np.atleast_1d(iv)
+        iv = np.broadcast_to(np.atleast_1d(iv), k.shape)
+        g = american_price_greeks(s, k, tt, iv, state.rate, eq.dividend_yield, call)
+        bid, ask = _quote_edges(g["mid"])
         for i, o in enumerate(live):
-            greeks = Greeks(float(np.atleast_1d(g["delta"])[i]), float(np.atleast_1d(g["gamma"])[i]),
-                            float(np.atleast_1d(g["vega"])[i]), float(np.atleast_1d(g["theta"])[i]), float(iv[i]))
+            greeks = Greeks(float(g["delta"][i]), float(g["gamma"][i]), float(g["vega"][i]), float(g["theta"][i]),
+                            float(iv[i]))
             out[o.key] = Quote(Decimal(f"{bid[i]:.2f}"), Decimal(f"{ask[i]:.2f}"), greeks, s)
     return out
+
+
+def stock_quote(market, symbol: str, t: datetime) -> Quote:
+    """The stock's quote: a cent either side of its model price (the gateway's ticks too)."""
+    p = price_at(market, symbol, t)
+    return Quote(Decimal(f"{p - 0.01:.2f}"), Decimal(f"{p + 0.01:.2f}"), None, p)
+
+
+def quotes(market, calendar, instruments, t: datetime) -> dict[str, Quote]:
+    """Quotes of the stocks and equity options among `instruments` (others are ignored)."""
+    out = price_options(market, calendar, [o for o in instruments if isinstance(o, OptionSpec)], t)
+    for symbol in {i.symbol for i in instruments if isinstance(i, Stock) and i.symbol in EQUITIES}:
+        out[Stock(symbol).key] = stock_quote(market, symbol, t)
+    return out
+
 
 
 def years_to_expiry(calendar, opt: OptionSpec, t: datetime) -> float:
