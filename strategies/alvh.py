@@ -14,7 +14,7 @@ state, and ordered actions. Every action list keeps the invariant "no naked shor
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -99,8 +99,8 @@ class HedgeMarket:
 
     today: date
     vix: float
-    chains: dict[str, tuple[ChainRow, ...]] = field(default_factory=dict)
-    quotes: dict[str, Quote] = field(default_factory=dict)
+    chains: Mapping[str, tuple[ChainRow, ...]] = field(default_factory=dict)
+    quotes: Mapping[str, Quote] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -439,10 +439,10 @@ class _Planner:
     # steps, in order
     def buy_back_shorts(self, activated: bool, vix: float) -> None:
         for lot in self.shorts():
-            q = self.market.quotes.get(lot.option.key)
             if activated or vix >= self.cfg.write.stop_vix:
                 reason = "activation" if activated else f"VIX {vix:.2f} >= {self.cfg.write.stop_vix}"
-            elif q is not None and q.ask <= lot.cost * (1 - Decimal(str(self.cfg.write.buyback_profit))):
+            elif (q := self.market.quotes.get(lot.option.key)) is not None and \
+                    q.ask <= lot.cost * (1 - Decimal(str(self.cfg.write.buyback_profit))):
                 reason = f"{self.cfg.write.buyback_profit:.0%} of the premium earned"
             else:
                 continue
@@ -524,10 +524,12 @@ class _Planner:
             allowed = math.floor(sum(lot.quantity for lot in longs) * w.ratio)
             written = -sum(lot.quantity for lot in self.shorts(layer))
             n = allowed - written
+            if n < 1 or not longs:
+                continue  # (before the chain: a market may price its chains when they are read)
             # never write a contract some layer holds long: a position is then either all the
             # layers' longs or all written shorts, and a sale is never of what is not held
             chain = tuple(r for r in self.market.chains.get("write", ()) if self.positions.get(r.option, 0) <= 0)
-            if n < 1 or not longs or not chain:
+            if not chain:
                 continue
             short_expiry = chain[0].option.expiry
             covering = [lot for lot in longs if lot.option.expiry > short_expiry]

@@ -286,6 +286,60 @@ def test_empty_hedge_book_needs_no_chains(world):
                     assert a == b and not a.actions
 
 
+@pytest.mark.parametrize("start,end", [(date(2019, 1, 2), date(2019, 2, 28)), (date(2020, 2, 18), date(2020, 3, 31))])
+def test_hedge_inputs_read_on_demand_give_the_eager_decisions(history_dir, monkeypatch, start, end):
+    """The backtest hands alvh.decide its chains and held quotes as mappings priced when read
+    (`hedges.OnRead`, `OnReadQuotes`): at every evaluation of a calm window (writes, rolls,
+    buy-backs at profit) and of the 2020 crash (activation, buy-backs at the stop), the decision
+    equals the one on the same inputs priced up front."""
+    from collections import Counter
+
+    decide = alvh.decide
+    seen: Counter = Counter()
+
+    def checked(signals, market, book, state, cfg, scheduled=False):
+        got = decide(signals, market, book, state, cfg, scheduled)
+        eager = alvh.HedgeMarket(market.today, market.vix, dict(market.chains.items()), dict(market.quotes.items()))
+        assert decide(signals, eager, book, state, cfg, scheduled) == got, (signals, scheduled)
+        seen[got.trigger] += 1
+        seen.update(a.kind for a in got.actions)
+        return got
+
+    monkeypatch.setattr(alvh, "decide", checked)
+    inputs = RunInputs(load_config(CFG), start, end, history_dir)
+    run_group(inputs, variant_specs(["alvh"]), world=World(inputs))
+    assert seen["schedule"] > 20 and seen["update"] > 20 and sum(seen[k] for k in (alvh.BUY, alvh.SELL, alvh.WRITE)) > 5
+
+
+def test_marks_are_the_accounts_net_liquidation_with_interest(history_dir, monkeypatch):
+    """The marks the backtest takes from the day's paths (`Variant.nl` for sizing, `_record` for
+    the equity series) are `Account.net_liquidation`: positions at the exchange's mid and cash
+    with the T-bill interest of every close passed (`cash_at`), over nights with positions
+    held and the interest booked."""
+    from bot.backtest import variants as V
+
+    nl, record = V.Variant.nl, V.Variant._record
+    seen = {"nl": 0, "record": 0}
+
+    def checked_nl(self, day, inst):
+        got = nl(self, day, inst)
+        assert got == self.account.net_liquidation(inst.t, day.pricer), (day.d, inst)
+        seen["nl"] += 1
+        return got
+
+    def checked_record(self, day, inst):
+        record(self, day, inst)
+        assert self.series.nl[-1] == float(self.account.net_liquidation(inst.t, day.pricer)), (day.d, inst)
+        seen["record"] += 1
+
+    monkeypatch.setattr(V.Variant, "nl", checked_nl)
+    monkeypatch.setattr(V.Variant, "_record", checked_record)
+    inputs = RunInputs(load_config(CFG), date(2019, 1, 2), date(2019, 1, 31), history_dir)
+    res = run_group(inputs, variant_specs(["alvh", "vxth"]), world=World(inputs))
+    assert seen["nl"] > 20 and seen["record"] > 20
+    assert all(v.stats["interest"] > 0 for v in res.variants)
+
+
 # --------------------------------------------------------------------------- monthly preset, short
 
 

@@ -124,3 +124,84 @@ def test_vix_strikes_and_day_paths_equal_the_exchange(world):
             got = day.lot_quotes({o.key: o for o in options}, i)
             want = ex.price_options(options, i.t)
             assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}
+
+
+def test_marking_quotes_equal_the_exchange(world):
+    """`Day.quotes` (an account marked at mid: SPX legs from their day paths, VIX options from
+    theirs, or in one batch with chains at an instant a walk moved past) gives the exchange's
+    bid and ask, and no quote for an option past its expiry."""
+    from bot.backtest.day import Day
+
+    cal, market, ex, pricer, times = world
+    sched = Schedule(cal, 300, None, None, None, times)
+    rng = random.Random(23)
+    for d in cal.sessions_between(date(2005, 1, 3), date(2026, 7, 1))[::131]:
+        day = Day(d, pricer, cal, sched, False)
+        mid = day.instants[len(day.instants) // 2]
+        spx = round(mid.spx / 5) * 5
+        expiries = [e for e in day.spx_expiries(day.instants[0])[:3]] + [d]  # d: expires at today's close
+        legs = [OptionSpec("SPX", e, Decimal(spx + k), r, "SPXW") for e in expiries
+                for k, r in ((-100, Right.PUT), (-25, Right.PUT), (25, Right.CALL), (100, Right.CALL))]
+        day.spx_path(legs[:8], [0])  # some legs have day paths, the others are priced at the instant
+        listed = ex.vix_expiries(mid.t)
+        vix = [OptionSpec("VIX", e, k, Right.CALL, tc) for e, tc in listed[:3] for k in ex.vix_strikes(e, mid.t)[::7]]
+        options = legs + vix
+        for inst in (day.instants[1], mid, day.instants[-1],
+                     mid.moved(ts := mid.ts + rng.uniform(1, 200), day.arrays.step_of(ts))):
+            got = day.quotes(options, inst)
+            want = ex.price_options(options, inst.t)
+            assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}, (d, inst)
+        moved = mid.moved(mid.ts + 45.0, day.arrays.step_of(mid.ts + 45.0))
+        chains = day.vix_chains(moved, listed[:2], vix)  # chains and held quotes in one batch
+        held = day.lot_quotes({o.key: o for o in vix}, moved)
+        want = ex.price_options(vix, moved.t)
+        assert {k: (q.bid, q.ask) for k, q in held.items()} == {k: (q.bid, q.ask) for k, q in want.items()}
+        for chain in chains:
+            assert len(chain) == len(ex.vix_strikes(chain.expiry, moved.t))
+
+
+def test_vix_future_between_steps_equals_the_exchange(world):
+    """`Pricer.vix_future` (one instant, no numpy per call) moves between steps as the market
+    does (`DayPath.weights`, `between`): the exchange's future to the bit at a step, between
+    two steps, at the open and from the close on, for listed monthlies and for expiries
+    read off the curve (weeklies)."""
+    cal, market, ex, pricer, _ = world
+    rng = random.Random(31)
+    for d in cal.sessions_between(date(2005, 1, 3), date(2026, 7, 1))[::61]:
+        day = pricer.start_day(d)
+        k = rng.randrange(len(day.stamps) - 1)
+        stamps = [float(day.stamps[k]) + x for x in (0.0, 1.0, 45.0, rng.uniform(1, 299), 299.999)]
+        stamps += [day.open_ts, day.close_ts - 30.0, day.close_ts, day.close_ts + 60.0]
+        for ts in stamps:
+            ts = datetime.fromtimestamp(ts, UTC).timestamp()  # an instant a datetime holds (microseconds)
+            kk, ww = day.weights(np.array([ts]))
+            assert pricer._weight(ts) == (int(kk[0]), float(ww[0])), (d, ts)
+            t = datetime.fromtimestamp(ts, UTC)
+            for e, _tc in ex.vix_expiries(t)[:6]:
+                assert pricer.vix_future(e, ts) == ex.vix_future(e, t), (d, ts, e)
+                assert pricer.vix_future(e, ts) == float(pricer._vix_futures([e], kk, ww)[0]), (d, ts, e)
+
+
+def test_day_quotes_at_instants_between_steps_equal_the_exchange(world):
+    """With a monitor interval that is not a multiple of the market's step, scheduled instants
+    fall between steps: the day paths (`spx_path`, `price_paths`) the backtest marks and
+    evaluates from there are the exchange's moving prices, not the step's."""
+    from bot.backtest.day import Day
+
+    cal, market, ex, pricer, times = world
+    sched = Schedule(cal, 420, None, None, None, times)
+    for d in cal.sessions_between(date(2006, 1, 3), date(2026, 7, 1))[::173]:
+        day = Day(d, pricer, cal, sched, False)
+        between_steps = [i for i in day.instants if i.ts < day.close_ts and i.ts not in set(day.arrays.stamps.tolist())]
+        assert between_steps, d
+        inst = between_steps[len(between_steps) // 2]
+        spx = round(market.state_at(inst.t).spx / 5) * 5
+        legs = [OptionSpec("SPX", e, Decimal(spx + k), r, "SPXW") for e in day.spx_expiries(inst)[:2]
+                for k, r in ((-50, Right.PUT), (50, Right.CALL))]
+        day.spx_path(legs, [inst.index])
+        listed = ex.vix_expiries(inst.t)
+        vix = [OptionSpec("VIX", e, k, Right.CALL, tc) for e, tc in listed[:3] for k in ex.vix_strikes(e, inst.t)[::5]]
+        for i in between_steps[::7]:
+            got = day.quotes(legs + vix, i)
+            want = ex.price_options(legs + vix, i.t)
+            assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}, (d, i)

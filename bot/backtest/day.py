@@ -172,7 +172,9 @@ class Day:
         self._vix_expiries: dict[int, list[tuple[date, str]]] = {}
         self._chains: dict = {}
         self._paths: dict[str, dict[str, np.ndarray]] = {}
+        self._spx_paths: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # bid, ask, expiry ts
         self._lot_quotes: dict[tuple[str, int], Quote | bool] = {}
+        self._at: dict[tuple[float, str], Quote | None] = {}  # VIX quotes at moved instants
         self._spx_sessions = _spx_sessions(cal, pricer, d)
 
     def at(self, inst: Instant, clock: float) -> Instant:
@@ -183,6 +185,10 @@ class Day:
         step = self.arrays.step_of(clock)
         at = self.arrays.state_at_ts(clock)  # the market's rule between steps (bot.sim.market.between)
         return inst.moved(clock, step, at[0], at[1])
+
+    def moved(self, inst: Instant) -> bool:
+        """Whether a walk moved this instant past its scheduled time (`at`)."""
+        return self.instants[inst.index].ts != inst.ts
 
     # -- SPX
     def spx_expiries(self, inst: Instant) -> list[date]:
@@ -251,13 +257,23 @@ class Day:
         return snap
 
     def spx_path(self, legs: list[OptionSpec], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Bid and ask (instants x legs) of SPX options at the given instants."""
-        stamps = np.array([self.instants[i].ts for i in idx])[:, None]
-        exp = np.array([self.pricer.spx_expiry_ts(o.expiry) for o in legs])[None, :]
-        K = np.array([float(o.strike) for o in legs])[None, :]
-        call = np.array([o.right is Right.CALL for o in legs])[None, :]
-        a = self.pricer.spx_arrays(exp, K, call, stamps, greeks=False)
-        return a["bid"], a["ask"]
+        """Bid and ask (instants x legs) of SPX options at the given instants: each leg priced
+        once per day at every instant, each at its own time (one batch for the legs not priced
+        yet; `spx_arrays` moves prices between steps as the market does), kept for marking the
+        account (`quotes`)."""
+        todo = [o for o in dict.fromkeys(legs) if o.key not in self._spx_paths]
+        if todo:
+            stamps = np.array([i.ts for i in self.instants])[:, None]
+            exp = np.array([self.pricer.spx_expiry_ts(o.expiry) for o in todo])[None, :]
+            K = np.array([float(o.strike) for o in todo])[None, :]
+            call = np.array([o.right is Right.CALL for o in todo])[None, :]
+            a = self.pricer.spx_arrays(exp, K, call, stamps, greeks=False)
+            for j, o in enumerate(todo):
+                self._spx_paths[o.key] = (a["bid"][:, j], a["ask"][:, j], float(exp[0, j]))
+        rows = np.array(idx)
+        bid = np.column_stack([self._spx_paths[o.key][0][rows] for o in legs])
+        ask = np.column_stack([self._spx_paths[o.key][1][rows] for o in legs])
+        return bid, ask
 
     # -- VIX
     def vix_expiries(self, inst: Instant) -> list[tuple[date, str]]:
@@ -267,29 +283,44 @@ class Day:
             self._vix_expiries[inst.ts] = got
         return got
 
-    def vix_chains(self, inst: Instant, wanted: list[tuple[date, str]]) -> list[ChainData]:
-        """The chains (all listed strikes) of these expiries at an instant, priced in one batch."""
-        todo = [(e, tc) for e, tc in dict.fromkeys(wanted) if (inst.ts, e, tc) not in self._chains]
-        if todo:
+    def vix_chains(self, inst: Instant, wanted: list[tuple[date, str]], options: list[OptionSpec] = ()
+                   ) -> list[ChainData]:
+        """The chains (all listed strikes) of these expiries at an instant, priced in one batch;
+        with `options` (VIX), their quotes at that instant in the same batch (see `lot_quotes`)."""
+        ts = inst.ts
+        todo = [(e, tc) for e, tc in dict.fromkeys(wanted) if (ts, e, tc) not in self._chains]
+        extra = [o for o in dict.fromkeys(options) if (ts, o.key) not in self._at]
+        if todo or extra:
             parts = []
             for e, tc in todo:
                 exp_ts = self.pricer.vix_expiry_ts(e, tc)
-                strikes = listing.vix_strikes(self.pricer.vix_future(e, inst.ts)) if exp_ts is not None and exp_ts > inst.ts \
+                strikes = listing.vix_strikes(self.pricer.vix_future(e, ts)) if exp_ts is not None and exp_ts > ts \
                     else []
                 parts.append((e, tc, exp_ts, strikes))
-            n = sum(len(p[3]) for p in parts)
+            live = []
+            for o in extra:
+                exp_ts = self.pricer.vix_expiry_ts(o.expiry, o.trading_class)
+                if exp_ts is not None and exp_ts > ts:
+                    live.append((o, exp_ts))
+                else:
+                    self._at[(ts, o.key)] = None  # expired or not listed: no quote, as the exchange
+            n_chains = sum(len(p[3]) for p in parts)
+            n = n_chains + len(live)
             a = None
             if n:
-                a = self.pricer.vix_arrays([e for e, _, _, ks in parts for _ in ks],
-                                           np.concatenate([np.full(len(ks), x or 0.0) for _, _, x, ks in parts]),
-                                           np.array([float(k) for *_, ks in parts for k in ks]), np.ones(n, dtype=bool),
-                                           np.full(n, inst.ts))
+                a = self.pricer.vix_arrays(
+                    [e for e, _, _, ks in parts for _ in ks] + [o.expiry for o, _ in live],
+                    np.concatenate([np.full(len(ks), x or 0.0) for _, _, x, ks in parts] + [np.array([x for _, x in live])]),
+                    np.array([float(k) for *_, ks in parts for k in ks] + [float(o.strike) for o, _ in live]),
+                    np.array([True] * n_chains + [o.right is Right.CALL for o, _ in live]), np.full(n, ts))
             lo = 0
             for e, tc, _, ks in parts:
                 sub = None if not ks else {k: v[lo:lo + len(ks)] for k, v in a.items() if np.ndim(v)}
-                self._chains[(inst.ts, e, tc)] = ChainData(e, tc, ks, sub)
+                self._chains[(ts, e, tc)] = ChainData(e, tc, ks, sub)
                 lo += len(ks)
-        return [self._chains[(inst.ts, e, tc)] for e, tc in wanted]
+            for j, (o, _) in enumerate(live):
+                self._at[(ts, o.key)] = self.pricer.vix_quote(a, n_chains + j)
+        return [self._chains[(ts, e, tc)] for e, tc in wanted]
 
     def vix_chain(self, inst: Instant, expiry: date, tclass: str) -> ChainData:
         return self.vix_chains(inst, [(expiry, tclass)])[0]
@@ -305,12 +336,40 @@ class Day:
             out.append(ChainRow(o, q))
         return tuple(out)
 
-    def lot_quotes(self, held: dict[str, OptionSpec], inst: Instant) -> dict[str, Quote]:
-        """Quotes (bid / ask, as the exchange quotes them; no greeks: the hedge's decision reads
-        only bid, ask and mid of what it holds) of held VIX options (by key) at an instant,
-        from arrays priced once per option for all the day's instants."""
-        if self.instants[inst.index].ts != inst.ts:  # a walk moved the clock past the instant
-            return self.pricer.quotes(list(held.values()), inst.t)
+    def quotes(self, options: list[OptionSpec], inst: Instant) -> dict[str, Quote]:
+        """Quotes of an account's options at an instant, to mark them at mid (bid and ask as the
+        exchange quotes them, no greeks): at a scheduled instant SPX legs from their day path
+        (`spx_path`) and VIX options from theirs (`lot_quotes`), the rest from the pricer. An
+        option past its expiry has no quote, as at the exchange."""
+        on_point = not self.moved(inst)
+        out: dict[str, Quote] = {}
+        rest = []
+        vix = {}
+        for o in options:
+            if o.symbol == "VIX":
+                vix[o.key] = o
+            elif on_point and (path := self._spx_paths.get(o.key)) is not None:
+                if path[2] > inst.ts:
+                    out[o.key] = Quote(decimal_price(path[0][inst.index]), decimal_price(path[1][inst.index]))
+            else:
+                rest.append(o)
+        if rest:
+            out.update(self.pricer.quotes(rest, inst.t))
+        if vix:
+            out.update(self.lot_quotes(vix, inst))
+        return out
+
+    def lot_quotes(self, held: dict[str, OptionSpec], inst: Instant, chains: list[tuple[date, str]] = ()
+                   ) -> dict[str, Quote]:
+        """Quotes (bid / ask, as the exchange quotes them) of held VIX options (by key) at an
+        instant: at a scheduled instant from arrays priced once per option for all the day's
+        instants (no greeks: the hedge's decision reads only bid, ask and mid of what it holds);
+        at an instant a walk moved past its time, in one batch with the `chains` an evaluation
+        there may read (`vix_chains`)."""
+        if self.moved(inst):
+            self.vix_chains(inst, chains, list(held.values()))
+            at, ts = self._at, inst.ts
+            return {key: q for key in held if (q := at[(ts, key)]) is not None}
         missing = [o for k, o in held.items() if k not in self._paths]
         if missing:
             self.price_paths(missing)
@@ -339,7 +398,8 @@ class Day:
         return got
 
     def price_paths(self, options: list[OptionSpec]) -> None:
-        """Price these VIX options at every instant of the day in one batch."""
+        """Price these VIX options at every instant of the day in one batch, each at its own
+        time (between two steps, the market's moving price: `vix_arrays` applies its weights)."""
         todo = [o for o in dict.fromkeys(options) if o.key not in self._paths]
         if not todo:
             return

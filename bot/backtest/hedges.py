@@ -5,13 +5,14 @@ the pure `strategies.alvh` rules), the Cboe VIX Tail Hedge rule (`VxthHedge`), t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 
 from bot.calendar import NY, UTC
 from bot.config import HedgeConfig
-from bot.domain import Action, BadQuote, ChainRow, ComboOrder, Leg, OptionSpec
+from bot.domain import Action, BadQuote, ChainRow, ComboOrder, Leg, OptionSpec, Quote
 from bot.hedging import SHORT_CHECK
 from bot.indicators import VixSignals
 from strategies import alvh
@@ -90,9 +91,11 @@ class HedgeBooks:
         self.specs: dict[str, OptionSpec] = {}
         self.books = {layer: LayerBook() for layer in layers}
         self.shared_settlements = 0  # settlements of an option held by two layers at once
+        self._alvh_lots: tuple[alvh.Lot, ...] | None = None  # kept until the next fill or settlement
 
     def fill(self, layer: str, option: OptionSpec, qty: int, price: Decimal, commission: Decimal, write: bool) -> None:
         self.specs[option.key] = option
+        self._alvh_lots = None
         k = (layer, option.key)
         lot = self.lots.get(k)
         new, cost = alvh.lot_after_fill(lot.quantity if lot else 0, lot.cost if lot else None, qty, price)
@@ -110,6 +113,7 @@ class HedgeBooks:
             b.premium_collected -= amount
 
     def settle(self, option: OptionSpec, price: Decimal) -> None:
+        self._alvh_lots = None
         if sum(1 for (_, key) in self.lots if key == option.key) > 1:
             self.shared_settlements += 1
         for (layer, key), lot in list(self.lots.items()):
@@ -125,8 +129,12 @@ class HedgeBooks:
         return any(lot.quantity < 0 for lot in self.lots.values())
 
     def alvh_lots(self) -> tuple[alvh.Lot, ...]:
-        return tuple(alvh.Lot(layer, self.specs[key], lot.quantity, lot.cost)
-                     for (layer, key), lot in self.lots.items() if lot.quantity)
+        """The lots as `alvh.Lot`s (the same tuple until the books change: evaluations read it
+        every half hour while written calls are open)."""
+        if self._alvh_lots is None:
+            self._alvh_lots = tuple(alvh.Lot(layer, self.specs[key], lot.quantity, lot.cost)
+                                    for (layer, key), lot in self.lots.items() if lot.quantity)
+        return self._alvh_lots
 
     def options(self) -> list[OptionSpec]:
         return [self.specs[k] for k in sorted({key for _, key in self.lots})]
@@ -138,6 +146,61 @@ class HedgeBooks:
             if q is not None:
                 out[layer] += q.mid * self.specs[key].multiplier * lot.quantity
         return out
+
+
+class OnRead(Mapping):
+    """A read-only mapping over known keys whose values are computed on first read, then kept:
+    the market inputs of one evaluation, which `alvh.decide` reads only in part. The pure code
+    sees a mapping (`get`, `[]`, iteration in the keys' order) with the values an eager dict
+    would hold; tests/test_backtest.py checks the decisions are the same."""
+
+    def __init__(self, keys: Iterable[str], compute: Callable[[str], object]):
+        self._keys = tuple(keys)
+        self._compute = compute
+        self._got: dict[str, object] = {}
+
+    def __getitem__(self, key: str):
+        got = self._got.get(key, _NONE)
+        if got is _NONE:
+            if key not in self._keys:
+                raise KeyError(key)
+            got = self._got[key] = self._compute(key)
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class OnReadQuotes(Mapping):
+    """The quotes of held options (by key), all priced in one batch when one is first read; an
+    option that is not live (expired, not quoted) has no entry, as in the eager dict."""
+
+    def __init__(self, price: Callable[[], dict[str, Quote]]):
+        self._price = price
+        self._got: dict[str, Quote] | None = None
+
+    def _all(self) -> dict[str, Quote]:
+        if self._got is None:
+            self._got = self._price()
+        return self._got
+
+    def get(self, key: str, default=None):
+        return self._all().get(key, default)
+
+    def __getitem__(self, key: str) -> Quote:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+_NONE = object()
 
 
 class AlvhHedge:
@@ -164,32 +227,45 @@ class AlvhHedge:
 
     def market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool) -> alvh.HedgeMarket:
         """The inputs `HedgeManager.evaluate` gathers: quotes of the held options and, to rebalance, the chain of
-        each layer's expiry and of the write expiry (pruned, see the module doc)."""
-        quotes = day.lot_quotes(self.books.held(), inst) if lots else {}
-        out: dict[str, tuple[ChainRow, ...]] = {}
+        each layer's expiry and of the write expiry (pruned, see the module doc). Both are priced when
+        `alvh.decide` first reads them (`OnRead`): most evaluations read the quote of a short or two
+        and no chain at all, and a value is the same whenever it is read."""
+        wanted: dict[str, tuple[date, str]] = {}
         if chains:
             listed = day.vix_expiries(inst)
             wanted = alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
                                          day.d, self.cfg)
-            w = self.cfg.write
-            priced = dict(zip(wanted, day.vix_chains(inst, list(wanted.values()))))
-            floors = {float(lot.option.strike) for lot in lots if lot.quantity > 0}
-            for layer in alvh.LAYERS:
-                chain = priced.get(layer)
-                if chain is None:
-                    continue
+        batch = list(wanted.values())  # at a moved instant the held quotes come priced with the chains
+        held = self.books.held()
+        quotes = OnReadQuotes(lambda: day.lot_quotes(held, inst, batch)) if lots else {}
+        out: Mapping[str, tuple[ChainRow, ...]] = {}
+        if chains:
+            out = OnRead(wanted, lambda purpose: self._chain_rows(day, inst, wanted, lots, purpose))
+        return alvh.HedgeMarket(day.d, inst.vix, out, quotes)
+
+    def _chain_rows(self, day: Day, inst: Instant, wanted: dict[str, tuple[date, str]], lots: tuple[alvh.Lot, ...],
+                    purpose: str) -> tuple[ChainRow, ...]:
+        """The rows of one purpose's chain handed to the pure code: around the target delta for a
+        layer; for the write chain, around the write delta above every floor the planner may use
+        (strikes of held longs and of the longs it may buy)."""
+        # every chain in one batch on the first read of one (at a moved instant with the held quotes)
+        day.vix_chains(inst, list(wanted.values()), list(self.books.held().values()) if day.moved(inst) else ())
+        if purpose != "write":
+            chain = day.vix_chain(inst, *wanted[purpose])
+            return day.rows(inst, chain, chain.around(chain.by_delta(self.cfg.layer(purpose).delta)))
+        w = self.cfg.write
+        floors = {float(lot.option.strike) for lot in lots if lot.quantity > 0}
+        for layer in alvh.LAYERS:
+            if layer in wanted:
+                chain = day.vix_chain(inst, *wanted[layer])
                 j = chain.by_delta(self.cfg.layer(layer).delta)
-                out[layer] = day.rows(inst, chain, chain.around(j))
                 if j is not None:
                     floors.add(float(chain.strikes[j]))
-            chain = priced.get("write")
-            if chain is not None:
-                # every floor the planner may use: strikes of held longs and of the longs it may buy
-                keep = chain.around(chain.by_delta(w.delta))
-                for floor in floors:
-                    keep |= chain.around(chain.by_delta(w.delta, floor))
-                out["write"] = day.rows(inst, chain, keep)
-        return alvh.HedgeMarket(day.d, inst.vix, out, quotes)
+        chain = day.vix_chain(inst, *wanted["write"])
+        keep = chain.around(chain.by_delta(w.delta))
+        for floor in floors:
+            keep |= chain.around(chain.by_delta(w.delta, floor))
+        return day.rows(inst, chain, keep)
 
     # -- HedgeManager.on_update / evaluate
     def on_update(self, day: Day, inst: Instant, signals: alvh.Signals) -> None:

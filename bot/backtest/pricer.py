@@ -15,6 +15,7 @@ hands to the strategy code (`exchange.option_quote`).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from datetime import date, datetime
 
 import numpy as np
@@ -51,6 +52,7 @@ class Pricer:
         self.market = market
         self.cal = calendar
         self.day: DayPath | None = None
+        self._stamps: list[float] = []  # the day's step stamps (`_weight`)
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
@@ -61,6 +63,7 @@ class Pricer:
     def start_day(self, d: date) -> DayPath:
         oc = self.sessions.get(d) if self.sessions is not None else None
         self.day = day_arrays(self.market, d, oc)
+        self._stamps = self.day.stamps.tolist()  # for `_weight`
         self._futures = {}
         self._cache.clear()
         return self.day
@@ -87,9 +90,23 @@ class Pricer:
     # -- state values at instants (vectors over instants)
     def _steps(self, stamps: np.ndarray) -> np.ndarray:
         day = self.day
+        last = len(day.stamps) - 1
         idx = np.floor((stamps - day.open_ts) / day.step_s).astype(int)
-        idx = np.clip(idx, 0, len(day.stamps) - 1)
-        return np.where(stamps >= day.close_ts, len(day.stamps) - 1, idx)
+        idx = np.minimum(np.maximum(idx, 0), last)  # np.clip's result, without its overhead
+        return np.where(stamps >= day.close_ts, last, idx)
+
+    def _weight(self, ts: float) -> tuple[int, float]:
+        """`DayPath.weights` of one instant (k, w), in the same float arithmetic without numpy's
+        per-call overhead: the step at or before ts and how far (0 <= w < 1) toward the next."""
+        stamps = self._stamps
+        last = len(stamps) - 1
+        k = min(max(bisect_right(stamps, ts) - 1, 0), last)
+        if k >= last:
+            return k, 0.0
+        span = stamps[k + 1] - stamps[k]
+        if not span > 0:
+            return k, 0.0
+        return k, min(max((ts - stamps[k]) / span, 0.0), 1.0 - 1e-12)
 
     # -- SPX
     def spx_arrays(self, expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray, stamps: np.ndarray,
@@ -140,7 +157,10 @@ class Pricer:
         return np.broadcast_to(np.asarray(pricing.curve_at(float((expiry - today).days), xs, ys), dtype=float), k.shape)
 
     def _vix_futures(self, expiries: list[date], k: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-        """`SimExchange.vix_future` for each (expiry, instant) pair (arrays of one length)."""
+        """`SimExchange.vix_future` for each (expiry, instant) pair (arrays of one length). With
+        an instant between steps in the batch, every pair by `_future_between` (the curve of the
+        interpolated state: not the interpolation of `future_path`, which rounds differently);
+        at steps only, each expiry's path of the day, indexed (no Python loop over the pairs)."""
         steps = np.asarray(k).ravel()
         if w is not None and np.any(w > 0):
             ww = np.asarray(w, dtype=float).ravel()
@@ -152,16 +172,14 @@ class Pricer:
                 wh = np.array(where)
                 out[wh] = self._future_between(e, steps[wh], ww[wh])
             return out
-        if len(set(expiries)) == 1:
-            return self.future_path(expiries[0])[steps]
-        out = np.empty(len(expiries))
-        idx: dict[date, list[int]] = {}
-        for i, e in enumerate(expiries):
-            idx.setdefault(e, []).append(i)
-        for e, where in idx.items():
-            w = np.array(where)
-            out[w] = self.future_path(e)[steps[w]]
-        return out
+        uniq = list(dict.fromkeys(expiries))
+        if not uniq:
+            return np.empty(0)
+        if len(uniq) == 1:
+            return self.future_path(uniq[0])[steps]
+        pos = {e: i for i, e in enumerate(uniq)}
+        codes = np.fromiter(map(pos.__getitem__, expiries), dtype=np.intp, count=len(expiries))
+        return np.stack([self.future_path(e) for e in uniq])[codes, steps]
 
     def vix_arrays(self, expiries: list[date], expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray,
                    stamps: np.ndarray, greeks: bool = True) -> dict[str, np.ndarray]:
@@ -177,8 +195,10 @@ class Pricer:
         return out
 
     def vix_future(self, expiry: date, ts: float) -> float:
-        k, w = self.day.weights(np.array([ts]))
-        return float(self._vix_futures([expiry], k, w)[0])
+        k, w = self._weight(ts)
+        if w > 0:  # between two steps: main's arithmetic (`_future_between`)
+            return float(self._vix_futures([expiry], np.array([k]), np.array([w]))[0])
+        return float(self.future_path(expiry)[k])
 
     # -- Quote objects, exchange-identical, cached
     def quotes(self, options: list[OptionSpec], t: datetime) -> dict[str, Quote]:

@@ -23,7 +23,9 @@ do nothing:
 - chains (day.py): `decide_entry` and `alvh.decide` choose strikes by delta among the chain they are
   given. The backtest prices the daemon's whole strike band in numpy and hands the pure code
   the rows it can choose (the nearest-delta strikes, the wings, the covered-write floors): the
-  same choice without a `Quote` per listed strike (tests/test_backtest.py checks it);
+  same choice without a `Quote` per listed strike (tests/test_backtest.py checks it). The
+  hedge's chains and held quotes are priced when `alvh.decide` first reads them
+  (`hedges.OnRead`): a live update reads the written calls' quotes only;
 - time: each account keeps the daemon's clock, which its order walks move forward; a job runs
   at max(its scheduled time, that clock), on the market state of that time.
 
@@ -89,7 +91,10 @@ class Variant:
         return self.alvh.books if self.alvh else (self.vxth.books if self.vxth else None)
 
     def nl(self, day: Day, inst: Instant) -> Decimal:
-        return self.account.net_liquidation(inst.t, day.pricer)
+        """`Account.net_liquidation` (cash with the interest of every close passed, positions at
+        mid), the options marked from the day's paths (`Day.quotes`)."""
+        acct = self.account
+        return acct.cash_at(inst.t) + acct.value(day.quotes(acct.option_list(), inst))
 
     def run_day(self, day: Day, track: SignalTrack | None) -> None:
         acct, condors, hedge = self.account, self.condors, self.alvh
@@ -143,7 +148,7 @@ class Variant:
     def _record(self, day: Day, inst: Instant) -> None:
         acct = self.account
         options = acct.option_list()
-        quotes = day.pricer.quotes(options, inst.t)
+        quotes = day.quotes(options, inst)
         nl = acct.cash_at(inst.t) + acct.value(quotes)
         s = self.series
         s.nl.append(float(nl))
