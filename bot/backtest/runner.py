@@ -128,12 +128,12 @@ class GroupResult:
 class World:
     """The market, calendar, pricer and schedule of a run (built once per process)."""
 
-    def __init__(self, inputs: RunInputs):
+    def __init__(self, inputs: RunInputs, history=None):
+        """`history`: the loaded files of inputs.data_dir (a multi-seed run loads them once)."""
         cfg = inputs.cfg
         self.inputs = inputs
         self.cal = TradingCalendar(end=inputs.end + timedelta(days=400))
-        lookback = inputs.start - timedelta(days=HISTORY_LOOKBACK_DAYS)
-        history = load_history(inputs.data_dir, lookback, inputs.end)
+        history = history if history is not None else load_history(inputs.data_dir, *history_span(inputs))
         sessions = self.cal.sessions_between(inputs.start, inputs.end)
         if not sessions:
             raise DataError(f"no trading session between {inputs.start} and {inputs.end}")
@@ -175,6 +175,11 @@ class World:
             return BuyHold(spec.name, cfg.sim.starting_cash)
         hedge = None if spec.kind == "unhedged" else spec.kind
         return Variant(spec.name, cfg, self.account(spec.name), hedge, spec.hedge_config(cfg.hedge), self.inputs.vxth)
+
+
+def history_span(inputs: RunInputs) -> tuple[date, date]:
+    """The days of history a run of inputs.start..end loads (its lookback included)."""
+    return inputs.start - timedelta(days=HISTORY_LOOKBACK_DAYS), inputs.end
 
 
 # --------------------------------------------------------------------------- one group
