@@ -235,6 +235,14 @@ def test_sizing_reported_and_uncapped_by_default(two_seeds):
     assert 15.0 < z["risk_pct_nl_median"] < 25.0
 
 
+def test_sizing_by_year_over_seeds(two_seeds):
+    _, rep = two_seeds
+    rows = rep["seeds"]["sizing_by_year"]["unhedged"]
+    assert [r["year"] for r in rows] == [2018]
+    per_seed = [15.0 < x < 25.0 for x in (rows[0]["risk_pct_nl_median"]["min"], rows[0]["risk_pct_nl_median"]["max"])]
+    assert all(per_seed) and rows[0]["at_cap_share"]["max"] == 0.0
+
+
 def test_a_config_cap_is_counted(tmp_path, history_dir):
     cfg = load_config(CFG).with_overrides(**{"condor.max_quantity": 1})
     rc = run_backtest(cfg, date(2018, 1, 29), date(2018, 2, 9), tmp_path, history_dir, progress=False, charts=False,

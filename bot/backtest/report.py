@@ -367,7 +367,26 @@ def seeds_summary(seeds: list[int], reports: list[dict]) -> dict:
     for name in heads[0]:
         variants[name] = {key: M.spread(h[name].get(key) for h in heads) for key, *_ in HEADLINE}
     per_seed = [{"seed": sd, **{name: h[name] for name in h}} for sd, h in zip(seeds, heads)]
-    return {"seeds": list(seeds), "variants": variants, "claims": seed_claims(reports), "per_seed": per_seed}
+    return {"seeds": list(seeds), "variants": variants, "claims": seed_claims(reports),
+            "sizing_by_year": _sizing_by_year(reports), "per_seed": per_seed}
+
+
+def _sizing_by_year(reports: list[dict]) -> dict:
+    """Per condor variant and year: the share of entries at the cap and the median risk at
+    entry, each as a spread over the seeds."""
+    out = {}
+    for name, v in reports[0]["variants"].items():
+        if v["sweep"] or not (v.get("sizing") or {}).get("by_year"):
+            continue
+        rows: dict[int, list[dict]] = {}
+        for r in reports:
+            for y in r["variants"][name]["sizing"]["by_year"]:
+                rows.setdefault(y["year"], []).append(y)
+        out[name] = [{"year": year,
+                      "at_cap_share": M.spread(y["at_cap"] / y["entries"] for y in ys if y["entries"]),
+                      "risk_pct_nl_median": M.spread(y["risk_pct_nl_median"] for y in ys)}
+                     for year, ys in sorted(rows.items())]
+    return out
 
 
 def sweep_table(variants: dict) -> list[dict] | None:
@@ -593,6 +612,22 @@ def _seeds_markdown(sm: dict) -> list[str]:
         tally = ", ".join(f"{k}: {m}" for k, m in c.get("seed_verdicts", {}).items()) or "-"
         L.append(f"| {c['claim']} | {claimed} | {_spread_cell(c['alvh'], unit)} | "
                  f"{_spread_cell(c['vxth_reference'], unit)} | {verdict} | {tally} |")
+    sz = sm.get("sizing_by_year") or {}
+    if sz:
+        names = list(sz)
+        L += ["", f"### Sizing by year over {n} seeds", "",
+              "Share of entries at the size cap (`condor.max_quantity`) and the median risk at entry (max loss / net "
+              "liquidation at the close before), median over the seeds (range).", ""]
+        L.append("| year | " + " | ".join(f"{k} at cap | {k} risk at entry %NL" for k in names) + " |")
+        L.append("|---|" + "---|---|" * len(names))
+        by = {k: {y["year"]: y for y in sz[k]} for k in names}
+        for year in sorted(set().union(*(set(b) for b in by.values()))):
+            cells = []
+            for k in names:
+                y = by[k].get(year)
+                cells += ["-", "-"] if y is None else [_spread_cell(y["at_cap_share"], "%"),
+                                                       _spread_cell(y["risk_pct_nl_median"], "pp")]
+            L.append(f"| {year} | " + " | ".join(cells) + " |")
     return L + ["", _seeds_conclusion(sm)]
 
 
@@ -607,7 +642,7 @@ def _sizing_markdown(v: dict, main: list[str]) -> list[str]:
           "liquidation leaves (ALVH.md §1)." if cap is None else
           f"`condor.max_quantity = {cap}` caps each entry; `max_risk_fraction` sizes it below the cap. An entry at "
           "the cap takes less risk than the documented sizing once the account outgrows it."),
-         "Risk at entry = the new condor's max loss / net liquidation at the close before the entry.", ""]
+         "", "Risk at entry = the new condor's max loss / net liquidation at the close before the entry.", ""]
     for k in sized:
         z = v[k]["sizing"]
         L.append(f"- **{k}**: {z['entries']} entries, {z['at_cap']} at the cap "
