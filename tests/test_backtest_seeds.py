@@ -258,3 +258,20 @@ def test_a_window_not_covered_stops_with_one_line_over_seeds(tmp_path, capsys, h
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
+
+
+def test_progress_bar_only_on_a_terminal_or_when_asked(tmp_path, history_dir):
+    import subprocess
+    import sys
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "bot.cli", "backtest", "--config", str(CFG), "--from", "2018-01-29",
+                               "--to", "2018-02-02", "--seeds", "2", "--workers", "1", "--data", str(history_dir),
+                               "--out", str(tmp_path / ("o" + "".join(extra))), *extra],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+    quiet = run()  # stderr is a pipe here, not a terminal: no bar
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert "2 seeds" in quiet.stdout
+    shown = run("--progress")
+    assert shown.returncode == 0 and "backtest x2 seeds" in shown.stderr
