@@ -113,6 +113,27 @@ def parse_workers(text: str) -> int:
     return n
 
 
+def parse_seeds(text: str) -> int:
+    from bot.backtest.seeds import MAX_SEEDS
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"bad number of seeds {text!r}: 1-{MAX_SEEDS}")
+    return n
+
+
+def parse_seed_list(text: str) -> list[int]:
+    from bot.backtest.seeds import parse_seed_list as parse
+
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _load(path: str, **overrides):
     from bot.config import ConfigError, load_config
 
@@ -741,10 +762,18 @@ def cmd_sim_gateway(args) -> int:
 def cmd_backtest(args) -> int:
     from bot.backtest import run_backtest
 
+    from bot.backtest.seeds import DEFAULT_SEEDS, seeds_from
+
     cfg = _load(args.config)
+    try:
+        seeds = args.seed_list or seeds_from(cfg.sim.seed, args.seeds or DEFAULT_SEEDS)
+    except ValueError as e:
+        raise UserError(f"backtest: {e}") from None
+    # the bar only where someone watches it (a terminal) or when asked: logs and tests stay clean
+    progress = args.progress or (not args.no_progress and sys.stderr.isatty())
     return run_backtest(cfg, args.start, args.end, Path(args.out), _data_dir(cfg, args.data), sweep=args.sweep,
-                        progress=not args.no_progress, workers=args.workers,
-                        commissions=args.commissions or cfg.sim.commissions)
+                        progress=progress, workers=args.workers,
+                        commissions=args.commissions or cfg.sim.commissions, seeds=seeds)
 
 
 def cmd_export(args) -> int:
@@ -912,10 +941,17 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default="backtest-out", help="directory for report.md, report.json, charts")
     bt.add_argument("--data", help="directory of history files (default: market.data_dir or SPX_BOT_DATA)")
     bt.add_argument("--sweep", action="store_true", help="also sweep the hedge size (cost against drawdown cut)")
-    bt.add_argument("--workers", type=parse_workers, help="processes for the variants (default: the cores)")
+    bt.add_argument("--workers", type=parse_workers, help="processes for the variants or seeds (default: the cores)")
     bt.add_argument("--commissions", choices=("ib", "flat"),
                     help="IB's tiered schedule plus fees, or flat (default: sim.commissions, what the daemon charges)")
-    bt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    seeds = bt.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=parse_seeds, metavar="N",
+                       help="intraday paths: sim.seed and the N-1 after it (default: bot.backtest.seeds.DEFAULT_SEEDS, "
+                            "10); the report gives each headline figure's median and range")
+    seeds.add_argument("--seed-list", type=parse_seed_list, metavar="S,S,...", help="these seeds instead, e.g. 7,8,9")
+    bar = bt.add_mutually_exclusive_group()
+    bar.add_argument("--progress", action="store_true", help="a progress bar on stderr even when it is not a terminal")
+    bar.add_argument("--no-progress", action="store_true", help="no progress bar (default: one when stderr is a terminal)")
     bt.set_defaults(func=cmd_backtest)
 
     ex = sub.add_parser("export", help="write fills, orders, condors and hedge lots as CSV and JSON (read-only)")

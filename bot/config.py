@@ -230,7 +230,8 @@ class CondorConfig(Section):
     wing_delta: float | None = Field(None, ge=0.01, le=0.3)  # set: wings by delta, not width
     credit_floor: float = Field(ge=0, le=1)  # of the wider wing's width; from the preset
     max_risk_fraction: float = Field(0.20, gt=0, le=1)  # max loss of open condors / net liq
-    max_quantity: int = Field(200, ge=1, le=10_000)  # a safety cap; the risk fraction sizes the entry
+    # None: the documented sizing (ALVH.md §1: max_risk_fraction alone); set: condors per entry, at most
+    max_quantity: int | None = Field(None, ge=1, le=10_000)
     take_profit: float = Field(0.5, gt=0, le=1)  # fraction of the credit
     stop_loss_multiple: float = Field(2.0, gt=0, le=100)  # close when loss = this x credit
     entry_time: str  # "HH:MM" in schedule.timezone

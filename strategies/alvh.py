@@ -396,6 +396,10 @@ class _Planner:
         self.actions: list[HedgeAction] = []
 
     # bookkeeping
+    def _fits(self, action: HedgeAction) -> bool:
+        """Whether `_emit` would take the action (none of it naked)."""
+        return action.quantity > 0 and not naked_shorts(_apply(self.positions, action).items())
+
     def _emit(self, action: HedgeAction) -> bool:
         after = _apply(self.positions, action)
         if action.quantity <= 0 or naked_shorts(after.items()):
@@ -509,10 +513,15 @@ class _Planner:
             elif diff < 0:
                 excess = -diff
                 for lot in self.longs(layer):  # nearest expiry first
-                    n = min(excess, lot.quantity)
-                    while n and not self._emit(HedgeAction(SELL, layer, (Leg(lot.option, Action.SELL),), n,
-                                                           f"target {targets[layer]}")):
-                        n -= 1  # only the part not covering a short may go
+                    def sale(k, lot=lot):
+                        return HedgeAction(SELL, layer, (Leg(lot.option, Action.SELL),), k, f"target {targets[layer]}")
+                    # only the part not covering a short may go: the most of n that leaves no short
+                    # naked (fewer sold never uncovers more, so a bisection finds it in log n checks)
+                    lo, hi = 0, min(excess, lot.quantity)
+                    while lo < hi:
+                        mid = (lo + hi + 1) // 2
+                        lo, hi = (mid, hi) if self._fits(sale(mid)) else (lo, mid - 1)
+                    n = lo if lo and self._emit(sale(lo)) else 0
                     excess -= n
                     if not excess:
                         break

@@ -167,7 +167,9 @@ def decide_entry(snapshot: MarketSnapshot, book: Book, cfg: CondorConfig, now: d
         return Skip(SkipCode.CREDIT, f"credit {credit:.2f} below floor {floor:.2f} ({cfg.credit_floor:.0%} of {width} width)")
     risk_per_unit = (width - credit) * SPX_MULTIPLIER
     budget = Decimal(str(cfg.max_risk_fraction)) * book.net_liquidation - book.open_max_loss
-    quantity = min(cfg.max_quantity, int(budget // risk_per_unit)) if risk_per_unit > 0 else 0
+    quantity = int(budget // risk_per_unit) if risk_per_unit > 0 else 0
+    if cfg.max_quantity is not None:  # the config's cap; unset, the risk fraction alone sizes
+        quantity = min(cfg.max_quantity, quantity)
     if quantity < 1:
         return Skip(SkipCode.NO_BUDGET, f"no risk budget: {budget:,.0f} left for {risk_per_unit:,.0f} per condor")
     condor = Condor(

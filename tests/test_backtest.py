@@ -93,7 +93,7 @@ def test_metrics_are_sane(crash, q1_2022):
     crisis = {c["event"]: c for c in rep["crises"]}
     assert set(crisis) == {"2020-03"} and set(crisis["2020-03"]["variants"]) == {"unhedged", "alvh", "vxth", "spx"}
     claims = [c["claim"] for c in rep["claims"]]
-    assert len(claims) == 7 and all(c["verdict"] for c in rep["claims"])
+    assert len(claims) == 8 and all(c["verdict"] for c in rep["claims"])
     _, rep22 = q1_2022
     assert rep22["high_vix_2022"]["variants"]["unhedged"]["days"] >= 1  # VIX closed >= 30 in March 2022
 

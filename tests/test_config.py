@@ -45,7 +45,7 @@ def test_1dte_preset_is_the_default():
     assert (condor.short_delta, condor.wing_width, condor.wing_delta) == (0.16, 25, None)
     assert (condor.entry_time, condor.entry_days) == ("15:30", "mon-fri")
     assert (condor.max_open, condor.close_dte) == (1, 0)
-    assert (condor.credit_floor, condor.max_risk_fraction, condor.max_quantity) == (0.08, 0.20, 200)
+    assert (condor.credit_floor, condor.max_risk_fraction, condor.max_quantity) == (0.08, 0.20, None)
     assert (condor.take_profit, condor.stop_loss_multiple) == (0.5, 2.0)
 
 

@@ -186,6 +186,8 @@ def test_credit_floor_skips_a_thin_credit(cfg):
         ("100000", (), {}, 9),  # 20% of 100k = 20000 -> floor(20000 / 2050) = 9
         ("1000000", (), {"condor.max_quantity": 10}, 10),  # 200000 / 2050 = 97 -> capped by max_quantity 10
         ("1000000", (), {}, 97),  # 200000 / 2050 = 97.5: the risk fraction sizes it
+        ("10000000", (), {}, 975),  # no cap unless the config sets one (ALVH.md §1's sizing)
+        ("10000000", (), {"condor.max_quantity": 200}, 200),
         ("1000000", (), {"condor.max_quantity": 4}, 4),
         ("100000", (), {"condor.max_risk_fraction": 0.5, "condor.max_quantity": 50}, 24),  # 50000 / 2050 = 24.4
         # an open condor of max loss (25 - 2) x 100 x 2 = 4600 leaves 15400 -> 7
@@ -199,7 +201,9 @@ def test_sizing_by_max_loss_budget(cfg, net_liq, open_condors, overrides, expect
     assert isinstance(p, OpenProposal)
     risk_fraction = D(str(cfg(**overrides).max_risk_fraction))
     budget = risk_fraction * D(net_liq) - sum((c.max_loss for c in opened), D(0))
-    assert p.condor.quantity == min(cfg(**overrides).max_quantity, math.floor(budget / ((25 - p.mid_credit) * 100)))
+    cap = cfg(**overrides).max_quantity
+    sized = math.floor(budget / ((25 - p.mid_credit) * 100))
+    assert p.condor.quantity == (sized if cap is None else min(cap, sized))
     assert p.condor.quantity == expected
     assert p.order.quantity == expected
 

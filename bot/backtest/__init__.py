@@ -2,9 +2,9 @@
 
 The CLI entry points:
 
-- `run_backtest(cfg, start, end, out_dir, data_dir, sweep=False, progress=True, variants=...)`
-  -> exit code (`spx-bot backtest --config PATH --from DATE --to DATE --out DIR [--data DIR]
-  [--sweep]`);
+- `run_backtest(cfg, start, end, out_dir, data_dir, sweep=False, progress=True, variants=...,
+  seeds=None)` -> exit code (`spx-bot backtest --config PATH --from DATE --to DATE --out DIR
+  [--data DIR] [--sweep] [--seeds N | --seed-list 7,8,9]`); several seeds: seeds.py;
 - `data_check(dir)` -> exit code (`spx-bot data check DIR`);
 - `data_fetch(dir)` -> exit code (`spx-bot data fetch DIR`).
 
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -34,10 +35,17 @@ __all__ = ["MAIN_VARIANTS", "data_check", "data_fetch", "run_backtest"]
 
 def run_backtest(cfg, start: date, end: date, out_dir: Path, data_dir: Path, sweep: bool = False,
                  progress: bool = True, variants=MAIN_VARIANTS, workers: int | None = None,
-                 commissions: str = "ib", charts: bool = True, out=None) -> int:
+                 commissions: str = "ib", charts: bool = True, out=None, seeds: list[int] | None = None) -> int:
     """Run the backtest and write DIR/report.md, report.json, equity.csv, the PNG charts and
-    timing.json. Returns 0, or 2 after printing one line (bad dates, missing or bad data)."""
+    timing.json. Returns 0, or 2 after printing one line (bad dates, missing or bad data).
+    `seeds`: the intraday-path seeds (None: the config's); with several, the report gives each
+    headline figure's median and range and judges the claims on the median; the detail, the
+    equity file and the charts are the first seed's."""
+    from bot.backtest.seeds import cpu_seconds, run_seeds, with_seed
+
     out = out or sys.stdout
+    seeds = list(seeds) if seeds else [cfg.sim.seed]
+    cfg = with_seed(cfg, seeds[0])
     if start > end:
         print(f"spx-bot: backtest: --from {start} is after --to {end}", file=sys.stderr)
         return 2
@@ -46,10 +54,15 @@ def run_backtest(cfg, start: date, end: date, out_dir: Path, data_dir: Path, swe
         specs = variant_specs(tuple(variants), sweep)
         data = prepare(data_dir, Path(out_dir) / ".data")
         inputs = RunInputs(cfg, start, end, data, commissions=commissions)
-        n_workers = workers if workers is not None else _workers(specs, sweep)
-        t0 = time.perf_counter()
-        res = run_all(inputs, specs, n_workers, progress)
-        wall = time.perf_counter() - t0
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
+        if len(seeds) == 1:
+            n_workers = workers if workers is not None else _workers(specs, sweep)
+            results = [run_all(inputs, specs, n_workers, progress)]
+        else:
+            n_workers = workers if workers is not None else default_workers(len(seeds))
+            results = run_seeds(inputs, specs, seeds, n_workers, progress)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+        res = results[0]
     except DataError as e:
         print(f"spx-bot: {e}", file=sys.stderr)
         return 2
@@ -59,15 +72,20 @@ def run_backtest(cfg, start: date, end: date, out_dir: Path, data_dir: Path, swe
     from bot.backtest import report as R
 
     files = {n: R.sha256(data / n) for n in USED_FILES if (data / n).is_file()}
-    rep = R.build(res, inputs, files)
+    reports = [R.build(r, replace(inputs, cfg=with_seed(cfg, s)), files) for s, r in zip(seeds, results)]
+    rep = reports[0]
+    if len(seeds) > 1:
+        rep = R.with_seeds(rep, seeds, reports)
     paths = R.write(rep, res, out_dir, charts=charts)
-    timing = {"wall_s": round(wall, 3), "sessions": res.sessions, "variants": len(specs), "workers": n_workers,
-              "days_per_s": round(res.sessions / wall, 1) if wall > 0 else None,
+    timing = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "sessions": res.sessions, "variants": len(specs),
+              "seeds": len(seeds), "workers": n_workers,
+              "days_per_s": round(res.sessions * len(seeds) / wall, 1) if wall > 0 else None,
               "cpu_count": os.cpu_count()}
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
     print(R.conclusion(rep) or "backtest done", file=out)
-    print(f"{res.sessions} sessions, {len(specs)} variants, {wall:.1f} s; wrote "
-          + ", ".join(p.name for p in paths) + f" in {out_dir}", file=out)
+    print(f"{res.sessions} sessions, {len(specs)} variants, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}, "
+          f"{wall:.1f} s wall, {cpu:.1f} s CPU; wrote " + ", ".join(p.name for p in paths) + f" in {out_dir}",
+          file=out)
     return 0
 
 

@@ -31,6 +31,7 @@ CRISES: tuple[tuple[str, str, str], ...] = (
 )
 SPIKE_VIX_RISE = 0.20  # a spike day: VIX close at least 20 % above the previous close
 HIGH_VIX = 30.0
+WHOLE_YEAR = 358 / 365  # a calendar year whose sessions span this much of it counts as whole
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,78 @@ def spike_days(s: Series, h: Hedge, vix: np.ndarray, rise: float = SPIKE_VIX_RIS
             "hedge_pnl": float(hedge_pnl[losing].sum()), "condor_loss": float(-condor_pnl[losing].sum())}
 
 
+def annual_returns(s: Series) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(calendar years, each year's return from the last close before it (or the start), the
+    fraction of the year the series spans: 1 for a whole year, less for a first or last year
+    cut short; a year spanned to within a week counts whole (its first session may be Jan 4))."""
+    years_ = s.dates.astype("datetime64[Y]")
+    ends = np.flatnonzero(np.append(years_[1:] != years_[:-1], True))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    v = _with_base(s)
+    rets = v[ends + 1] / v[starts] - 1.0
+    names = [int(str(years_[e])) for e in ends]
+    fracs = []
+    for y in names:
+        lo, hi = np.datetime64(f"{y}-01-01"), np.datetime64(f"{y}-12-31")
+        span = (min(hi, s.dates[-1]) - max(lo, s.dates[0])).astype(int) + 1
+        frac = span / ((hi - lo).astype(int) + 1)
+        fracs.append(1.0 if frac >= WHOLE_YEAR else float(frac))
+    return names, rets, np.asarray(fracs, dtype=float)
+
+
+def return_gap(base: Series, hedged: Series) -> dict:
+    """The hedge's time-weighted cost: each calendar year's return of `base` (unhedged) minus
+    that of `hedged`, and their mean per year of time (sum of gaps / years spanned, so a part
+    year counts for its part). Every year weighs the same whatever the account's size, where
+    the dollar cost (hedge P&L / average net liq) is ruled by the years the account was largest."""
+    names, r_b, fracs = annual_returns(base)
+    names_h, r_h, _ = annual_returns(hedged)
+    if names != names_h:
+        raise ValueError("return_gap: the two series cover different years")
+    gap = r_b - r_h
+    return {"by_year": [{"year": y, "unhedged": float(b), "hedged": float(h), "gap": float(g)}
+                        for y, b, h, g in zip(names, r_b, r_h, gap)],
+            "mean_annual_gap": float(gap.sum() / fracs.sum())}
+
+
+def sizing(s: Series, opened: np.ndarray, max_loss: np.ndarray, quantity: np.ndarray, cap: int | None) -> dict:
+    """How the condors were sized: each entry's max loss as a fraction of the net liquidation at
+    the close before it ("risk at entry"), and the entries sized at the config's cap
+    (`condor.max_quantity`; None: no cap, the risk fraction alone sizes). Per calendar year:
+    entries, entries at the cap, the median and largest risk at entry."""
+    opened = np.asarray(opened, dtype="datetime64[D]")
+    max_loss = np.asarray(max_loss, dtype=float)
+    quantity = np.asarray(quantity, dtype=float)
+    order = np.argsort(opened, kind="stable")
+    opened, max_loss, quantity = opened[order], max_loss[order], quantity[order]
+    i = np.searchsorted(s.dates, opened)  # the entry's session; the close before it sized it
+    nl_before = _with_base(s)[np.clip(i, 0, len(s.nl))]
+    risk = max_loss / nl_before
+    at_cap = quantity >= cap if cap is not None else np.zeros(len(quantity), dtype=bool)
+    years_ = opened.astype("datetime64[Y]").astype(int) + 1970
+    by_year = []
+    for y in np.unique(years_):
+        sel = years_ == y
+        by_year.append({"year": int(y), "entries": int(sel.sum()), "at_cap": int(at_cap[sel].sum()),
+                        "risk_pct_nl_median": float(np.median(risk[sel]) * 100.0),
+                        "risk_pct_nl_max": float(np.max(risk[sel]) * 100.0)})
+    n = len(quantity)
+    return {"cap": cap, "entries": n, "at_cap": int(at_cap.sum()),
+            "at_cap_share": float(at_cap.mean()) if n else None,
+            "risk_pct_nl_median": float(np.median(risk) * 100.0) if n else None,
+            "by_year": by_year}
+
+
+def spread(values) -> dict:
+    """Median and range (min, max) of one figure over seeds; None values (not measured in that
+    seed) are left out and counted."""
+    xs = np.asarray([float(x) for x in values if x is not None], dtype=float)
+    xs = xs[np.isfinite(xs)]
+    if xs.size == 0:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": float(np.median(xs)), "min": float(xs.min()), "max": float(xs.max()), "n": int(xs.size)}
+
+
 def summary(s: Series) -> dict:
     return {
         "final_nl": float(s.nl[-1]),
@@ -246,5 +319,5 @@ def to_dates(strings: list[str]) -> np.ndarray:
     return np.array(strings, dtype="datetime64[D]")
 
 
-__all__ = ["CRISES", "Hedge", "Series", "cut", "hedge_by_year", "hedge_costs", "high_vix_days", "spike_days", "summary",
-           "to_dates", "window"]
+__all__ = ["CRISES", "Hedge", "Series", "annual_returns", "cut", "hedge_by_year", "hedge_costs", "high_vix_days",
+           "return_gap", "sizing", "spike_days", "spread", "summary", "to_dates", "window"]

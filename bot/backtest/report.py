@@ -93,6 +93,16 @@ def _hedge(v: VariantResult) -> M.Hedge | None:
                    np.asarray(v.notional, dtype=float))
 
 
+def _sizing(s: M.Series, rows: list, cap: int | None) -> dict:
+    """metrics.sizing on the runner's condor rows (opened, expiry, put short, put long, call
+    short, call long, quantity, credit, ...): max loss = (wider wing - credit) x 100 x quantity."""
+    opened = np.array([r[0].isoformat() for r in rows], dtype="datetime64[D]")
+    qty = np.array([r[6] for r in rows], dtype=float)
+    width = np.array([max(float(r[2] - r[3]), float(r[5] - r[4])) for r in rows], dtype=float)
+    credit = np.array([float(r[7]) for r in rows], dtype=float)
+    return M.sizing(s, opened, (width - credit) * 100.0 * qty, qty, cap)
+
+
 def build(res: GroupResult, inputs: RunInputs, data_files: dict[str, str]) -> dict:
     cfg = inputs.cfg
     cash = cfg.sim.starting_cash
@@ -116,6 +126,13 @@ def build(res: GroupResult, inputs: RunInputs, data_files: dict[str, str]) -> di
             paid = sum(b["premium_paid"] for b in layers.values())
             m["hedge"]["premium_paid_per_year_pct_nl"] = paid / yrs / float(np.mean(s.nl)) * 100.0
             m["hedge"]["layers"] = layers
+        if base is not None and v.kind in ("alvh", "vxth") and "hedge" in m:
+            gap = M.return_gap(base, s)
+            m["hedge"]["annual_return_gap"] = gap["by_year"]
+            m["hedge"]["time_weighted_cost_pct"] = gap["mean_annual_gap"] * 100.0
+        rows = v.stats.get("condor_rows")
+        if rows is not None:
+            m["sizing"] = _sizing(s, rows, cfg.condor.max_quantity)
         m["monthly_drag_vs_unhedged_pct_mean"] = None
         if base is not None and v.kind in ("alvh", "vxth"):
             _, r_b, _ = M.monthly(base)
@@ -184,22 +201,35 @@ def _pct(x, digits: int = 1) -> str:
 GFC = ("2007-10-01", "2009-06-30")
 
 
+# Verdict words by the side a claim's figure is better on: (below the claim, within, above).
+VERDICTS = {
+    "higher": ("NO", "yes: within the claim", "better than claimed"),
+    "lower": ("better than claimed", "yes: within the claim", "NO"),
+    "cost": ("cheaper than claimed", "yes: within the claim", "NO: costlier than claimed"),
+}
+
+
+def judge(value, lo: float, hi: float, better: str, missing: str = "not measured") -> str:
+    """The verdict on a claim of [lo, hi] for a measured value (the one rule for one seed and
+    for the median of several)."""
+    if value is None:
+        return missing
+    below, within, above = VERDICTS[better]
+    return within if lo <= value <= hi else (below if value < lo else above)
+
+
 def claims(variants: dict, crises: list, hv: dict | None, gfc: dict | None = None) -> list[dict]:
-    """ALVH.md §7, claim by claim, beside what this run measured."""
+    """ALVH.md §7, claim by claim, beside what this run measured. Each row keeps what judged
+    it (claimed range, `better` side, the message when unmeasured), so the median of several
+    seeds is judged by the same rule (`seed_claims`)."""
     a, x = variants.get("alvh"), variants.get("vxth")
     out = []
 
-    def row(claim, measure, lo, hi, alvh_value, vxth_value, better: str, unit: str = "%"):
-        if alvh_value is None:
-            verdict = "not measured (no alvh variant)"
-        elif lo <= alvh_value <= hi:
-            verdict = "yes: within the claim"
-        elif (alvh_value > hi) == (better == "higher"):
-            verdict = "better than claimed"
-        else:
-            verdict = "NO"
+    def row(claim, measure, lo, hi, alvh_value, vxth_value, better: str, unit: str = "%",
+            missing: str = "not measured (no alvh variant)"):
         out.append({"claim": claim, "source": CLAIM_SOURCE, "measure": measure, "claimed": [lo, hi],
-                    "unit": unit, "alvh": alvh_value, "vxth_reference": vxth_value, "verdict": verdict})
+                    "unit": unit, "alvh": alvh_value, "vxth_reference": vxth_value, "better": better,
+                    "missing": missing, "verdict": judge(alvh_value, lo, hi, better, missing)})
 
     cut_a = a.get("drawdown_cut_vs_unhedged") if a else None
     cut_x = x.get("drawdown_cut_vs_unhedged") if x else None
@@ -211,37 +241,27 @@ def claims(variants: dict, crises: list, hv: dict | None, gfc: dict | None = Non
         0.37, 0.37, hv_a, hv_x, "higher")
     # events: the listed crises where the unhedged condors lost 15 % or more
     big = [c for c in crises if c["variants"].get("unhedged", {}).get("max_drawdown", 0) >= 0.15]
-    if not big:
-        verdict = "not testable: no listed event cost the unhedged condors 15% or more"
-        dd_a = dd_x = None
-    else:
+    dd_a = dd_x = None
+    if big:
         dd_a = max((c["variants"].get("alvh", {}).get("max_drawdown", float("nan")) for c in big), default=None)
         dd_x = max((c["variants"].get("vxth", {}).get("max_drawdown", float("nan")) for c in big), default=None)
-        ok = dd_a is not None and dd_a <= 0.12
-        verdict = "yes: within the claim" if ok else "NO"
-    out.append({"claim": "8-12% drawdowns on events that would otherwise cost 15-20%", "source": CLAIM_SOURCE,
-                "measure": "worst hedged drawdown over the listed crises where the unhedged condors lost >= 15% "
-                           f"({', '.join(c['event'] for c in big) or 'none'})",
-                "claimed": [0.08, 0.12], "unit": "%", "alvh": dd_a, "vxth_reference": dd_x, "verdict": verdict})
+    row("8-12% drawdowns on events that would otherwise cost 15-20%",
+        "worst hedged drawdown over the listed crises where the unhedged condors lost >= 15% "
+        f"({', '.join(c['event'] for c in big) or 'none'})", 0.08, 0.12, dd_a, dd_x, "lower",
+        missing="not testable: no listed event cost the unhedged condors 15% or more")
     ha, hx = (a or {}).get("hedge", {}), (x or {}).get("hedge", {})
 
     def cost_row(claim, measure, lo, hi, key):
         va, vx = ha.get(key), hx.get(key)
-        va = None if va is None else va / 100
-        vx = None if vx is None else vx / 100
-        if va is None:
-            verdict = "not measured"
-        elif lo <= va <= hi:
-            verdict = "yes: within the claim"
-        elif va < lo:
-            verdict = "cheaper than claimed"
-        else:
-            verdict = "NO: costlier than claimed"
-        out.append({"claim": claim, "source": CLAIM_SOURCE, "measure": measure, "claimed": [lo, hi], "unit": "%",
-                    "alvh": va, "vxth_reference": vx, "verdict": verdict})
+        row(claim, measure, lo, hi, None if va is None else va / 100, None if vx is None else vx / 100, "cost",
+            missing="not measured")
 
     cost_row("hedge cost of 1-2% a year (article 1)", "annual hedge cost (minus hedge P&L) / average net liquidation",
              0.01, 0.02, "annual_cost_pct_nl")
+    cost_row("hedge cost of 1-2% a year, time-weighted",
+             "mean over calendar years of the unhedged condors' return minus the hedged ones' (every year weighs "
+             "the same; the row above is dollar-weighted, ruled by the late, large years)",
+             0.01, 0.02, "time_weighted_cost_pct")
     cost_row("0.35-0.65% of notional a month (article 5)",
              "hedge cost / sum over months of the month's average condor notional (max loss)", 0.0035, 0.0065,
              "monthly_cost_pct_notional")
@@ -262,6 +282,112 @@ def claims(variants: dict, crises: list, hv: dict | None, gfc: dict | None = Non
                     "vxth_reference": gfc.get("vxth", {}).get("max_drawdown"),
                     "verdict": "data check: S&P 500 drawdown " + (_pct(spx_dd) if spx_dd is not None else "n/a")
                                + " (published ~57%)"})
+    return out
+
+
+# --------------------------------------------------------------------------- several seeds
+
+# The headline figures summarized over seeds: (key, label, unit, where in a variant's report).
+HEADLINE = (
+    ("cagr", "CAGR", "%", ("cagr",)),
+    ("max_drawdown", "max drawdown", "%", ("max_drawdown",)),
+    ("drawdown_cut", "DD cut vs unhedged", "%", ("drawdown_cut_vs_unhedged",)),
+    ("hedge_pnl", "hedge P&L $", "$", ("hedge", "hedge_pnl")),
+    ("hedge_cost_dollar_weighted", "hedge cost %NL/yr (dollar-weighted)", "pp", ("hedge", "annual_cost_pct_nl")),
+    ("hedge_cost_time_weighted", "hedge cost %/yr (time-weighted)", "pp", ("hedge", "time_weighted_cost_pct")),
+    ("spike_day_ratio", "spike-day hedge gain / condor loss", "x", ("hedge", "spike_days", "ratio_of_sums")),
+    ("high_vix_2022_drawdown", "2022 VIX>=30 days: largest DD", "%", None),
+    ("high_vix_2022_cut", "2022 VIX>=30 days: DD cut", "%", None),
+    ("sizing_at_cap", "entries at the size cap", "%", ("sizing", "at_cap_share")),
+    ("risk_at_entry", "risk at entry %NL (median)", "pp", ("sizing", "risk_pct_nl_median")),
+)
+
+
+def headline(rep: dict) -> dict[str, dict]:
+    """One seed's headline figures per variant (None: not measured for that variant)."""
+    hv = rep.get("high_vix_2022") or {}
+    out = {}
+    for name, v in rep["variants"].items():
+        if v["sweep"]:
+            continue
+        row = {}
+        for key, _, _, path in HEADLINE:
+            if path is None:
+                continue
+            x = v
+            for p in path:
+                x = x.get(p) if isinstance(x, dict) else None
+            row[key] = x
+        if name == "unhedged" or v["kind"] == "spx":
+            row["drawdown_cut"] = None
+        h = hv.get("variants", {}).get(name)
+        row["high_vix_2022_drawdown"] = h["max_drawdown"] if h else None
+        row["high_vix_2022_cut"] = hv.get("cut", {}).get(name)
+        out[name] = row
+    return out
+
+
+def seed_claims(reports: list[dict]) -> list[dict]:
+    """The claims judged on the median over seeds (`judge`, the one-seed rule), with the range
+    and, when seeds fall on different sides of the claim, a note that the range straddles it."""
+    out = []
+    for i, first in enumerate(reports[0]["claims"]):
+        rows = [r["claims"][i] for r in reports]
+        a = M.spread(r.get("alvh") for r in rows)
+        x = M.spread(r.get("vxth_reference") for r in rows)
+        c = {k: first[k] for k in ("claim", "source", "measure", "claimed", "unit") if k in first}
+        c.update({"alvh": a, "vxth_reference": x, "seeds": len(reports)})
+        if "better" in first:
+            lo, hi = first["claimed"]
+            c["verdict"] = judge(a["median"], lo, hi, first["better"], first.get("missing", "not measured"))
+            per_seed = [judge(r.get("alvh"), lo, hi, first["better"]) for r in rows if r.get("alvh") is not None]
+            tally: dict[str, int] = {}
+            for v in per_seed:
+                tally[v] = tally.get(v, 0) + 1
+            c["seed_verdicts"] = dict(sorted(tally.items(), key=lambda kv: -kv[1]))
+            c["straddles"] = len(tally) > 1
+        else:  # a data check (the same in every seed): the first seed's words
+            c["verdict"] = first["verdict"]
+            c["straddles"] = False
+            for k in ("spx", "unhedged"):
+                if k in first:
+                    c[k] = M.spread(r.get(k) for r in rows)
+        out.append(c)
+    return out
+
+
+def with_seeds(rep: dict, seeds: list[int], reports: list[dict]) -> dict:
+    """The first seed's report with the summary over every seed under "seeds"."""
+    return _r({**rep, "seeds": seeds_summary(seeds, reports)})
+
+
+def seeds_summary(seeds: list[int], reports: list[dict]) -> dict:
+    """Median and range of each headline figure per variant over the seeds' reports (same
+    order), and the claims judged on the medians."""
+    heads = [headline(r) for r in reports]
+    variants = {}
+    for name in heads[0]:
+        variants[name] = {key: M.spread(h[name].get(key) for h in heads) for key, *_ in HEADLINE}
+    per_seed = [{"seed": sd, **{name: h[name] for name in h}} for sd, h in zip(seeds, heads)]
+    return {"seeds": list(seeds), "variants": variants, "claims": seed_claims(reports),
+            "sizing_by_year": _sizing_by_year(reports), "per_seed": per_seed}
+
+
+def _sizing_by_year(reports: list[dict]) -> dict:
+    """Per condor variant and year: the share of entries at the cap and the median risk at
+    entry, each as a spread over the seeds."""
+    out = {}
+    for name, v in reports[0]["variants"].items():
+        if v["sweep"] or not (v.get("sizing") or {}).get("by_year"):
+            continue
+        rows: dict[int, list[dict]] = {}
+        for r in reports:
+            for y in r["variants"][name]["sizing"]["by_year"]:
+                rows.setdefault(y["year"], []).append(y)
+        out[name] = [{"year": year,
+                      "at_cap_share": M.spread(y["at_cap"] / y["entries"] for y in ys if y["entries"]),
+                      "risk_pct_nl_median": M.spread(y["risk_pct_nl_median"] for y in ys)}
+                     for year, ys in sorted(rows.items())]
     return out
 
 
@@ -320,7 +446,12 @@ def markdown(r: dict) -> str:
     L = [f"# Backtest: SPX {run['preset']} iron condors, hedged and unhedged, {run['from']} to {run['to']}", ""]
     L.append(f"{run['sessions']} sessions, seed {run['seed']}, starting cash {run['starting_cash']:,.0f}, "
              f"commissions `{run['commissions']}`. Same path, same strategy and execution code for every variant.")
-    L += ["", "## Verdict on the hedge's claims (ALVH.md §7)", ""]
+    many = r.get("seeds") is not None and len(r["seeds"]["seeds"]) > 1
+    if many:
+        L += _seeds_markdown(r["seeds"])
+        L += ["", f"# Seed {run['seed']} in detail", "",
+              "Everything below is one seed's path (the config's seed); the figures above are over all seeds."]
+    L += ["", "## Verdict on the hedge's claims (ALVH.md §7)" + (f", seed {run['seed']} alone" if many else ""), ""]
     L += ["| claim | measured as | claimed | ALVH | VXTH rule (reference) | verdict |", "|---|---|---|---|---|---|"]
     for c in r["claims"]:
         unit = c.get("unit", "%")
@@ -337,13 +468,15 @@ def markdown(r: dict) -> str:
             alvh_cell = f"{alvh_cell} (unhedged {show(c.get('unhedged'))}, S&P 500 {show(c.get('spx'))})"
         L.append(f"| {c['claim']} | {c['measure']} | {claimed} | {alvh_cell} | {show(c.get('vxth_reference'))} "
                  f"| {c['verdict']} |")
-    L += ["", conclusion(r), ""]
+    L += ["", _one_seed_conclusion(r), ""]
     L += ["## Variants (whole period)", ""]
     L += ["Hedge cost = minus the hedge's P&L (premiums, commissions, sales, settlements and the value still held): "
           "a negative cost is a net gain.", ""]
+    L += ["Hedge cost %NL/yr is dollar-weighted (hedge P&L / years / average net liquidation: the late, large years "
+          "rule it); time-weighted is the mean over calendar years of the unhedged return minus the hedged one.", ""]
     L += ["| variant | final NL | CAGR | volatility | Sharpe (rf 0) | max drawdown | peak -> trough | "
-          "DD cut vs unhedged | hedge cost %NL/yr | monthly drag %NL | worst months |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "DD cut vs unhedged | hedge cost %NL/yr | hedge cost %/yr time-weighted | monthly drag %NL | worst months |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in main:
         x = v[k]
         h = x.get("hedge", {})
@@ -352,6 +485,7 @@ def markdown(r: dict) -> str:
                  f"{_f(x['sharpe'])} | {_pct(x['max_drawdown'])} | {x['peak']} -> {x['trough']} | "
                  f"{_pct(x.get('drawdown_cut_vs_unhedged')) if k != 'unhedged' and x['kind'] != 'spx' else '-'} | "
                  f"{_f(h.get('annual_cost_pct_nl')) if h else '-'} | "
+                 f"{_f(h.get('time_weighted_cost_pct')) if h else '-'} | "
                  f"{_f(h.get('monthly_drag_pct_nl')) if h else '-'} | {worst} |")
     L += ["", "Hedge detail:", ""]
     for k in main:
@@ -381,6 +515,7 @@ def markdown(r: dict) -> str:
                     if "hedge_actions" in c else "")
                  + (f", VXTH buys {c.get('vxth_buys')} (months without calls {c.get('vxth_months_without_calls')})"
                     if "vxth_buys" in c else "") + ".")
+    L += _sizing_markdown(v, main)
     hedged = [k for k in main if v[k].get("hedge")]
     if hedged:
         L += ["", "Hedge P&L by calendar year (dollars, and % of the year's opening net liquidation):", ""]
@@ -432,6 +567,101 @@ def markdown(r: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def _spread_cell(x: dict | None, unit: str) -> str:
+    """'median (min to max)' of a metrics.spread."""
+    if not x or x.get("median") is None:
+        return "-"
+
+    def one(v):
+        if unit == "%":
+            return _pct(v)
+        if unit == "x":
+            return f"{v:.2f}x"
+        if unit == "$":
+            return _fmt_money(v)
+        return f"{v:.2f}%"  # "pp": a figure already in percent
+
+    if x["min"] == x["max"]:
+        return one(x["median"])
+    return f"{one(x['median'])} ({one(x['min'])} to {one(x['max'])})"
+
+
+def _seeds_markdown(sm: dict) -> list[str]:
+    n = len(sm["seeds"])
+    seeds = ", ".join(str(s) for s in sm["seeds"])
+    L = ["", f"## Over {n} seeds: median (min to max)", "",
+         f"Seeds {seeds}: each seed is another intraday path through the same daily history (the path's "
+         "randomness); the data, the config and the code are the same. Each cell is the median over the seeds "
+         "and, in brackets, the range.", ""]
+    names = list(sm["variants"])
+    L.append("| figure | " + " | ".join(names) + " |")
+    L.append("|---|" + "---|" * len(names))
+    for key, label, unit, _ in HEADLINE:
+        cells = [_spread_cell(sm["variants"][k].get(key), unit) for k in names]
+        if all(c == "-" for c in cells):
+            continue
+        L.append(f"| {label} | " + " | ".join(cells) + " |")
+    L += ["", f"### Verdict on the hedge's claims (ALVH.md §7) on the median of {n} seeds", ""]
+    L += ["| claim | claimed | ALVH median (range) | VXTH rule (reference) | verdict on the median | seeds |",
+          "|---|---|---|---|---|---|"]
+    for c in sm["claims"]:
+        unit = "x" if c.get("unit") == "x" else "%"
+        lo, hi = c["claimed"]
+        claimed = _spread_cell({"median": lo, "min": lo, "max": lo}, unit)
+        if lo != hi:
+            claimed += " to " + _spread_cell({"median": hi, "min": hi, "max": hi}, unit)
+        verdict = c["verdict"] + (" (the range straddles the claim)" if c.get("straddles") else "")
+        tally = ", ".join(f"{k}: {m}" for k, m in c.get("seed_verdicts", {}).items()) or "-"
+        L.append(f"| {c['claim']} | {claimed} | {_spread_cell(c['alvh'], unit)} | "
+                 f"{_spread_cell(c['vxth_reference'], unit)} | {verdict} | {tally} |")
+    sz = sm.get("sizing_by_year") or {}
+    if sz:
+        names = list(sz)
+        L += ["", f"### Sizing by year over {n} seeds", "",
+              "Share of entries at the size cap (`condor.max_quantity`) and the median risk at entry (max loss / net "
+              "liquidation at the close before), median over the seeds (range).", ""]
+        L.append("| year | " + " | ".join(f"{k} at cap | {k} risk at entry %NL" for k in names) + " |")
+        L.append("|---|" + "---|---|" * len(names))
+        by = {k: {y["year"]: y for y in sz[k]} for k in names}
+        for year in sorted(set().union(*(set(b) for b in by.values()))):
+            cells = []
+            for k in names:
+                y = by[k].get(year)
+                cells += ["-", "-"] if y is None else [_spread_cell(y["at_cap_share"], "%"),
+                                                       _spread_cell(y["risk_pct_nl_median"], "pp")]
+            L.append(f"| {year} | " + " | ".join(cells) + " |")
+    return L + ["", _seeds_conclusion(sm)]
+
+
+def _sizing_markdown(v: dict, main: list[str]) -> list[str]:
+    sized = [k for k in main if v[k].get("sizing")]
+    if not sized:
+        return []
+    first = v[sized[0]]["sizing"]
+    cap = first["cap"]
+    L = ["", "## Sizing", "",
+         ("No size cap (`condor.max_quantity` unset): each entry's max loss is what `max_risk_fraction` of net "
+          "liquidation leaves (ALVH.md §1)." if cap is None else
+          f"`condor.max_quantity = {cap}` caps each entry; `max_risk_fraction` sizes it below the cap. An entry at "
+          "the cap takes less risk than the documented sizing once the account outgrows it."),
+         "", "Risk at entry = the new condor's max loss / net liquidation at the close before the entry.", ""]
+    for k in sized:
+        z = v[k]["sizing"]
+        L.append(f"- **{k}**: {z['entries']} entries, {z['at_cap']} at the cap "
+                 f"({_pct(z['at_cap_share'])}); median risk at entry {_f(z['risk_pct_nl_median'])}% of NL.")
+    L += ["", "| year | " + " | ".join(f"{k} entries (at cap) | {k} risk %NL median / max" for k in sized) + " |",
+          "|---|" + "---|---|" * len(sized)]
+    by = {k: {y["year"]: y for y in v[k]["sizing"]["by_year"]} for k in sized}
+    for year in sorted(set().union(*(set(b) for b in by.values()))):
+        cells = []
+        for k in sized:
+            y = by[k].get(year)
+            cells += ["-", "-"] if y is None else [f"{y['entries']} ({y['at_cap']})",
+                                                   f"{y['risk_pct_nl_median']:.2f} / {y['risk_pct_nl_max']:.2f}"]
+        L.append(f"| {year} | " + " | ".join(cells) + " |")
+    return L
+
+
 def _cost_words(h: dict) -> str:
     c = h.get("annual_cost_pct_nl")
     paid = h.get("premium_paid_per_year_pct_nl")
@@ -442,6 +672,36 @@ def _cost_words(h: dict) -> str:
 
 
 def conclusion(r: dict) -> str:
+    """The report's one-paragraph answer: on the median of the seeds when there are several."""
+    sm = r.get("seeds")
+    if sm is not None and len(sm["seeds"]) > 1:
+        return _seeds_conclusion(sm)
+    return _one_seed_conclusion(r)
+
+
+def _seeds_conclusion(sm: dict) -> str:
+    a, x = sm["variants"].get("alvh"), sm["variants"].get("vxth")
+    if not a:
+        return ""
+    n = len(sm["seeds"])
+
+    def words(z):
+        return (f"cut the condors' maximum drawdown by {_spread_cell(z['drawdown_cut'], '%')} at a time-weighted cost "
+                f"of {_spread_cell(z['hedge_cost_time_weighted'], 'pp')} a year (dollar-weighted: "
+                f"{_spread_cell(z['hedge_cost_dollar_weighted'], 'pp')} of net liquidation)")
+
+    parts = [f"**Over {n} seeds (median, range in brackets) the ALVH (4/4/2 per $100k of condor max loss) "
+             f"{words(a)}. The articles claim a 35-40% cut at 1-2% a year.**"]
+    cut = a["drawdown_cut"]
+    if cut["median"] is not None and cut["median"] < 0.35:
+        parts.append("The claimed drawdown reduction is not reproduced at the documented size"
+                     + (" in any seed." if cut["max"] < 0.35 else ", though some seeds reach it."))
+    if x:
+        parts.append(f"For reference, the Cboe VXTH call rule on the same condors {words(x)}.")
+    return " ".join(parts)
+
+
+def _one_seed_conclusion(r: dict) -> str:
     v = r["variants"]
     a, x = v.get("alvh"), v.get("vxth")
     if not a:

@@ -128,12 +128,14 @@ class GroupResult:
 class World:
     """The market, calendar, pricer and schedule of a run (built once per process)."""
 
-    def __init__(self, inputs: RunInputs):
+    def __init__(self, inputs: RunInputs, base: World | None = None):
+        """`base`: a World of the same data and dates (another seed's, seeds.py): its history,
+        calendar and session times are reused; the seed's market and pricer are built anew."""
         cfg = inputs.cfg
         self.inputs = inputs
-        self.cal = TradingCalendar(end=inputs.end + timedelta(days=400))
-        lookback = inputs.start - timedelta(days=HISTORY_LOOKBACK_DAYS)
-        history = load_history(inputs.data_dir, lookback, inputs.end)
+        self.cal = base.cal if base is not None else TradingCalendar(end=inputs.end + timedelta(days=400))
+        history = base.history if base is not None else load_history(inputs.data_dir, *history_span(inputs))
+        self.history = history
         sessions = self.cal.sessions_between(inputs.start, inputs.end)
         if not sessions:
             raise DataError(f"no trading session between {inputs.start} and {inputs.end}")
@@ -149,7 +151,8 @@ class World:
         s = cfg.sim
         self.settings = ExchangeSettings(s.account, s.starting_cash, s.commission_per_contract, s.fill_fraction,
                                          inputs.commissions)
-        self.session_times = SessionTimes(self.cal, sessions[0] - timedelta(days=10), inputs.end + timedelta(days=120))
+        self.session_times = base.session_times if base is not None else SessionTimes(
+            self.cal, sessions[0] - timedelta(days=10), inputs.end + timedelta(days=120))
         self.pricer = Pricer(self.market, self.cal, self.session_times)
         self.schedule_of = lambda vxth: self._schedule(vxth)
         self.walker = Walker(cfg.execution, s.fill_fraction)
@@ -175,6 +178,11 @@ class World:
             return BuyHold(spec.name, cfg.sim.starting_cash)
         hedge = None if spec.kind == "unhedged" else spec.kind
         return Variant(spec.name, cfg, self.account(spec.name), hedge, spec.hedge_config(cfg.hedge), self.inputs.vxth)
+
+
+def history_span(inputs: RunInputs) -> tuple[date, date]:
+    """The days of history a run of inputs.start..end loads (its lookback included)."""
+    return inputs.start - timedelta(days=HISTORY_LOOKBACK_DAYS), inputs.end
 
 
 # --------------------------------------------------------------------------- one group
