@@ -279,12 +279,23 @@ class AlvhHedge:
 
     def evaluate(self, day: Day, inst: Instant, signals: alvh.Signals, scheduled: bool) -> None:
         """`HedgeManager.evaluate`: inputs as the daemon gathers them, the pure decision, its
-        actions in order through the walk."""
+        actions in order through the walk. As there, a trigger with written calls open buys them
+        back first, on the held quotes alone, and the rebalance is then decided on the market as
+        it stands once those walks are done (prices move while a walk runs)."""
         state = self.state
         why = alvh.trigger(signals, state, self.cfg, scheduled)
         lots = self.books.alvh_lots()
         self.has_shorts = any(lot.quantity < 0 for lot in lots)
         notional = self.notional(inst.t)
+        failed = None
+        if why != "update" and self.has_shorts:
+            held = self.market(day, inst, lots, chains=False)
+            first = alvh.decide(signals, held, alvh.HedgeBook(lots, notional, self.vega), state, self.cfg, scheduled)
+            urgent = [a for a in first.actions if a.kind == alvh.BUY_BACK]
+            if urgent:
+                failed = self._run_plan(day, inst, urgent, None)
+                lots = self.books.alvh_lots()
+                inst = day.at(inst, self.account.clock)
         # with nothing held and nothing to hedge every target is 0 and decide uses no chain
         # (tests/test_backtest.py checks the decision is the same with and without them)
         need_chains = why != "update" and (bool(lots) or notional > 0 or self.vega > 0)
@@ -295,14 +306,23 @@ class AlvhHedge:
         if decision.activated and not state.activated:
             self.activations += 1
         self.state = decision.state
-        failed = False  # as HedgeManager runs a plan: after a miss only what stands alone goes on
-        for action in decision.actions:
+        actions = decision.actions
+        if failed is not None:  # a buy-back sent first did not fill: not again now
+            actions = tuple(a for a in actions if a.kind != alvh.BUY_BACK)
+        self._run_plan(day, inst, actions, failed)
+        self.has_shorts = self.books.shorts
+
+    def _run_plan(self, day: Day, inst: Instant, actions, failed: str | None) -> str | None:
+        """`HedgeManager._run_plan`: after a miss only what stands alone goes on. Returns the
+        first miss, if any."""
+        for action in actions:
             if self.state.halted and action.kind != alvh.BUY_BACK:
                 break
-            if failed and not alvh.proceeds_after_failure(action):
+            if failed is not None and not alvh.proceeds_after_failure(action):
                 continue
-            failed = not self._execute(day, inst, action) or failed
-        self.has_shorts = self.books.shorts
+            if not self._execute(day, inst, action) and failed is None:
+                failed = f"{action.kind} {action.layer}"
+        return failed
 
     def _execute(self, day: Day, inst: Instant, action: alvh.HedgeAction) -> bool:
         order = ComboOrder(action.legs, action.quantity)
