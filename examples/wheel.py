@@ -15,8 +15,8 @@ file, `state/sim_account.sqlite`, so remove it first to start from a fresh accou
    executions show the option closed at 0.00 and the shares bought at the strike, from no
    order of the client's (orderId 0), with a zero commission; the cash pays the strike.
 3. Waits for the next session (market data turns live again: `reqMarketDataType(2)` shows
-   frozen data while the market is closed) and sells one call of the next expiry against the
-   shares, at a strike above what they cost, at the bid.
+   frozen data while the market is closed) and sells one call against the shares, at a strike
+   above what they cost, of the nearest later expiry whose bid pays something, at the bid.
 
 Exit 0 when all of that happened; `wheel()` returns what it saw, for tests.
 """
@@ -62,7 +62,9 @@ async def quote(ib, contract):
 async def sell_at_bid(ib, lib, contract, timeout: float):
     """Sell one contract at the bid; wait until it is filled and its commission reported."""
     t = await quote(ib, contract)
-    trade = ib.placeOrder(contract, lib.LimitOrder("SELL", 1, round(max(t.bid, 0.01), 2)))
+    if not t.bid > 0:  # a sale at a price nobody bids would wait forever
+        raise TimeoutError(f"no bid for {contract.localSymbol}")
+    trade = ib.placeOrder(contract, lib.LimitOrder("SELL", 1, round(t.bid, 2)))
     await until(lambda: trade.orderStatus.status == "Filled" and trade.fills
                 and all(f.commissionReport.execId for f in trade.fills), timeout, f"the sale of {contract.localSymbol}")
     return trade
@@ -103,10 +105,8 @@ async def wheel(ib, lib, *, moneyness: float = 0.02, timeout: float = 600.0, say
     # 3. the next session: a covered call above the shares' cost
     await until_live(ib, spy, timeout)
     spot = (await quote(ib, spy)).marketPrice()
-    later = [e for e in expiries if e > put.lastTradeDateOrContractMonth]
-    strike = float(math.floor(max(position.avgCost, spot)) + 1)
-    call = lib.Option("SPY", later[0], strike, "C", "SMART", tradingClass="SPY")
-    await ib.qualifyContractsAsync(call)
+    call = await covered_call(ib, lib, [e for e in expiries if e > put.lastTradeDateOrContractMonth],
+                              float(math.floor(max(position.avgCost, spot)) + 1))
     trade = await sell_at_bid(ib, lib, call, timeout)
     fill = trade.fills[0]
     say(f"sold 1 {call.localSymbol} covered at {fill.execution.price:.2f} (SPY {spot:.2f}), "
@@ -117,6 +117,17 @@ async def wheel(ib, lib, *, moneyness: float = 0.02, timeout: float = 600.0, say
     seen["call"] = (call, fill)
     seen["positions"] = list(ib.positions())
     return seen
+
+
+async def covered_call(ib, lib, expiries: list[str], strike: float):
+    """The call at `strike` of the nearest expiry whose bid pays something: a call far above
+    the price can be bid at nothing this week and at a few cents next month."""
+    for expiry in expiries[:6]:
+        call = lib.Option("SPY", expiry, strike, "C", "SMART", tradingClass="SPY")
+        await ib.qualifyContractsAsync(call)
+        if call.conId and (await quote(ib, call)).bid > 0:
+            return call
+    raise TimeoutError(f"no SPY {strike:g} call bid above 0.00 in the next {min(len(expiries), 6)} expiries")
 
 
 async def until_live(ib, contract, timeout: float) -> None:
