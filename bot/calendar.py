@@ -63,6 +63,16 @@ class TradingCalendar:
             raise ValueError(f"{d} is past the end of the trading calendar ({self.last})")
         return self._sessions[j]
 
+    def last_closed_session(self, t: datetime) -> date | None:
+        """The last session whose close is at or before t (today once it has closed); None
+        before the calendar's first session."""
+        d = t.astimezone(NY).date()
+        if self.is_session(d) and t >= self.open_close(d)[1]:
+            return d
+        if d > self.first:
+            return self.previous_session(d)
+        return None
+
     def previous_session(self, d: date) -> date:
         import bisect
 

@@ -354,12 +354,8 @@ class SimExchange:
         if ts < self._next_accrual_ts:
             return
         cal = self.calendar
-        day = t.astimezone(NY).date()
-        if cal.is_session(day) and t >= cal.open_close(day)[1]:
-            closed = day
-        elif day > cal.first:
-            closed = cal.previous_session(day)
-        else:
+        closed = cal.last_closed_session(t)
+        if closed is None:
             return
         through = self._meta("interest_through")
         self._next_accrual_ts = cal.open_close(cal.next_session(closed))[1].timestamp()

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bot.calendar import NY, UTC, TradingCalendar
+from bot.calendar import UTC, TradingCalendar
 from bot.data import WARMUP_DAYS, DataError, History, has_required_files, load_history
 
 SOURCES = ("history", "synthetic", "auto")
@@ -359,13 +359,8 @@ class _SteppedMarket:
         by the market's last session; None before the calendar's first session."""
         if t.utcoffset() is None:
             raise ValueError(f"naive datetime {t}: the market needs timezone-aware UTC times")
-        cal = self._calendar
-        d = t.astimezone(NY).date()
-        if cal.is_session(d) and t >= cal.open_close(d)[1]:
-            last = d
-        elif d > cal.first:
-            last = cal.previous_session(d)
-        else:
+        last = self._calendar.last_closed_session(t)
+        if last is None:
             return None
         if self.last_session is not None and last > self.last_session:
             last = self.last_session
