@@ -111,7 +111,7 @@ def bs_price_greeks(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[
     """
     S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
     d1, d2, live, Tp, sd = _d1_d2(S, K, T, sigma, r, q)
-    all_live = bool(live.all())  # then every np.where(live, x, dead value) is x itself: skipped
+    all_live = live.ndim > 0 and bool(live.all())  # then np.where(live, x, dead value) is x: skipped
     n = d1.size
     cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
     n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
@@ -213,6 +213,44 @@ def atm_level_ratio(vix, vix3m=None, surface: Surface | None = None):
     return _scalarize(np.asarray(ratio))
 
 
+def _term_vol(x, levels, days):
+    """`spx_atm_vol`'s interpolation of total variance for maturities x (years) between knots
+    at `days` with index `levels` (arrays of x's shape), flat outside."""
+    t_k = [d / DAYS_PER_YEAR for d in days]
+    v_k = [lv / 100.0 for lv in levels]
+    w_k = [v * v * t for v, t in zip(v_k, t_k)]
+    vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
+    if len(t_k) > 1:
+        inside = (x > t_k[0]) & (x < t_k[-1])
+        if inside.all():  # (the usual case: selecting all of x would copy it unchanged)
+            vol = _term_interp(x, w_k, t_k)
+        elif inside.any():
+            vol = vol.copy()
+            vol[inside] = _term_interp(x[inside], [w[inside] for w in w_k], t_k)
+    return vol
+
+
+def _term_interp(xi, w_k, t_k):
+    """sqrt of the total variance interpolated linearly in time, for maturities xi strictly
+    inside the knots t_k (np.interp's arithmetic: slope * (x - t_j) + w_j, w_j at a knot)."""
+    interp = np.empty(xi.shape)
+    for j in range(len(t_k) - 1):
+        seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
+        if seg.all():
+            y0, y1, xs = w_k[j], w_k[j + 1], xi
+        elif seg.any():
+            y0, y1, xs = w_k[j][seg], w_k[j + 1][seg], xi[seg]
+        else:
+            continue
+        slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
+        got = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
+        if seg.all():
+            interp = got
+            break
+        interp[seg] = got
+    return np.sqrt(interp / xi)
+
+
 def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float | None = None,
                 surface: Surface | None = None):
     """At-the-money SPX implied volatility for maturity T from the VIX term structure.
@@ -234,36 +272,20 @@ def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float | None = 
                                            for x in (T_years, vix, vix9d, vix3m)))
     if not np.isfinite(vix).all():
         raise ValueError("spx_atm_vol needs a finite VIX")
-    out = np.empty(T.shape)
     has9, has3 = np.isfinite(v9), np.isfinite(v3)
-    for p9 in (False, True):
-        for p3 in (False, True):
-            sel = (has9 == p9) & (has3 == p3)
-            if not sel.any():
-                continue
-            levels = ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else [])
-            days = ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else [])
-            t_k = [d / DAYS_PER_YEAR for d in days]
-            v_k = [lv / 100.0 for lv in levels]
-            w_k = [v * v * t for v, t in zip(v_k, t_k)]
-            x = T[sel]
-            vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
-            if len(t_k) > 1:
-                inside = (x > t_k[0]) & (x < t_k[-1])
-                if inside.any():
-                    xi = x[inside]
-                    interp = np.empty(xi.shape)
-                    for j in range(len(t_k) - 1):
-                        seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
-                        if not seg.any():
-                            continue
-                        y0, y1 = w_k[j][inside][seg], w_k[j + 1][inside][seg]
-                        slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
-                        xs = xi[seg]
-                        interp[seg] = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
-                    vol = vol.copy()
-                    vol[inside] = np.sqrt(interp / xi)
-            out[sel] = vol
+    all9, all3 = bool(has9.all()), bool(has3.all())
+    if (all9 or not has9.any()) and (all3 or not has3.any()):  # one set of knots for all: no selection
+        out = _term_vol(T, ([v9] if all9 else []) + [vix] + ([v3] if all3 else []),
+                        ([9.0] if all9 else []) + [30.0] + ([91.0] if all3 else []))
+    else:
+        out = np.empty(T.shape)
+        for p9 in (False, True):
+            for p3 in (False, True):
+                sel = (has9 == p9) & (has3 == p3)
+                if not sel.any():
+                    continue
+                out[sel] = _term_vol(T[sel], ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else []),
+                                     ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else []))
     ratio = atm_ratio if atm_ratio is not None else atm_level_ratio(vix, v3, surface)
     return _scalarize(out * ratio)
 
@@ -347,11 +369,11 @@ SPREAD_VIX_REF = 20.0  # VIX at which the spread is `spread_fraction` of mid (be
 
 
 def _floor_to(x, tick):
-    return np.round(np.floor(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
+    return (np.floor((x / tick).round(_FUZZ_DECIMALS)) * tick).round(2)
 
 
 def _ceil_to(x, tick):
-    return np.round(np.ceil(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
+    return (np.ceil((x / tick).round(_FUZZ_DECIMALS)) * tick).round(2)
 
 
 def _spread_edges(mid, fraction, lo, hi):
@@ -382,12 +404,23 @@ def spx_spread_terms(vix=None, T_years=None, surface: Surface | None = None):
 def _on_option_ticks(mid, lo, hi):
     """Edges rounded outward to the option tick (0.05 below $3, 0.10 at or above); a nickel
     market below a nickel of value; never a negative bid."""
-    bid = np.where(lo >= 3.0, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    # each tick's rounding only where some edge needs it: the same values, fewer numpy calls
+    dear = lo >= 3.0
+    if dear.all():
+        bid = _floor_to(lo, 0.10)
+    elif dear.any():
+        bid = np.where(dear, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
+    else:
+        bid = _floor_to(lo, 0.05)
     ask = _ceil_to(hi, 0.05)
-    ask = np.where(ask >= 3.0, _ceil_to(hi, 0.10), ask)
-    bid = np.where(mid < 0.05, 0.0, np.maximum(bid, 0.0))
-    ask = np.where(mid < 0.05, 0.05, ask)
-    return bid, ask
+    dear = ask >= 3.0
+    if dear.any():
+        ask = np.where(dear, _ceil_to(hi, 0.10), ask)
+    cheap = mid < 0.05
+    if cheap.any() or cheap.ndim == 0:  # (a scalar call gets its 0-d arrays as before)
+        return np.where(cheap, 0.0, np.maximum(bid, 0.0)), np.where(cheap, 0.05, ask)
+    return np.maximum(bid, 0.0), ask
 
 
 def quote_spread(mid, vix=None, T_years=None, surface: Surface | None = None):
