@@ -380,7 +380,7 @@ def _spread_edges(mid, fraction, lo, hi):
     """Model quote edges mid -/+ half the spread, rounded away from binary fuzz; the float and
     the Decimal quote both start from these so they agree to the cent."""
     half = np.clip(fraction * mid, lo, hi) / 2.0
-    return np.round(mid - half, _FUZZ_DECIMALS), np.round(mid + half, _FUZZ_DECIMALS)
+    return (mid - half).round(_FUZZ_DECIMALS), (mid + half).round(_FUZZ_DECIMALS)  # np.round's own method
 
 
 def spx_spread_terms(vix=None, T_years=None, surface: Surface | None = None):

@@ -115,6 +115,8 @@ def between(x: np.ndarray, k: np.ndarray, w: np.ndarray) -> np.ndarray:
     seen at a step goes on moving while an order works (an order walk of a few minutes no
     longer faces a frozen quote). Exactly x[k] where w = 0. The one rule for the daemon's
     exchange (`state_at`) and the backtest's pricer."""
+    if np.ndim(w) and not (w > 0).any():  # all at steps (the usual batch): x[k] is what np.where picks
+        return x[k]
     k1 = np.minimum(k + 1, len(x) - 1)
     a, b = x[k], x[k1]
     if x.ndim > 1:
