@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bot.calendar import UTC, TradingCalendar, ny_time
 from bot.data import DataError, load_history
-from bot.sim.market import HistoryMarket, MarketState, SyntheticMarket, between, build_market, session_stamps
+from bot.sim.market import DayPath, HistoryMarket, MarketState, SyntheticMarket, between, build_market, session_stamps
 
 from synthetic_history import day_lines, write_files
 
@@ -322,3 +322,19 @@ def test_between_at_steps_shortcut_equals_the_interpolation(path, steps):
     x2 = np.stack([x, 2 * x], axis=1)
     assert np.array_equal(between(x2, k, np.zeros(len(k))),
                           between(x2, np.append(k, 0), np.append(np.zeros(len(k)), 0.5))[:len(k)])
+
+
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=10), st.floats(0.01, 0.99))
+@settings(max_examples=100, deadline=None)
+def test_weights_at_steps_shortcut_equals_the_general_rule(steps, frac):
+    """`DayPath.weights` of instants all at steps (w = 0 without the division) equals the
+    general rule's answer for the same instants batched with one between steps."""
+    stamps = session_stamps(1_700_000_000.0, 1_700_000_000.0 + 3_700.0, 300.0)  # a short last step
+    flat = np.ones(len(stamps))
+    path = DayPath(date(2024, 3, 5), stamps, flat, flat, flat, flat, flat, 0.04, (), np.empty((len(stamps), 0)), 300.0)
+    k = np.minimum(np.array(steps), len(path.stamps) - 1)
+    ts = path.stamps[k]
+    fk, fw = path.weights(ts)
+    gk, gw = path.weights(np.append(ts, path.stamps[0] + frac * (path.stamps[1] - path.stamps[0])))
+    assert np.array_equal(fk, gk[:-1]) and fk.dtype == gk.dtype
+    assert np.array_equal(fw, gw[:-1]) and not np.signbit(fw).any() and fw.dtype == gw.dtype

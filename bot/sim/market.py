@@ -168,6 +168,8 @@ class DayPath:
         ts = np.asarray(ts, dtype=float)
         last = len(self.stamps) - 1
         k = np.clip(np.searchsorted(self.stamps, ts, side="right") - 1, 0, last)
+        if ts.ndim and (ts == self.stamps[k]).all():  # every instant at a step: w = 0 (0 / span below)
+            return k, np.zeros(ts.shape)
         nxt = np.minimum(k + 1, last)
         span = self.stamps[nxt] - self.stamps[k]
         w = np.where((k < last) & (span > 0), (ts - self.stamps[k]) / np.where(span > 0, span, 1.0), 0.0)
