@@ -112,13 +112,25 @@ def bs_price_greeks(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[
     S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
     d1, d2, live, Tp, sd = _d1_d2(S, K, T, sigma, r, q)
     all_live = live.ndim > 0 and bool(live.all())  # then np.where(live, x, dead value) is x: skipped
+    # all calls (VIX hedges) or all puts: only that side's terms (the same arithmetic per option)
+    side = (True if call.all() else False if not call.any() else None) if live.ndim else None
     n = d1.size
-    cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
-    n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
+    if side is None:
+        cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
+        n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
+    elif side:
+        cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel()]))
+        n_d1, n_d2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(2))
+    else:
+        cdf = norm_cdf(np.concatenate([(-d1).ravel(), (-d2).ravel()]))
+        n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(2))
     dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
-    call_px = S * dq * n_d1 - K * dr * n_d2
-    put_px = K * dr * n_md2 - S * dq * n_md1
-    price = np.where(call, call_px, put_px)
+    if side is None:
+        call_px = S * dq * n_d1 - K * dr * n_d2
+        put_px = K * dr * n_md2 - S * dq * n_md1
+        price = np.where(call, call_px, put_px)
+    else:
+        price = S * dq * n_d1 - K * dr * n_d2 if side else K * dr * n_md2 - S * dq * n_md1
     if not all_live:
         fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
         price = np.where(live, price, fwd_intrinsic)
@@ -127,13 +139,20 @@ def bs_price_greeks(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[
         return out
     pdf = norm_pdf(d1)
     sqrt_t = np.sqrt(Tp) if all_live else np.where(live, np.sqrt(Tp), 1.0)
-    delta = np.where(call, dq * n_d1, -dq * n_md1)
     gamma = dq * pdf / ((S if all_live else np.where(live, S, 1.0)) * sd)
     vega = S * dq * pdf * sqrt_t / 100.0
     decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
-    theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
-    theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
-    theta = np.where(call, theta_call, theta_put) / DAYS_PER_YEAR
+    if side is None:
+        delta = np.where(call, dq * n_d1, -dq * n_md1)
+        theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
+        theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
+        theta = np.where(call, theta_call, theta_put) / DAYS_PER_YEAR
+    elif side:
+        delta = dq * n_d1
+        theta = (decay - r * K * dr * n_d2 + q * S * dq * n_d1) / DAYS_PER_YEAR
+    else:
+        delta = -dq * n_md1
+        theta = (decay + r * K * dr * n_md2 - q * S * dq * n_md1) / DAYS_PER_YEAR
     if all_live:
         out.update(delta=delta, gamma=gamma, vega=vega, theta=theta)
         return out

@@ -248,9 +248,10 @@ def test_bs_shortcut_equals_general_path(batch, r, greeks):
     K = S * np.exp(m)
     n = len(S)
     fast = bs_price_greeks(S, K, T, sig, r, 0.013, call, greeks)
-    # a dead option (expired) forces every np.where(live, ...) and the far tail of norm_cdf
-    general = bs_price_greeks(np.append(S, 100.0), np.append(K, 1e6), np.append(T, -1.0), np.append(sig, 0.2),
-                              r, 0.013, np.append(call, False), greeks)
+    # two dead options (expired), a call and a put, force every np.where(live, ...), both
+    # sides of every np.where(call, ...) and the far tail of norm_cdf
+    general = bs_price_greeks(np.append(S, [100.0, 100.0]), np.append(K, [1e6, 1e6]), np.append(T, [-1.0, -1.0]),
+                              np.append(sig, [0.2, 0.2]), r, 0.013, np.append(call, [True, False]), greeks)
     assert fast.keys() == general.keys()
     for k in fast:
         _same_prefix(fast[k], general[k], n)
