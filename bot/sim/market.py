@@ -167,12 +167,13 @@ class DayPath:
         and from the close on, w = 0."""
         ts = np.asarray(ts, dtype=float)
         last = len(self.stamps) - 1
-        k = np.clip(np.searchsorted(self.stamps, ts, side="right") - 1, 0, last)
-        if ts.ndim and (ts == self.stamps[k]).all():  # every instant at a step: w = 0 (0 / span below)
+        k = np.minimum(np.maximum(np.searchsorted(self.stamps, ts, side="right") - 1, 0), last)  # np.clip's ints
+        at = self.stamps[k]
+        if ts.ndim and (ts == at).all():  # every instant at a step: w = 0 (0 / span below)
             return k, np.zeros(ts.shape)
         nxt = np.minimum(k + 1, last)
-        span = self.stamps[nxt] - self.stamps[k]
-        w = np.where((k < last) & (span > 0), (ts - self.stamps[k]) / np.where(span > 0, span, 1.0), 0.0)
+        span = self.stamps[nxt] - at
+        w = np.where((k < last) & (span > 0), (ts - at) / np.where(span > 0, span, 1.0), 0.0)
         return k, np.clip(w, 0.0, 1.0 - 1e-12)
 
     def state_at_ts(self, ts: float) -> tuple[float, float]:
