@@ -68,6 +68,12 @@ def norm_cdf(x):
 # --------------------------------------------------------------------------- Black-Scholes
 
 
+def _clip(x, lo: float, hi: float):
+    """np.clip(x, lo, hi) for bounds that are not zero, without np.clip's dispatch layers:
+    the same min(max(x, lo), hi), NaN kept (np.clip differs only on the sign of a zero bound)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _scalarize(a: np.ndarray):
     """0-d arrays become numpy scalars so that scalar calls get scalar answers."""
     return a[()] if a.ndim == 0 else a
@@ -326,12 +332,12 @@ def spx_smile(atm_vol, S, K, T, surface: Surface | None = None):
     atm = np.asarray(atm_vol, dtype=float)
     T_floor = np.maximum(np.asarray(T, dtype=float), 1.0 / (DAYS_PER_YEAR * 24 * 60))  # one minute
     scale = np.maximum(atm, 1e-4) * np.sqrt(T_floor)
-    m = np.clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -s.wing_sd, s.wing_sd)
+    m = _clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -s.wing_sd, s.wing_sd)
     a = (s.skew_ref_vol / np.maximum(atm, 1e-4)) ** s.skew_vol_exp if s.skew_vol_exp else 1.0
     put_side = 1.0 - a * s.put_slope * m + s.put_curve * m * m
     call_side = 1.0 - a * s.call_slope * m + s.call_curve * m * m
-    ratio = np.clip(np.where(m < 0, put_side, call_side), s.min_ratio, s.max_ratio)
-    return _scalarize(np.clip(atm * ratio, 0.01, 5.0))
+    ratio = _clip(np.where(m < 0, put_side, call_side), s.min_ratio, s.max_ratio)
+    return _scalarize(_clip(atm * ratio, 0.01, 5.0))
 
 
 # --------------------------------------------------------------------------- the option models
@@ -481,8 +487,8 @@ def vix_option_vol(vvix, T_years, exponent: float = 0.5, min_factor: float = 0.4
     fitted surface.
     """
     days = np.maximum(np.asarray(T_years, dtype=float) * DAYS_PER_YEAR, 1.0)
-    factor = np.clip((30.0 / days) ** exponent, min_factor, max_factor)
-    return _scalarize(np.clip(np.asarray(vvix, dtype=float) / 100.0 * atm_ratio * factor, floor, cap))
+    factor = _clip((30.0 / days) ** exponent, min_factor, max_factor)
+    return _scalarize(_clip(np.asarray(vvix, dtype=float) / 100.0 * atm_ratio * factor, floor, cap))
 
 
 def vix_call_skew(vol, F, K, slope: float = 0.5, min_ratio: float = 0.8, max_ratio: float = 1.6):
@@ -492,7 +498,7 @@ def vix_call_skew(vol, F, K, slope: float = 0.5, min_ratio: float = 0.8, max_rat
     far strikes from getting so much vol that a farther call would cost more than a nearer
     one (and keep a 0.30 delta at three times the future)."""
     moneyness = np.log(np.asarray(K, dtype=float) / np.asarray(F, dtype=float))
-    ratio = np.clip(1.0 + slope * moneyness, min_ratio, max_ratio)
+    ratio = _clip(1.0 + slope * moneyness, min_ratio, max_ratio)
     return _scalarize(np.asarray(vol, dtype=float) * ratio)
 
 

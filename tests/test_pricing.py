@@ -294,3 +294,16 @@ def test_quote_rounding_shortcuts_equal_general_path(mids, vix, T):
                           (vix_quote_spread(mid), vix_quote_spread(more))):
         _same_prefix(fast[0], general[0], n)
         _same_prefix(fast[1], general[1], n)
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.0), st.just(-0.0)), min_size=1,
+                max_size=20), st.floats(-5.0, 5.0).filter(lambda v: v != 0), st.floats(0.0, 5.0))
+@settings(max_examples=200, deadline=None)
+def test_clip_equals_np_clip_for_nonzero_bounds(xs, lo, width):
+    from bot.pricing import _clip
+
+    hi = lo + width if lo + width != 0 else lo + width + 1.0
+    x = np.array(xs)
+    a, b = _clip(x, lo, hi), np.clip(x, lo, hi)
+    assert np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+    assert type(_clip(x[0], lo, hi)) is type(np.clip(x[0], lo, hi))
