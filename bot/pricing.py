@@ -55,14 +55,23 @@ def norm_cdf(x):
     den = (((((((0.0883883476483184 * a + 1.75566716318264) * a + 16.064177579207) * a
                  + 86.7807322029461) * a + 296.564248779674) * a + 637.333633378831) * a
             + 793.826512519948) * a + 440.413735824752)
-    a_safe = np.where(a < 7.07106781186547, 7.07106781186547, a)  # only the far branch uses it
-    far = e / (a_safe + 1.0 / (a_safe + 2.0 / (a_safe + 3.0 / (a_safe + 4.0 / (a_safe + 0.65))))) / 2.506628274631
-    tail = np.where(a < 7.07106781186547, e * num / den, far)
-    tail = np.where(a > 37.0, 0.0, tail)
+    tail = e * num / den
+    near = a < 7.07106781186547
+    if not near.all():  # the far branch only where some |x| needs it (fewer numpy calls per pricing)
+        a_safe = np.where(near, 7.07106781186547, a)
+        far = e / (a_safe + 1.0 / (a_safe + 2.0 / (a_safe + 3.0 / (a_safe + 4.0 / (a_safe + 0.65))))) / 2.506628274631
+        tail = np.where(near, tail, far)
+        tail = np.where(a > 37.0, 0.0, tail)
     return np.where(x > 0, 1.0 - tail, tail)
 
 
 # --------------------------------------------------------------------------- Black-Scholes
+
+
+def _clip(x, lo: float, hi: float):
+    """np.clip(x, lo, hi) for bounds that are not zero, without np.clip's dispatch layers:
+    the same min(max(x, lo), hi), NaN kept (np.clip differs only on the sign of a zero bound)."""
+    return np.minimum(np.maximum(x, lo), hi)
 
 
 def _scalarize(a: np.ndarray):
@@ -71,8 +80,13 @@ def _scalarize(a: np.ndarray):
 
 
 def _inputs(S, K, T, sigma, r, q, is_call):
-    numbers = (np.asarray(v, dtype=float) for v in (S, K, T, sigma, r, q))
-    return np.broadcast_arrays(*numbers, np.asarray(is_call, dtype=bool))
+    """The arguments as arrays of their broadcast shape, broadcast only where they differ from
+    it (`np.broadcast_to` costs more than the arithmetic on a small chain); a scalar rate or
+    dividend yield stays 0-d: it only enters arithmetic with full-shape arrays."""
+    arrays = [np.asarray(v, dtype=float) for v in (S, K, T, sigma, r, q)] + [np.asarray(is_call, dtype=bool)]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    return [a if a.shape == shape or (i in (4, 5) and a.ndim == 0) else np.broadcast_to(a, shape)
+            for i, a in enumerate(arrays)]
 
 
 def _d1_d2(S, K, T, sigma, r, q):
@@ -84,8 +98,11 @@ def _d1_d2(S, K, T, sigma, r, q):
     Tp = np.maximum(T, 0.0)
     sd = sigma * np.sqrt(Tp)
     live = (sd > _TINY_STDDEV) & (S > 0) & (K > 0)
-    sd_safe = np.where(live, sd, 1.0)
-    ratio = np.where(live, S / np.where(K > 0, K, 1.0), 1.0)
+    if live.all():  # the usual case: the placeholders would select every value unchanged
+        sd_safe, ratio = sd, S / K
+    else:
+        sd_safe = np.where(live, sd, 1.0)
+        ratio = np.where(live, S / np.where(K > 0, K, 1.0), 1.0)
     d1 = (np.log(ratio) + (r - q) * Tp) / sd_safe + 0.5 * sd_safe
     return d1, d1 - sd_safe, live, Tp, sd_safe
 
@@ -100,26 +117,51 @@ def bs_price_greeks(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[
     """
     S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
     d1, d2, live, Tp, sd = _d1_d2(S, K, T, sigma, r, q)
+    all_live = live.ndim > 0 and bool(live.all())  # then np.where(live, x, dead value) is x: skipped
+    # all calls (VIX hedges) or all puts: only that side's terms (the same arithmetic per option)
+    side = (True if call.all() else False if not call.any() else None) if live.ndim else None
     n = d1.size
-    cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
-    n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
+    if side is None:
+        cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
+        n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
+    elif side:
+        cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel()]))
+        n_d1, n_d2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(2))
+    else:
+        cdf = norm_cdf(np.concatenate([(-d1).ravel(), (-d2).ravel()]))
+        n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(2))
     dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
-    call_px = S * dq * n_d1 - K * dr * n_d2
-    put_px = K * dr * n_md2 - S * dq * n_md1
-    fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
-    price = np.where(live, np.where(call, call_px, put_px), fwd_intrinsic)
+    if side is None:
+        call_px = S * dq * n_d1 - K * dr * n_d2
+        put_px = K * dr * n_md2 - S * dq * n_md1
+        price = np.where(call, call_px, put_px)
+    else:
+        price = S * dq * n_d1 - K * dr * n_d2 if side else K * dr * n_md2 - S * dq * n_md1
+    if not all_live:
+        fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
+        price = np.where(live, price, fwd_intrinsic)
     out = {"mid": np.maximum(price, 0.0)}
     if not greeks:
         return out
     pdf = norm_pdf(d1)
-    sqrt_t = np.where(live, np.sqrt(Tp), 1.0)
-    delta = np.where(call, dq * n_d1, -dq * n_md1)
-    gamma = dq * pdf / (np.where(live, S, 1.0) * sd)
+    sqrt_t = np.sqrt(Tp) if all_live else np.where(live, np.sqrt(Tp), 1.0)
+    gamma = dq * pdf / ((S if all_live else np.where(live, S, 1.0)) * sd)
     vega = S * dq * pdf * sqrt_t / 100.0
     decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
-    theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
-    theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
-    theta = np.where(call, theta_call, theta_put) / DAYS_PER_YEAR
+    if side is None:
+        delta = np.where(call, dq * n_d1, -dq * n_md1)
+        theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
+        theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
+        theta = np.where(call, theta_call, theta_put) / DAYS_PER_YEAR
+    elif side:
+        delta = dq * n_d1
+        theta = (decay - r * K * dr * n_d2 + q * S * dq * n_d1) / DAYS_PER_YEAR
+    else:
+        delta = -dq * n_md1
+        theta = (decay + r * K * dr * n_md2 - q * S * dq * n_md1) / DAYS_PER_YEAR
+    if all_live:
+        out.update(delta=delta, gamma=gamma, vega=vega, theta=theta)
+        return out
     dead_delta = np.where(call, np.where(S > K, 1.0, 0.0), np.where(S < K, -1.0, 0.0))
     zero = np.zeros_like(S)
     out.update(delta=np.where(live, delta, dead_delta), gamma=np.where(live, gamma, zero),
@@ -196,6 +238,44 @@ def atm_level_ratio(vix, vix3m=None, surface: Surface | None = None):
     return _scalarize(np.asarray(ratio))
 
 
+def _term_vol(x, levels, days):
+    """`spx_atm_vol`'s interpolation of total variance for maturities x (years) between knots
+    at `days` with index `levels` (arrays of x's shape), flat outside."""
+    t_k = [d / DAYS_PER_YEAR for d in days]
+    v_k = [lv / 100.0 for lv in levels]
+    w_k = [v * v * t for v, t in zip(v_k, t_k)]
+    vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
+    if len(t_k) > 1:
+        inside = (x > t_k[0]) & (x < t_k[-1])
+        if inside.all():  # (the usual case: selecting all of x would copy it unchanged)
+            vol = _term_interp(x, w_k, t_k)
+        elif inside.any():
+            vol = vol.copy()
+            vol[inside] = _term_interp(x[inside], [w[inside] for w in w_k], t_k)
+    return vol
+
+
+def _term_interp(xi, w_k, t_k):
+    """sqrt of the total variance interpolated linearly in time, for maturities xi strictly
+    inside the knots t_k (np.interp's arithmetic: slope * (x - t_j) + w_j, w_j at a knot)."""
+    interp = np.empty(xi.shape)
+    for j in range(len(t_k) - 1):
+        seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
+        if seg.all():
+            y0, y1, xs = w_k[j], w_k[j + 1], xi
+        elif seg.any():
+            y0, y1, xs = w_k[j][seg], w_k[j + 1][seg], xi[seg]
+        else:
+            continue
+        slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
+        got = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
+        if seg.all():
+            interp = got
+            break
+        interp[seg] = got
+    return np.sqrt(interp / xi)
+
+
 def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float | None = None,
                 surface: Surface | None = None):
     """At-the-money SPX implied volatility for maturity T from the VIX term structure.
@@ -217,36 +297,20 @@ def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float | None = 
                                            for x in (T_years, vix, vix9d, vix3m)))
     if not np.isfinite(vix).all():
         raise ValueError("spx_atm_vol needs a finite VIX")
-    out = np.empty(T.shape)
     has9, has3 = np.isfinite(v9), np.isfinite(v3)
-    for p9 in (False, True):
-        for p3 in (False, True):
-            sel = (has9 == p9) & (has3 == p3)
-            if not sel.any():
-                continue
-            levels = ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else [])
-            days = ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else [])
-            t_k = [d / DAYS_PER_YEAR for d in days]
-            v_k = [lv / 100.0 for lv in levels]
-            w_k = [v * v * t for v, t in zip(v_k, t_k)]
-            x = T[sel]
-            vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
-            if len(t_k) > 1:
-                inside = (x > t_k[0]) & (x < t_k[-1])
-                if inside.any():
-                    xi = x[inside]
-                    interp = np.empty(xi.shape)
-                    for j in range(len(t_k) - 1):
-                        seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
-                        if not seg.any():
-                            continue
-                        y0, y1 = w_k[j][inside][seg], w_k[j + 1][inside][seg]
-                        slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
-                        xs = xi[seg]
-                        interp[seg] = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
-                    vol = vol.copy()
-                    vol[inside] = np.sqrt(interp / xi)
-            out[sel] = vol
+    all9, all3 = bool(has9.all()), bool(has3.all())
+    if (all9 or not has9.any()) and (all3 or not has3.any()):  # one set of knots for all: no selection
+        out = _term_vol(T, ([v9] if all9 else []) + [vix] + ([v3] if all3 else []),
+                        ([9.0] if all9 else []) + [30.0] + ([91.0] if all3 else []))
+    else:
+        out = np.empty(T.shape)
+        for p9 in (False, True):
+            for p3 in (False, True):
+                sel = (has9 == p9) & (has3 == p3)
+                if not sel.any():
+                    continue
+                out[sel] = _term_vol(T[sel], ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else []),
+                                     ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else []))
     ratio = atm_ratio if atm_ratio is not None else atm_level_ratio(vix, v3, surface)
     return _scalarize(out * ratio)
 
@@ -268,12 +332,12 @@ def spx_smile(atm_vol, S, K, T, surface: Surface | None = None):
     atm = np.asarray(atm_vol, dtype=float)
     T_floor = np.maximum(np.asarray(T, dtype=float), 1.0 / (DAYS_PER_YEAR * 24 * 60))  # one minute
     scale = np.maximum(atm, 1e-4) * np.sqrt(T_floor)
-    m = np.clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -s.wing_sd, s.wing_sd)
+    m = _clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -s.wing_sd, s.wing_sd)
     a = (s.skew_ref_vol / np.maximum(atm, 1e-4)) ** s.skew_vol_exp if s.skew_vol_exp else 1.0
     put_side = 1.0 - a * s.put_slope * m + s.put_curve * m * m
     call_side = 1.0 - a * s.call_slope * m + s.call_curve * m * m
-    ratio = np.clip(np.where(m < 0, put_side, call_side), s.min_ratio, s.max_ratio)
-    return _scalarize(np.clip(atm * ratio, 0.01, 5.0))
+    ratio = _clip(np.where(m < 0, put_side, call_side), s.min_ratio, s.max_ratio)
+    return _scalarize(_clip(atm * ratio, 0.01, 5.0))
 
 
 # --------------------------------------------------------------------------- the option models
@@ -330,18 +394,18 @@ SPREAD_VIX_REF = 20.0  # VIX at which the spread is `spread_fraction` of mid (be
 
 
 def _floor_to(x, tick):
-    return np.round(np.floor(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
+    return (np.floor((x / tick).round(_FUZZ_DECIMALS)) * tick).round(2)
 
 
 def _ceil_to(x, tick):
-    return np.round(np.ceil(np.round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
+    return (np.ceil((x / tick).round(_FUZZ_DECIMALS)) * tick).round(2)
 
 
 def _spread_edges(mid, fraction, lo, hi):
     """Model quote edges mid -/+ half the spread, rounded away from binary fuzz; the float and
     the Decimal quote both start from these so they agree to the cent."""
     half = np.clip(fraction * mid, lo, hi) / 2.0
-    return np.round(mid - half, _FUZZ_DECIMALS), np.round(mid + half, _FUZZ_DECIMALS)
+    return (mid - half).round(_FUZZ_DECIMALS), (mid + half).round(_FUZZ_DECIMALS)  # np.round's own method
 
 
 def spx_spread_terms(vix=None, T_years=None, surface: Surface | None = None):
@@ -365,12 +429,23 @@ def spx_spread_terms(vix=None, T_years=None, surface: Surface | None = None):
 def _on_option_ticks(mid, lo, hi):
     """Edges rounded outward to the option tick (0.05 below $3, 0.10 at or above); a nickel
     market below a nickel of value; never a negative bid."""
-    bid = np.where(lo >= 3.0, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    # each tick's rounding only where some edge needs it: the same values, fewer numpy calls
+    dear = lo >= 3.0
+    if dear.all():
+        bid = _floor_to(lo, 0.10)
+    elif dear.any():
+        bid = np.where(dear, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
+    else:
+        bid = _floor_to(lo, 0.05)
     ask = _ceil_to(hi, 0.05)
-    ask = np.where(ask >= 3.0, _ceil_to(hi, 0.10), ask)
-    bid = np.where(mid < 0.05, 0.0, np.maximum(bid, 0.0))
-    ask = np.where(mid < 0.05, 0.05, ask)
-    return bid, ask
+    dear = ask >= 3.0
+    if dear.any():
+        ask = np.where(dear, _ceil_to(hi, 0.10), ask)
+    cheap = mid < 0.05
+    if cheap.any() or cheap.ndim == 0:  # (a scalar call gets its 0-d arrays as before)
+        return np.where(cheap, 0.0, np.maximum(bid, 0.0)), np.where(cheap, 0.05, ask)
+    return np.maximum(bid, 0.0), ask
 
 
 def quote_spread(mid, vix=None, T_years=None, surface: Surface | None = None):
@@ -412,8 +487,8 @@ def vix_option_vol(vvix, T_years, exponent: float = 0.5, min_factor: float = 0.4
     fitted surface.
     """
     days = np.maximum(np.asarray(T_years, dtype=float) * DAYS_PER_YEAR, 1.0)
-    factor = np.clip((30.0 / days) ** exponent, min_factor, max_factor)
-    return _scalarize(np.clip(np.asarray(vvix, dtype=float) / 100.0 * atm_ratio * factor, floor, cap))
+    factor = _clip((30.0 / days) ** exponent, min_factor, max_factor)
+    return _scalarize(_clip(np.asarray(vvix, dtype=float) / 100.0 * atm_ratio * factor, floor, cap))
 
 
 def vix_call_skew(vol, F, K, slope: float = 0.5, min_ratio: float = 0.8, max_ratio: float = 1.6):
@@ -423,7 +498,7 @@ def vix_call_skew(vol, F, K, slope: float = 0.5, min_ratio: float = 0.8, max_rat
     far strikes from getting so much vol that a farther call would cost more than a nearer
     one (and keep a 0.30 delta at three times the future)."""
     moneyness = np.log(np.asarray(K, dtype=float) / np.asarray(F, dtype=float))
-    ratio = np.clip(1.0 + slope * moneyness, min_ratio, max_ratio)
+    ratio = _clip(1.0 + slope * moneyness, min_ratio, max_ratio)
     return _scalarize(np.asarray(vol, dtype=float) * ratio)
 
 

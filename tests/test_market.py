@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.calendar import UTC, TradingCalendar, ny_time
 from bot.data import DataError, load_history
-from bot.sim.market import HistoryMarket, MarketState, SyntheticMarket, build_market, session_stamps
+from bot.sim.market import DayPath, HistoryMarket, MarketState, SyntheticMarket, between, build_market, session_stamps
 
 from synthetic_history import day_lines, write_files
 
@@ -305,3 +307,34 @@ def test_history_path_does_not_hold_the_close_by_10_00():
             rday.append(math.log(p.spx[-1] / p.spx[0]))
     share, corr = _share_and_corr(np.array(r10), np.array(rday))
     assert share < 0.15 and corr < 0.45
+
+
+@given(st.lists(st.floats(1.0, 100.0), min_size=2, max_size=20), st.lists(st.integers(0, 19), min_size=1, max_size=12))
+@settings(max_examples=100, deadline=None)
+def test_between_at_steps_shortcut_equals_the_interpolation(path, steps):
+    """`between` returns x[k] when every instant is at a step (w = 0): the same values the
+    interpolation's np.where selects, checked against a batch with one instant between steps."""
+    x = np.array(path)
+    k = np.minimum(np.array(steps), len(x) - 1)
+    fast = between(x, k, np.zeros(len(k)))
+    general = between(x, np.append(k, 0), np.append(np.zeros(len(k)), 0.5))[:len(k)]
+    assert np.array_equal(fast, general) and np.array_equal(np.signbit(fast), np.signbit(general))
+    x2 = np.stack([x, 2 * x], axis=1)
+    assert np.array_equal(between(x2, k, np.zeros(len(k))),
+                          between(x2, np.append(k, 0), np.append(np.zeros(len(k)), 0.5))[:len(k)])
+
+
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=10), st.floats(0.01, 0.99))
+@settings(max_examples=100, deadline=None)
+def test_weights_at_steps_shortcut_equals_the_general_rule(steps, frac):
+    """`DayPath.weights` of instants all at steps (w = 0 without the division) equals the
+    general rule's answer for the same instants batched with one between steps."""
+    stamps = session_stamps(1_700_000_000.0, 1_700_000_000.0 + 3_700.0, 300.0)  # a short last step
+    flat = np.ones(len(stamps))
+    path = DayPath(date(2024, 3, 5), stamps, flat, flat, flat, flat, flat, 0.04, (), np.empty((len(stamps), 0)), 300.0)
+    k = np.minimum(np.array(steps), len(path.stamps) - 1)
+    ts = path.stamps[k]
+    fk, fw = path.weights(ts)
+    gk, gw = path.weights(np.append(ts, path.stamps[0] + frac * (path.stamps[1] - path.stamps[0])))
+    assert np.array_equal(fk, gk[:-1]) and fk.dtype == gk.dtype
+    assert np.array_equal(fw, gw[:-1]) and not np.signbit(fw).any() and fw.dtype == gw.dtype

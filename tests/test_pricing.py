@@ -14,6 +14,7 @@ from bot.pricing import (
     black76_price,
     bs_greeks,
     bs_price,
+    bs_price_greeks,
     norm_cdf,
     quote_spread,
     quote_spread_decimal,
@@ -21,6 +22,7 @@ from bot.pricing import (
     spx_smile,
     vix_call_skew,
     vix_option_vol,
+    vix_quote_spread,
 )
 
 spots = st.floats(500.0, 8000.0)
@@ -211,3 +213,97 @@ def test_vix_calls_have_no_strike_arbitrage_and_sane_deltas(vvix, days):
     assert np.all(np.diff(calls) <= 1e-9)
     delta = black76_greeks(F, K, T, vol, 0.0, True)["delta"]
     assert delta[K == 3 * F][0] < 0.3  # a 0.30-delta call is never at three times the future
+
+
+# --------------------------------------------------------------------------- shortcuts
+# bs_price_greeks, norm_cdf, spx_atm_vol and the quote rounding skip a branch (dead options,
+# the far tail, per-knot-set selection, the dearer tick, the nickel market) when no element of
+# the batch needs it. Each element's arithmetic must not depend on its batch: the same options
+# priced with one extra element that forces the general path get bit-identical results.
+
+def _bits(a):
+    a = np.asarray(a, dtype=float)
+    return np.where(a == 0, 0.0, a).view(np.uint64), np.signbit(a)
+
+
+def _same_prefix(fast, general, n):
+    f_bits, f_sign = _bits(fast)
+    g_bits, g_sign = _bits(np.asarray(general)[:n])
+    assert np.array_equal(f_bits, g_bits) and np.array_equal(f_sign, g_sign)
+
+
+_batch = st.integers(1, 12).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(5.0, 6000.0), min_size=n, max_size=n),       # S
+    st.lists(st.floats(-0.3, 0.3), min_size=n, max_size=n),         # ln(K/S)
+    st.lists(st.floats(1e-5, 0.6), min_size=n, max_size=n),         # T (years, live)
+    st.lists(st.floats(0.02, 2.5), min_size=n, max_size=n),         # sigma
+    st.lists(st.booleans(), min_size=n, max_size=n),                # call
+))
+
+
+@given(_batch, st.floats(0.0, 0.08), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_bs_shortcut_equals_general_path(batch, r, greeks):
+    S, m, T, sig, call = (np.array(v) for v in batch)
+    K = S * np.exp(m)
+    n = len(S)
+    fast = bs_price_greeks(S, K, T, sig, r, 0.013, call, greeks)
+    # two dead options (expired), a call and a put, force every np.where(live, ...), both
+    # sides of every np.where(call, ...) and the far tail of norm_cdf
+    general = bs_price_greeks(np.append(S, [100.0, 100.0]), np.append(K, [1e6, 1e6]), np.append(T, [-1.0, -1.0]),
+                              np.append(sig, [0.2, 0.2]), r, 0.013, np.append(call, [True, False]), greeks)
+    assert fast.keys() == general.keys()
+    for k in fast:
+        _same_prefix(fast[k], general[k], n)
+
+
+@given(st.lists(st.floats(-7.0, 7.0), min_size=1, max_size=40))
+@settings(max_examples=150, deadline=None)
+def test_norm_cdf_near_branch_equals_general_path(xs):
+    x = np.array(xs)
+    _same_prefix(norm_cdf(x), norm_cdf(np.append(x, 40.0)), len(x))
+
+
+@given(st.integers(1, 10).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(0.0, 0.5), min_size=n, max_size=n),
+    st.lists(st.floats(9.0, 80.0), min_size=n, max_size=n),
+    st.lists(st.floats(0.8, 1.25), min_size=n, max_size=n),
+    st.lists(st.floats(0.8, 1.25), min_size=n, max_size=n),
+    st.sampled_from(["all", "no9", "no3", "none"]))))
+@settings(max_examples=150, deadline=None)
+def test_spx_atm_vol_one_knot_set_equals_general_path(args):
+    T, vix, r9, r3, which = args
+    T, vix = np.array(T), np.array(vix)
+    v9 = np.full(len(T), np.nan) if which in ("no9", "none") else vix * np.array(r9)
+    v3 = np.full(len(T), np.nan) if which in ("no3", "none") else vix * np.array(r3)
+    fast = spx_atm_vol(T, vix, v9, v3)
+    # one more option with the other knot set forces the per-set selection
+    extra9 = 20.0 if which in ("no9", "none") else np.nan
+    general = spx_atm_vol(np.append(T, 0.05), np.append(vix, 20.0), np.append(v9, extra9), np.append(v3, np.nan))
+    _same_prefix(fast, general, len(T))
+
+
+@given(st.lists(st.floats(0.0, 150.0), min_size=1, max_size=30), st.floats(9.0, 80.0), st.floats(0.0, 0.2))
+@settings(max_examples=150, deadline=None)
+def test_quote_rounding_shortcuts_equal_general_path(mids, vix, T):
+    mid = np.array(mids)
+    n = len(mid)
+    # a nickel option and a dear one force the nickel select and both tick roundings
+    more = np.append(mid, [0.01, 50.0])
+    for fast, general in ((quote_spread(mid, vix, T), quote_spread(more, vix, T)),
+                          (vix_quote_spread(mid), vix_quote_spread(more))):
+        _same_prefix(fast[0], general[0], n)
+        _same_prefix(fast[1], general[1], n)
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.0), st.just(-0.0)), min_size=1,
+                max_size=20), st.floats(-5.0, 5.0).filter(lambda v: v != 0), st.floats(0.0, 5.0))
+@settings(max_examples=200, deadline=None)
+def test_clip_equals_np_clip_for_nonzero_bounds(xs, lo, width):
+    from bot.pricing import _clip
+
+    hi = lo + width if lo + width != 0 else lo + width + 1.0
+    x = np.array(xs)
+    a, b = _clip(x, lo, hi), np.clip(x, lo, hi)
+    assert np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+    assert type(_clip(x[0], lo, hi)) is type(np.clip(x[0], lo, hi))

@@ -58,11 +58,15 @@ class Pricer:
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
         self._listed: dict[tuple[date, str], bool] = {}
         self._futures: dict[date, np.ndarray] = {}
+        self._spx_state: np.ndarray | None = None  # the day's (SPX, VIX, VIX9D, VIX3M) by step (start_day)
 
     # -- session
     def start_day(self, d: date) -> DayPath:
         oc = self.sessions.get(d) if self.sessions is not None else None
         self.day = day_arrays(self.market, d, oc)
+        # SPX, VIX, VIX9D, VIX3M side by side: one `between` moves all four (spx_arrays)
+        self._spx_state = np.stack([np.asarray(x, dtype=float) for x in
+                                    (self.day.spx, self.day.vix, self.day.vix9d, self.day.vix3m)], axis=1)
         self._stamps = self.day.stamps.tolist()  # for `_weight`
         self._futures = {}
         self._cache.clear()
@@ -115,7 +119,8 @@ class Pricer:
         the query instants (POSIX seconds, inside today's session or at its close)."""
         day = self.day
         k, w = day.weights(np.asarray(stamps, dtype=float))  # the market's rule between steps
-        S, vix, v9, v3 = (between(x, k, w) for x in (day.spx, day.vix, day.vix9d, day.vix3m))
+        state = between(self._spx_state, k, w)  # the same arithmetic per value as one path at a time
+        S, vix, v9, v3 = (state[..., j] for j in range(4))
         T = (np.asarray(expiry_ts, dtype=float) - np.asarray(stamps, dtype=float)) / YEAR_S
         S, vix, v9, v3, T, K, call = np.broadcast_arrays(S, vix, v9, v3, T, np.asarray(strikes, dtype=float),
                                                        np.asarray(is_call, dtype=bool))
@@ -144,33 +149,42 @@ class Pricer:
         self._futures[expiry] = got
         return got
 
-    def _future_between(self, expiry: date, k: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _future_between(self, expiry: date, vix_now: np.ndarray, vx_now: np.ndarray | None) -> np.ndarray:
         """`SimExchange.vix_future` of one expiry between steps: the curve of the interpolated
-        state (`between`), with `future_path`'s arithmetic."""
+        state (`between`: spot VIX `vix_now`, the listed futures `vx_now`, one row per
+        instant), with `future_path`'s arithmetic."""
         day = self.day
         if expiry in day.vx_expiries:
-            return between(np.asarray(day.vx[:, day.vx_expiries.index(expiry)], dtype=float), k, w)
+            return vx_now[:, day.vx_expiries.index(expiry)]
         today = day.session
         xs = [0.0] + [float((e - today).days) for e in day.vx_expiries if e > today]
-        ys = [between(np.asarray(day.vix, dtype=float), k, w)] + [
-            between(np.asarray(day.vx[:, j], dtype=float), k, w) for j, e in enumerate(day.vx_expiries) if e > today]
-        return np.broadcast_to(np.asarray(pricing.curve_at(float((expiry - today).days), xs, ys), dtype=float), k.shape)
+        ys = [vix_now] + [vx_now[:, j] for j, e in enumerate(day.vx_expiries) if e > today]
+        return np.broadcast_to(np.asarray(pricing.curve_at(float((expiry - today).days), xs, ys), dtype=float),
+                               vix_now.shape)
 
     def _vix_futures(self, expiries: list[date], k: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
         """`SimExchange.vix_future` for each (expiry, instant) pair (arrays of one length). With
         an instant between steps in the batch, every pair by `_future_between` (the curve of the
-        interpolated state: not the interpolation of `future_path`, which rounds differently);
-        at steps only, each expiry's path of the day, indexed (no Python loop over the pairs)."""
+        interpolated state: not the interpolation of `future_path`, which rounds differently),
+        the state interpolated once for all pairs (the same arithmetic per element as per
+        expiry); at steps only, each expiry's path of the day, indexed (no Python loop over
+        the pairs)."""
         steps = np.asarray(k).ravel()
         if w is not None and np.any(w > 0):
             ww = np.asarray(w, dtype=float).ravel()
+            day = self.day
+            vix_now = between(np.asarray(day.vix, dtype=float), steps, ww)
+            vx_now = between(np.asarray(day.vx, dtype=float), steps, ww) if len(day.vx_expiries) else None
             out = np.empty(len(expiries))
             idx: dict[date, list[int]] = {}
             for i, e in enumerate(expiries):
                 idx.setdefault(e, []).append(i)
+            if len(idx) == 1:
+                out[:] = self._future_between(expiries[0], vix_now, vx_now)
+                return out
             for e, where in idx.items():
                 wh = np.array(where)
-                out[wh] = self._future_between(e, steps[wh], ww[wh])
+                out[wh] = self._future_between(e, vix_now[wh], None if vx_now is None else vx_now[wh])
             return out
         uniq = list(dict.fromkeys(expiries))
         if not uniq:

@@ -152,6 +152,23 @@ def decimal_price(x: float) -> Decimal:
     return got
 
 
+class _Tx:
+    """One SQLite transaction of the account (`with exchange._tx(): ...`); a class defined
+    once, not per call (building a class costs more than the two statements)."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, et, ev, tb):
+        self.db.execute("COMMIT" if et is None else "ROLLBACK")
+        return False
+
+
 class SimExchange:
     """One simulated paper account over one market model."""
 
@@ -177,17 +194,7 @@ class SimExchange:
 
     # --- plumbing ------------------------------------------------------------------------
     def _tx(self):
-        db = self.db
-
-        class _Tx:
-            def __enter__(self_inner):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, et, ev, tb):
-                db.execute("COMMIT" if et is None else "ROLLBACK")
-                return False
-
-        return _Tx()
+        return _Tx(self.db)
 
     def _meta_default(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))

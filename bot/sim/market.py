@@ -115,6 +115,8 @@ def between(x: np.ndarray, k: np.ndarray, w: np.ndarray) -> np.ndarray:
     seen at a step goes on moving while an order works (an order walk of a few minutes no
     longer faces a frozen quote). Exactly x[k] where w = 0. The one rule for the daemon's
     exchange (`state_at`) and the backtest's pricer."""
+    if np.ndim(w) and not (w > 0).any():  # all at steps (the usual batch): x[k] is what np.where picks
+        return x[k]
     k1 = np.minimum(k + 1, len(x) - 1)
     a, b = x[k], x[k1]
     if x.ndim > 1:
@@ -165,10 +167,13 @@ class DayPath:
         and from the close on, w = 0."""
         ts = np.asarray(ts, dtype=float)
         last = len(self.stamps) - 1
-        k = np.clip(np.searchsorted(self.stamps, ts, side="right") - 1, 0, last)
+        k = np.minimum(np.maximum(np.searchsorted(self.stamps, ts, side="right") - 1, 0), last)  # np.clip's ints
+        at = self.stamps[k]
+        if ts.ndim and (ts == at).all():  # every instant at a step: w = 0 (0 / span below)
+            return k, np.zeros(ts.shape)
         nxt = np.minimum(k + 1, last)
-        span = self.stamps[nxt] - self.stamps[k]
-        w = np.where((k < last) & (span > 0), (ts - self.stamps[k]) / np.where(span > 0, span, 1.0), 0.0)
+        span = self.stamps[nxt] - at
+        w = np.where((k < last) & (span > 0), (ts - at) / np.where(span > 0, span, 1.0), 0.0)
         return k, np.clip(w, 0.0, 1.0 - 1e-12)
 
     def state_at_ts(self, ts: float) -> tuple[float, float]:
