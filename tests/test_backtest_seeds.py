@@ -14,6 +14,7 @@ import pytest
 from bot import cli
 from bot.backtest import metrics as M
 from bot.backtest import report as R
+from bot.backtest import report_md as MD
 from bot.backtest import run_backtest
 from bot.backtest.seeds import parse_seed_list, seeds_from
 from bot.config import load_config
@@ -84,7 +85,7 @@ def test_claims_judged_on_the_median_and_straddle_noted():
     sm = R.seeds_summary([1, 2], [_report(c, 0.5, 3.0, 0.4) for c in (0.05, 0.10)])
     assert _claim(sm, "35-40%")["verdict"] == "NO" and not _claim(sm, "35-40%")["straddles"]
     assert _claim(sm, "hedge cost of 1-2% a year (article 1)")["verdict"] == "NO: costlier than claimed"
-    md = "\n".join(R._seeds_markdown(R.seeds_summary([1, 2, 3], [_report(c, 0.5, 1.5, 0.4) for c in (0.30, 0.38, 0.45)])))
+    md = "\n".join(MD.seeds_markdown(R.seeds_summary([1, 2, 3], [_report(c, 0.5, 1.5, 0.4) for c in (0.30, 0.38, 0.45)])))
     assert "the range straddles the claim" in md and "38.0% (30.0% to 45.0%)" in md
 
 

@@ -70,6 +70,7 @@ def run_backtest(cfg, start: date, end: date, out_dir: Path, data_dir: Path, swe
         print(f"spx-bot: backtest: {e}", file=sys.stderr)
         return 2
     from bot.backtest import report as R
+    from bot.backtest.report_md import conclusion
 
     files = {n: R.sha256(data / n) for n in USED_FILES if (data / n).is_file()}
     reports = [R.build(r, replace(inputs, cfg=with_seed(cfg, s)), files) for s, r in zip(seeds, results)]
@@ -82,7 +83,7 @@ def run_backtest(cfg, start: date, end: date, out_dir: Path, data_dir: Path, swe
               "days_per_s": round(res.sessions * len(seeds) / wall, 1) if wall > 0 else None,
               "cpu_count": os.cpu_count()}
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
-    print(R.conclusion(rep) or "backtest done", file=out)
+    print(conclusion(rep) or "backtest done", file=out)
     print(f"{res.sessions} sessions, {len(specs)} variants, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}, "
           f"{wall:.1f} s wall, {cpu:.1f} s CPU; wrote " + ", ".join(p.name for p in paths) + f" in {out_dir}",
           file=out)

@@ -26,10 +26,11 @@ path is what it was.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from bot.domain import Leg, OptionSpec, Quote, Right
+from bot.domain import Leg, Quote, Right
 from bot.sim import equities
 from bot.sim.equities import Stock, instrument_from_key, is_equity_key
 from bot.sim.margin import Holding, requirement
@@ -107,40 +108,44 @@ def check_margin(exchange, book: dict[str, int], cash_after: float, index_reserv
                                            f"Initial Margin requirement of [{need:,.2f} USD]")
 
 
-def settle_expired(exchange, t: datetime) -> None:
-    """Exercise and assign the equity options expired by t (module doc), inside the
-    exchange's open transaction."""
-    cal = exchange.calendar
-    for key, qty, _ in exchange.db.execute("SELECT key, qty, avg_cost FROM positions").fetchall():
+@dataclass(frozen=True)
+class Expiry:
+    """What an equity option's expiry does to the account: it leaves the book at `price`
+    (intrinsic if exercised or assigned, else 0.00) at `when`; `deliveries` are the
+    executions that follow ((key, signed quantity, price): the option closed at 0.00 and the
+    stock at the strike), under orderRef `ref`; `cash` is what the stock costs (negative) or
+    brings."""
+
+    key: str
+    qty: int
+    price: Decimal
+    when: datetime
+    ref: str | None = None
+    deliveries: tuple[tuple[str, int, Decimal], ...] = ()
+    cash: Decimal = Decimal(0)
+
+
+def expiries(positions, calendar, market, t: datetime) -> list[Expiry]:
+    """The equity options among `positions` ((key, qty) pairs) expired by t, and what each
+    does: at the close of its expiry day an option ITM by $0.01 or more is exercised (long) or
+    assigned (short) into 100 shares at the strike (OCC's exercise by exception); a call buys
+    for the long and sells for the short, a put the other way round. The exchange books them."""
+    out = []
+    for key, qty in positions:
         if not is_equity_key(key) or key.startswith(equities.STOCK_PREFIX):
             continue
         opt = instrument_from_key(key)
-        listed = cal.is_session(opt.expiry)
-        when = cal.spxw_expiry_time(opt.expiry) if listed else t
+        listed = calendar.is_session(opt.expiry)
+        when = calendar.spxw_expiry_time(opt.expiry) if listed else t
         if listed and when > t:
             continue
-        close = equities.price_at(exchange.market, opt.symbol, when) if listed else 0.0
-        itm = listed and opt.intrinsic(close) >= 0.01
-        exchange.db.execute("INSERT OR REPLACE INTO settlements(key, qty, price, time) VALUES (?,?,?,?)",
-                            (key, qty, str(Decimal(f"{opt.intrinsic(close):.2f}") if itm else Decimal("0.00")),
-                             when.isoformat()))
-        exchange.db.execute("DELETE FROM positions WHERE key=?", (key,))
-        if itm:
-            _deliver(exchange, opt, qty, when)
-
-
-def _deliver(exchange, opt: OptionSpec, qty: int, when: datetime) -> None:
-    """Stock for an exercised (qty > 0) or assigned (qty < 0) option, at the strike: a call
-    buys for the long and sells for the short, a put the other way round."""
-    ref = EXERCISE_REF if qty > 0 else ASSIGNMENT_REF
-    shares = qty * opt.multiplier * (1 if opt.right is Right.CALL else -1)
-    stock = Stock(opt.symbol)
-    cash = Decimal(exchange._meta("cash")) - opt.strike * shares
-    for key, n, px in ((opt.key, -qty, Decimal("0.00")), (stock.key, shares, opt.strike)):
-        exec_id = f"{exchange._counter('next_exec_id'):08d}.01"
-        exchange.db.execute(
-            "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
-            (exec_id, ref, key, n, str(px), when.isoformat(), "0"),
-        )
-    exchange._book_position(stock.key, shares, opt.strike)
-    exchange._set_meta("cash", str(cash))
+        close = equities.price_at(market, opt.symbol, when) if listed else 0.0
+        if not (listed and opt.intrinsic(close) >= 0.01):
+            out.append(Expiry(key, qty, Decimal("0.00"), when))
+            continue
+        shares = qty * opt.multiplier * (1 if opt.right is Right.CALL else -1)
+        out.append(Expiry(key, qty, Decimal(f"{opt.intrinsic(close):.2f}"), when,
+                          EXERCISE_REF if qty > 0 else ASSIGNMENT_REF,
+                          ((opt.key, -qty, Decimal("0.00")), (Stock(opt.symbol).key, shares, opt.strike)),
+                          -opt.strike * shares))
+    return out

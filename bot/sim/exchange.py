@@ -385,8 +385,9 @@ class SimExchange:
 
     def _settle_expired(self, t: datetime) -> None:
         rows = self.db.execute("SELECT key, qty, avg_cost FROM positions").fetchall()
-        if any(equities.is_equity_key(key) for key, _, _ in rows):
-            equity_account.settle_expired(self, t)  # exercise and assignment into stock
+        if any(equities.is_equity_key(key) for key, _, _ in rows):  # exercise and assignment into stock
+            for e in equity_account.expiries([(k, q) for k, q, _ in rows], self.calendar, self.market, t):
+                self._book_expiry(e)
         for key, qty, _ in rows:
             if equities.is_equity_key(key):
                 continue
@@ -407,6 +408,23 @@ class SimExchange:
                     (key, qty, str(intrinsic), when.isoformat()),
                 )
                 self.db.execute("DELETE FROM positions WHERE key=?", (key,))
+
+    def _book_expiry(self, e: equity_account.Expiry) -> None:
+        """An equity option's expiry (`equity_account.expiries`): out of the book, and the
+        stock delivered by executions from no order."""
+        self.db.execute("INSERT OR REPLACE INTO settlements(key, qty, price, time) VALUES (?,?,?,?)",
+                        (e.key, e.qty, str(e.price), e.when.isoformat()))
+        self.db.execute("DELETE FROM positions WHERE key=?", (e.key,))
+        for key, n, px in e.deliveries:
+            exec_id = f"{self._counter('next_exec_id'):08d}.01"
+            self.db.execute(
+                "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
+                (exec_id, e.ref, key, n, str(px), e.when.isoformat(), "0"),
+            )
+        for key, n, px in e.deliveries[1:]:  # the stock; the option left the book above
+            self._book_position(key, n, px)
+        if e.cash:
+            self._set_meta("cash", str(Decimal(self._meta("cash")) + e.cash))
 
     def _settle_vix(self, opt: OptionSpec, qty: int, t: datetime) -> None:
         """Cash settlement of a VIX option at its SOQ (the VIX at its expiry date's open); a
