@@ -176,3 +176,30 @@ def test_margin_rules():
     assert requirement([shares, Holding(call, -1, 1.0, 440.0)]) == pytest.approx(22_000)  # covered
     assert requirement([Holding(SPY, -100, 440.0, 440.0)], True) == pytest.approx(13_200)  # short: 30%
     assert cash_secured_put(put, 2.0) == pytest.approx(42_800)
+
+
+def test_expiry_rule_exercise_assignment_and_worthless(ex):
+    """`equity_account.expiries`, the rule the exchange books: ITM by a cent or more at the
+    close is exercised (long) or assigned (short) into 100 shares a contract at the strike;
+    OTM leaves at 0.00 with nothing delivered; nothing expires before the close; stock and
+    index positions are not its business."""
+    from bot.sim.equity_account import ASSIGNMENT_REF, EXERCISE_REF, expiries
+
+    short_put = spy_option(ex, Right.PUT, 0.03)
+    long_call = spy_option(ex, Right.CALL, -0.03)
+    otm_put = spy_option(ex, Right.PUT, -0.05)
+    held = [(short_put.key, -2), (long_call.key, 1), (otm_put.key, 3), (SPY.key, 100), ("SPX 20220304 4300 P", -1)]
+    assert expiries(held, ex.calendar, ex.market, at("15:59")) == []
+    got = {e.key: e for e in expiries(held, ex.calendar, ex.market, at("16:01"))}
+    assert set(got) == {short_put.key, long_call.key, otm_put.key}
+    close = price_at(ex.market, "SPY", ex.calendar.spxw_expiry_time(FRIDAY))
+
+    p = got[short_put.key]  # assigned: buys 200 shares at the strike
+    assert p.ref == ASSIGNMENT_REF and p.price == Decimal(f"{short_put.intrinsic(close):.2f}") > 0
+    assert p.deliveries == ((short_put.key, 2, Decimal("0.00")), (SPY.key, 200, short_put.strike))
+    assert p.cash == -200 * short_put.strike
+    c = got[long_call.key]  # exercised: buys 100 shares at the strike
+    assert c.ref == EXERCISE_REF and c.deliveries[1] == (SPY.key, 100, long_call.strike)
+    assert c.cash == -100 * long_call.strike
+    o = got[otm_put.key]
+    assert o.price == 0 and o.deliveries == () and o.ref is None and o.cash == 0
