@@ -150,3 +150,42 @@ async def test_daily_closes_for_indicator_warm_up(broker):
     dates = [d for d, _ in closes]
     assert dates == sorted(dates) and dates[-1] < broker.sim.clock.now().date() + timedelta(days=1)
     assert all(c > 0 for _, c in closes)
+
+
+@pytest.mark.parametrize("call", ["modify", "cancel"])
+async def test_an_order_that_fills_while_the_throttle_holds_a_modify_or_cancel(make_sim, call):
+    """IBBroker only: the order fills while `modify` / `cancel` waits for its turn at the
+    throttle. The fill wins and nothing is sent for a done order (ib_async asserts on a modify
+    of one: once a crash of `make run`, the walk's modify meeting the fill it was chasing)."""
+    from dataclasses import replace
+
+    sim = await make_sim()
+    b = IBBroker("127.0.0.1", sim.port, 12, timeout=5, clock=sim.clock, reconnect=False)
+    await b.connect()
+    try:
+        legs = condor_legs(await b.spot("SPX"))
+        _, mid = await natural_and_mid(b, legs)
+        far = floor_tick(mid - Decimal("3.00"))
+        assert (await b.place_combo("ct-late", legs, 1, far)).status is OrderStatus.WORKING
+        settings, real = sim.exchange.settings, b.throttle
+        sent = []
+        b.ib.client.placeOrder = lambda *a, **k: sent.append("place")  # nothing may leave
+        b.ib.client.cancelOrder = lambda *a, **k: sent.append("cancel")
+
+        class FillsMeanwhile:
+            async def __aenter__(self):
+                sim.exchange.settings = replace(settings, fill_fraction=-1e9)  # the market comes to the limit
+                await until(b, "ct-late", {OrderStatus.FILLED})
+
+            async def __aexit__(self, *exc):
+                return False
+
+        b.throttle = FillsMeanwhile()
+        state = await (b.modify("ct-late", far + Decimal("0.05")) if call == "modify" else b.cancel("ct-late"))
+        b.throttle = real
+        sim.exchange.settings = settings
+        assert state.status is OrderStatus.FILLED and state.filled == 1
+        assert sent == []
+    finally:
+        await b.disconnect()
+        await asyncio.sleep(0.05)

@@ -658,8 +658,12 @@ class IBBroker:
         if trade.isDone():
             return m.order_state(trade, self._legs.get(order_ref))
         legs = self._legs.get(order_ref) or []
-        trade.order.lmtPrice = float(limit * legs[0].action.sign) if len(legs) == 1 else float(limit)
         async with self.throttle:
+            # the fill may have come while the throttle held us: a done order is not modified
+            # (ib_async asserts on it, and IB would answer 10148 / 104)
+            if trade.isDone():
+                return m.order_state(trade, self._legs.get(order_ref))
+            trade.order.lmtPrice = float(limit * legs[0].action.sign) if len(legs) == 1 else float(limit)
             trade = self.ib.placeOrder(trade.contract, trade.order)
         return await self._acknowledged(trade, order_ref)
 
@@ -671,7 +675,8 @@ class IBBroker:
             raise OrderRejected(order_ref, "order not found", 10147)
         if not trade.isDone():
             async with self.throttle:
-                self.ib.cancelOrder(trade.order)
+                if not trade.isDone():  # it may have filled while the throttle held us
+                    self.ib.cancelOrder(trade.order)
             await self._trade_event(trade, lambda: trade.isDone() or not self.connected, ACK_TIMEOUT)
             if not trade.isDone() and not self.connected:
                 raise TransientBrokerError(f"disconnected while cancelling {order_ref}")
