@@ -134,7 +134,10 @@ def parse_seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _load(path: str, **overrides):
+def _load(path: str, prices: bool = True, **overrides):
+    """The config; with `prices`, also the SPX surface it names (`sim.surface`). The control
+    commands (status, health, kill, resume, logs) price nothing and pass prices=False: a bad
+    surface file must never stand between an operator and the kill switch."""
     from bot.config import ConfigError, load_config
 
     try:
@@ -142,7 +145,7 @@ def _load(path: str, **overrides):
         cfg = cfg.with_overrides(**{k: v for k, v in overrides.items() if v is not None}) if overrides else cfg
     except ConfigError as e:
         raise UserError(str(e)) from None
-    if cfg.sim.surface and not _surface_from_cli:
+    if prices and cfg.sim.surface and not _surface_from_cli:
         _use_surface(cfg.sim.surface)
     return cfg
 
@@ -490,7 +493,7 @@ def _daemon_note(cfg, why: str) -> str:
 
 def cmd_status(args) -> int:
     config = _control_config(args)
-    cfg = _load(config)
+    cfg = _load(config, prices=False)
     result, why = _ask(cfg, {"cmd": "status"})
     if result is None:
         result = _offline_status(cfg, _daemon_note(cfg, why))
@@ -508,7 +511,7 @@ def cmd_status(args) -> int:
 def cmd_health(args) -> int:
     """The daemon's health through the control socket (no HTTP, no token): for container
     health checks and scripts. 0 healthy, 1 unhealthy or no daemon answered."""
-    cfg = _load(_control_config(args))
+    cfg = _load(_control_config(args), prices=False)
     result, _ = _ask(cfg, {"cmd": "status"})
     if result is None or "health" not in result:
         print(json.dumps({"healthy": False, "reasons": ["no daemon answered"]}))
@@ -597,7 +600,7 @@ def cmd_kill(args) -> int:
     """Exit 0 only when no order of ours is confirmed working; 3 (with the reason on stderr)
     when the kill could not confirm it: the operator must know a cancel may be missing."""
     config = _control_config(args)
-    cfg = _load(config)
+    cfg = _load(config, prices=False)
     refused = ""
     try:
         result, why = _ask(cfg, {"cmd": "kill", "flatten": args.flatten, "reason": args.reason}, timeout=5.0)
@@ -723,7 +726,7 @@ async def _ib_global_cancel(cfg, live: list[str], log) -> tuple[list[str], list[
 
 def cmd_resume(args) -> int:
     config = _control_config(args)
-    cfg = _load(config)
+    cfg = _load(config, prices=False)
     result, why = _ask(cfg, {"cmd": "resume"})
     if result is None:
         import sqlite3
@@ -875,7 +878,7 @@ def cmd_logs(args) -> int:
 
     path = args.path
     if path is None:
-        path = _load(_control_config(args)).bot.log_path
+        path = _load(_control_config(args), prices=False).bot.log_path
     return show_logs(path, follow=args.follow, event_glob=args.event)
 
 

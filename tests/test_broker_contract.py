@@ -175,7 +175,7 @@ async def test_an_order_that_fills_while_the_throttle_holds_a_modify_or_cancel(m
         class FillsMeanwhile:
             async def __aenter__(self):
                 sim.exchange.settings = replace(settings, fill_fraction=-1e9)  # the market comes to the limit
-                await until(b, "ct-late", {OrderStatus.FILLED})
+                await until(b, "ct-late", {OrderStatus.FILLED}, timeout=30.0)  # margin for 2 busy cores
 
             async def __aexit__(self, *exc):
                 return False

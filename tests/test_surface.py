@@ -204,3 +204,21 @@ def test_check_config_loads_the_surface_file(tmp_path):
         assert got == code, line
         if code:
             assert "sim.surface" in line and "atm_ratio" in line and "\n" not in line
+
+
+def test_control_commands_never_read_the_surface(tmp_path, capsys, monkeypatch):
+    """status, health, kill, resume and logs price nothing: a broken `sim.surface` must not
+    stand between an operator and the kill switch (the pricing commands still refuse it)."""
+    from conftest import ROOT
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    cfg = tmp_path / "sim.toml"
+    text = (ROOT / "config" / "sim.toml").read_text().replace("../state/", "state/").replace("../logs/", "logs/")
+    cfg.write_text(text.replace("[sim]", f'[sim]\nsurface = "{bad}"', 1))
+    monkeypatch.delenv("SPX_BOT_CONFIG", raising=False)
+    rc = cli.main(["status", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "surface" not in err, (rc, err)  # 1: no daemon answering; not 2
+    assert cli.main(["backtest", "--config", str(cfg), "--from", "2021-01-04", "--to", "2021-01-08",
+                     "--out", str(tmp_path / "o"), "--no-progress"]) == 2
