@@ -12,6 +12,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
+import numpy as np
 import pandas as pd
 
 NY = ZoneInfo("America/New_York")
@@ -28,19 +29,34 @@ class TradingCalendar:
         self._index = {d: i for i, d in enumerate(self._sessions)}
         self.first = self._sessions[0]
         self.last = self._sessions[-1]
+        self._times: dict[date, tuple[datetime, datetime]] | None = None  # `open_close`, built on first use
+
+    def _session_times(self) -> dict[date, tuple[datetime, datetime]]:
+        """UTC (open, close) of every session, read from the calendar's schedule in one pass:
+        asking pandas per date (`session_open`, a `.loc` lookup) costs ~0.25 ms a session, and a
+        replay asks for every session. The schedule's times are whole seconds, so the datetimes
+        are the ones `session_open(...).to_pydatetime()` gives, to the microsecond."""
+        sched = self._cal.schedule
+        times = []
+        for col in ("open", "close"):
+            ns = sched[col].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+            if (ns % 1_000_000_000).any():  # pragma: no cover - exchange times are whole minutes
+                raise ValueError(f"the {col} times of {self._cal.name} are not whole seconds")
+            times.append([datetime.fromtimestamp(s, UTC) for s in (ns // 1_000_000_000).tolist()])
+        return dict(zip(self._sessions, zip(*times)))
 
     def is_session(self, d: date) -> bool:
         return d in self._index
 
-    @lru_cache(maxsize=None)
     def open_close(self, d: date) -> tuple[datetime, datetime]:
         """UTC open and close of session `d` (close is early on half days)."""
-        if d not in self._index:
+        times = self._times
+        if times is None:
+            times = self._times = self._session_times()
+        got = times.get(d)
+        if got is None:
             raise ValueError(f"{d} is not a trading session")
-        ts = pd.Timestamp(d)
-        o = self._cal.session_open(ts).to_pydatetime()
-        c = self._cal.session_close(ts).to_pydatetime()
-        return o.astimezone(UTC), c.astimezone(UTC)
+        return got
 
     def is_open(self, t: datetime) -> bool:
         d = t.astimezone(NY).date()

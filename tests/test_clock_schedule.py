@@ -23,6 +23,23 @@ def test_calendar_holidays_and_early_close(cal):
     assert cal.next_session(date(2022, 12, 23)) == date(2022, 12, 27)
 
 
+def test_open_close_table_equals_exchange_calendars_per_session(cal):
+    """`open_close` reads the whole schedule once: the same datetimes (UTC, to the
+    microsecond) as exchange_calendars' per-session lookup, on every session."""
+    import exchange_calendars as xcals
+    import pandas as pd
+
+    xnys = xcals.get_calendar("XNYS", start=pd.Timestamp(cal.first), end=pd.Timestamp(cal.last))
+    for d in cal.sessions_between(cal.first, cal.last):
+        ts = pd.Timestamp(d)
+        want = (xnys.session_open(ts).to_pydatetime().astimezone(UTC),
+                xnys.session_close(ts).to_pydatetime().astimezone(UTC))
+        got = cal.open_close(d)
+        assert got == want and got[0].tzinfo is UTC and got[1].tzinfo is UTC, d
+    with pytest.raises(ValueError):
+        cal.open_close(date(2022, 12, 26))
+
+
 def test_entry_job_fires_1530_new_york_on_sessions_only(cal):
     job = CronJob("entry", 15, 30)
     t = ny_time(date(2022, 3, 4), "16:00")  # Friday after the entry

@@ -47,16 +47,14 @@ JOB_ORDER = {"entry": 0, "monitor": 1, "rebalance": 2, "vxth": 3, "close": 4}
 
 
 class SessionTimes:
-    """Open and close (UTC) of every session of the calendar, from exchange_calendars'
-    schedule in one vectorized read (`TradingCalendar.open_close` asks pandas per date)."""
+    """Open and close (UTC, POSIX seconds) of every session of start..end, from the calendar's
+    table (`TradingCalendar.open_close`), as floats for the arrays."""
 
     def __init__(self, cal: TradingCalendar, start: date, end: date):
-        import exchange_calendars as xcals
-        import pandas as pd
-
-        sched = xcals.get_calendar("XNYS", start=pd.Timestamp(start), end=pd.Timestamp(end)).schedule
-        self.times: dict[date, tuple[float, float]] = {
-            ts.date(): (o.timestamp(), c.timestamp()) for ts, o, c in zip(sched.index, sched["open"], sched["close"])}
+        self.times: dict[date, tuple[float, float]] = {}
+        for d in cal.sessions_between(start, end):
+            o, c = cal.open_close(d)
+            self.times[d] = (o.timestamp(), c.timestamp())
 
     def get(self, d: date) -> tuple[float, float] | None:
         return self.times.get(d)
