@@ -150,6 +150,47 @@ def test_vx_moves_with_vix_during_the_day(history, calendar):
             assert price == pytest.approx(expected, rel=1e-12)
 
 
+def _vx_one_at_a_time(market, history, d):
+    """The VIX futures' path of session d computed one contract at a time, in `follow`'s
+    arithmetic (numpy on each column): what `session_path`'s all-columns batch must equal."""
+    path = market.day_path(d)
+    i = history.index(d)
+    row, prev = history.row(d), history.row(history.dates[i - 1].astype(object))
+    before_path = market.day_path(prev.date)
+    before = dict(zip(before_path.vx_expiries, before_path.vx[-1].tolist()))  # the previous settlements
+    share = (path.stamps - path.stamps[0]) / max(path.stamps[-1] - path.stamps[0], 1.0)
+    cols = []
+    for e, settle in zip(path.vx_expiries, path.vx[-1]):
+        beta = np.asarray(1.0 / (1.0 + np.float64((e - d).days) / 45.0))
+        if e in before:
+            unexplained = math.log(settle / before[e]) - beta * math.log(row.vix[3] / prev.vix[3])
+            cols.append(before[e] * (path.vix / prev.vix[3]) ** beta * np.exp(unexplained * share))
+        else:
+            cols.append(settle * (path.vix / row.vix[3]) ** beta)
+    want = np.column_stack(cols)
+    want[-1] = path.vx[-1]
+    return path.vx, want
+
+
+@pytest.mark.parametrize("seed", [0, 5, 11])
+def test_vx_batch_is_bit_identical_to_one_contract_at_a_time(history, calendar, seed):
+    market = HistoryMarket(history, calendar, seed)
+    for d in SESSIONS[1:]:
+        got, want = _vx_one_at_a_time(market, history, d)
+        assert got.tobytes() == want.tobytes() and got.flags.c_contiguous
+
+
+@real_data
+def test_vx_batch_is_bit_identical_on_real_history():
+    """A year of real sessions: new contracts (no previous settlement) take the other route."""
+    cal = TradingCalendar(end=date(2021, 12, 31))
+    history = load_history(DATA_DIR, date(2019, 6, 1), date(2020, 12, 31))
+    market = HistoryMarket(history, cal, 3)
+    for d in cal.sessions_between(date(2020, 1, 2), date(2020, 12, 31)):
+        got, want = _vx_one_at_a_time(market, history, d)
+        assert got.tobytes() == want.tobytes(), d
+
+
 def test_vix_side_values_do_not_know_todays_close(tmp_path, calendar):
     """Changing today's VIX futures settlements, VIX9D, VIX3M and VVIX closes changes nothing
     at the open and only the drift's share of it later: the close is not known early."""

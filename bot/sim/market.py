@@ -106,7 +106,11 @@ def _vix_expiry_known(calendar: TradingCalendar, year: int, month: int) -> bool:
 def session_stamps(open_ts: float, close_ts: float, step_s: float) -> np.ndarray:
     """POSIX seconds of a session's steps: the open, every step_s after it, and the close."""
     n = int(math.ceil((close_ts - open_ts) / step_s))
-    return np.array([open_ts + k * step_s for k in range(n)] + [close_ts])
+    out = np.empty(n + 1)
+    out[:n] = np.arange(n) * step_s  # k * step_s, then + open_ts: the same two roundings as in floats
+    out[:n] += open_ts
+    out[n] = close_ts
+    return out
 
 
 def between(x: np.ndarray, k: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -483,6 +487,7 @@ class HistoryMarket(_SteppedMarket):
         if span is None:
             raise DataError("history has no session with SPX, VIX and VIX futures rows")
         self._history = history
+        self._rows: dict[date, tuple] = {}  # `_row`
         self.first_session, self.last_session = span
         self.reason = f"history covers {self.first_session}..{self.last_session}"
 
@@ -539,27 +544,40 @@ class HistoryMarket(_SteppedMarket):
         the previous close is unknown (a series' first day, a contract new to the list) they
         are today's close rescaled by spot VIX, as before."""
         h = self._history
-        row = h.row(d)
+        row, expiries, settles = self._row(d)
         rng = np.random.default_rng([self._seed, d.toordinal()])
         spx, vix = bridge_spx_vix(rng, len(stamps) - 1, row.spx, row.vix)
         i = h.index(d)
-        prev = h.row(h.dates[i - 1].astype(object)) if i > 0 else None
+        prev, before_vx = None, {}
+        if i > 0:
+            prev, *curve = self._row(h.dates[i - 1].astype(object))
+            before_vx = dict(zip(*curve))
         share = (stamps - stamps[0]) / max(stamps[-1] - stamps[0], 1.0)
         vix_prev = prev.vix[3] if prev is not None else math.nan
+        known_prev = math.isfinite(vix_prev) and vix_prev > 0
 
         def follow(close: float, before: float, beta) -> np.ndarray:
             """Path of a VIX-side series closing at `close`, `before` at the previous close."""
             beta = np.asarray(beta, dtype=float)
-            if not (math.isfinite(before) and before > 0 and math.isfinite(vix_prev) and vix_prev > 0):
+            if not (math.isfinite(before) and before > 0 and known_prev):
                 return close * (vix / row.vix[3]) ** beta
             unexplained = math.log(close / before) - beta * math.log(row.vix[3] / vix_prev)
             return before * (vix / vix_prev) ** beta * np.exp(unexplained * share)
 
-        expiries, settles = self._vx_curve(d, row)
         days = np.array([(e - d).days for e in expiries], dtype=float)
-        before_vx = dict(zip(*self._vx_curve(h.dates[i - 1].astype(object), prev))) if prev is not None else {}
-        vx = np.column_stack([follow(s, before_vx.get(e, math.nan), vx_beta(t))
-                              for e, s, t in zip(expiries, settles, days)]) if expiries else np.empty((len(stamps), 0))
+        betas = vx_beta(days)
+        befores = [before_vx.get(e, math.nan) for e in expiries]
+        if expiries and known_prev and all(math.isfinite(b) and b > 0 for b in befores):
+            # every future as `follow` moves it, all columns at once: the same operations on each
+            # element (scalar logs by `math`, exp and power element-wise on contiguous arrays)
+            log_vix = math.log(row.vix[3] / vix_prev)
+            unexplained = np.array([math.log(c / b) - beta * log_vix for c, b, beta in zip(settles, befores, betas)])
+            vx = np.array(befores)[None, :] * (vix / vix_prev)[:, None] ** betas[None, :] \
+                * np.exp(share[:, None] * unexplained[None, :])
+        elif expiries:
+            vx = np.column_stack([follow(s, b, t) for s, b, t in zip(settles, befores, betas)])
+        else:
+            vx = np.empty((len(stamps), 0))
         vvix_close = row.vvix if math.isfinite(row.vvix) else float(vvix_from_vix(row.vix[3]))
         vvix_prev = math.nan
         if prev is not None:
@@ -579,6 +597,15 @@ class HistoryMarket(_SteppedMarket):
         if expiries:
             out.vx[-1] = settles
         return out
+
+    def _row(self, d: date) -> tuple:
+        """(the file's row of session d, its VIX futures' expiries, their settlements), kept:
+        each day's path reads its own and the previous session's."""
+        got = self._rows.get(d)
+        if got is None:
+            row = self._history.row(d)
+            got = self._rows[d] = (row, *self._vx_curve(d, row))
+        return got
 
     def _vx_curve(self, d: date, row) -> tuple[tuple[date, ...], tuple[float, ...]]:
         """Expiries of vx1, vx2 from the file; vx3.. are the calendar months after vx2 (only
