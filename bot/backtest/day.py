@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import NamedTuple
@@ -86,30 +87,33 @@ class Schedule:
     def instants(self, d: date, day, vxth_day: bool) -> list[Instant]:
         open_, close = self.open_close(d)
         open_ts, close_ts = open_.timestamp(), close.timestamp()
-        jobs: dict[float, list[str]] = {}
         n_mon = int(math.ceil((close_ts - open_ts) / self.monitor_s))  # open + n*interval < close
-        for n in range(1, n_mon):
-            jobs[open_ts + n * self.monitor_s] = ["monitor"]
+        jobs: dict[float, tuple[str, ...]] = dict.fromkeys([open_ts + n * self.monitor_s for n in range(1, n_mon)],
+                                                           _MONITOR)
+        others: list[tuple[float, str]] = []
         for name, job in (("entry", self.entry), ("rebalance", self.rebalance)):
             if job is not None:
                 t = self.fire(job, d)
                 if t is not None and open_ <= t < close:
-                    jobs.setdefault(t.timestamp(), []).append(name)
+                    others.append((t.timestamp(), name))
         if vxth_day and self.vxth_time is not None:
             ts = datetime.combine(d, self.vxth_time, NY).timestamp()
             if open_ts <= ts < close_ts:
-                jobs.setdefault(ts, []).append("vxth")
-        jobs.setdefault(close_ts + 60.0, []).append("close")  # SessionJob("close", +1 min)
-        out = []
-        spx, vix, step_s, last = day.spx, day.vix, day.step_s, len(day.stamps) - 1
-        for i, ts in enumerate(sorted(jobs)):
-            step = last if ts >= close_ts else int((ts - open_ts) // step_s)
-            names = jobs[ts]
-            if len(names) > 1:
-                names.sort(key=JOB_ORDER.__getitem__)
-            out.append(Instant(i, ts, step, tuple(names), float(spx[step]), float(vix[step])))
-        return out
+                others.append((ts, "vxth"))
+        others.append((close_ts + 60.0, "close"))  # SessionJob("close", +1 min)
+        for ts, name in others:
+            jobs[ts] = tuple(sorted(jobs.get(ts, ()) + (name,), key=JOB_ORDER.__getitem__))
+        step_s, last = day.step_s, len(day.stamps) - 1
+        times = sorted(jobs)
+        steps = [last if ts >= close_ts else int((ts - open_ts) // step_s) for ts in times]
+        spx, vix = day.spx.tolist(), day.vix.tolist()
+        # Instant(i, ts, step, jobs, spx, vix) for each, built by tuple.__new__ (no Python frame per instant)
+        return list(map(_new_instant, zip(range(len(times)), times, steps, map(jobs.__getitem__, times),
+                                           map(spx.__getitem__, steps), map(vix.__getitem__, steps))))
 
+
+_MONITOR = ("monitor",)  # the jobs of most instants: one tuple for all
+_new_instant = partial(tuple.__new__, Instant)
 
 # --------------------------------------------------------------------------- shared per-day data
 
