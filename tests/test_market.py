@@ -374,8 +374,26 @@ def test_weights_at_steps_shortcut_equals_the_general_rule(steps, frac):
     flat = np.ones(len(stamps))
     path = DayPath(date(2024, 3, 5), stamps, flat, flat, flat, flat, flat, 0.04, (), np.empty((len(stamps), 0)), 300.0)
     k = np.minimum(np.array(steps), len(path.stamps) - 1)
-    ts = path.stamps[k]
-    fk, fw = path.weights(ts)
-    gk, gw = path.weights(np.append(ts, path.stamps[0] + frac * (path.stamps[1] - path.stamps[0])))
-    assert np.array_equal(fk, gk[:-1]) and fk.dtype == gk.dtype
-    assert np.array_equal(fw, gw[:-1]) and not np.signbit(fw).any() and fw.dtype == gw.dtype
+    for ts in (path.stamps[k], np.append(path.stamps[k], path.stamps[-1] + 60.0 * frac)):  # and after the close
+        fk, fw = path.weights(ts)
+        gk, gw = path.weights(np.append(ts, path.stamps[0] + frac * (path.stamps[1] - path.stamps[0])))
+        assert np.array_equal(fk, gk[:-1]) and fk.dtype == gk.dtype
+        assert np.array_equal(fw, gw[:-1]) and not np.signbit(fw).any() and fw.dtype == gw.dtype
+
+
+@given(st.lists(st.floats(-400.0, 4_200.0), min_size=1, max_size=8), st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=None)
+def test_one_instant_weight_and_state_equal_the_array_rule(offsets, seed):
+    """`DayPath.weight` (one instant, in Python floats) is `weights`' answer to the bit, and
+    `state_at_ts` is `between` on the path: at steps, between them, before the open, after
+    the close (a session with a short last step)."""
+    stamps = session_stamps(1_700_000_000.0, 1_700_000_000.0 + 3_700.0, 300.0)
+    rng = np.random.default_rng(seed)
+    spx, vix = 4000.0 * np.exp(np.cumsum(rng.normal(0, 1e-3, len(stamps)))), rng.uniform(10, 40, len(stamps))
+    path = DayPath(date(2024, 3, 5), stamps, spx, vix, vix, vix, vix, 0.04, (), np.empty((len(stamps), 0)), 300.0)
+    for ts in [float(stamps[0]) + x for x in offsets] + [float(stamps[min(int(abs(x)) // 300, len(stamps) - 1)]) for x in offsets]:
+        k, w = path.weights(np.array([ts]))
+        one = path.weight(ts)
+        assert one == (int(k[0]), float(w[0])) and type(one[0]) is int and type(one[1]) is float
+        assert not math.copysign(1.0, one[1]) < 0
+        assert path.state_at_ts(ts) == (float(between(spx, k, w)[0]), float(between(vix, k, w)[0]))

@@ -15,7 +15,6 @@ hands to the strategy code (`exchange.option_quote`).
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from datetime import date, datetime
 
 import numpy as np
@@ -52,7 +51,6 @@ class Pricer:
         self.market = market
         self.cal = calendar
         self.day: DayPath | None = None
-        self._stamps: list[float] = []  # the day's step stamps (`_weight`)
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
@@ -67,7 +65,6 @@ class Pricer:
         # SPX, VIX, VIX9D, VIX3M side by side: one `between` moves all four (spx_arrays)
         self._spx_state = np.stack([np.asarray(x, dtype=float) for x in
                                     (self.day.spx, self.day.vix, self.day.vix9d, self.day.vix3m)], axis=1)
-        self._stamps = self.day.stamps.tolist()  # for `_weight`
         self._futures = {}
         self._cache.clear()
         return self.day
@@ -100,17 +97,8 @@ class Pricer:
         return np.where(stamps >= day.close_ts, last, idx)
 
     def _weight(self, ts: float) -> tuple[int, float]:
-        """`DayPath.weights` of one instant (k, w), in the same float arithmetic without numpy's
-        per-call overhead: the step at or before ts and how far (0 <= w < 1) toward the next."""
-        stamps = self._stamps
-        last = len(stamps) - 1
-        k = min(max(bisect_right(stamps, ts) - 1, 0), last)
-        if k >= last:
-            return k, 0.0
-        span = stamps[k + 1] - stamps[k]
-        if not span > 0:
-            return k, 0.0
-        return k, min(max((ts - stamps[k]) / span, 0.0), 1.0 - 1e-12)
+        """`DayPath.weight`: the step at or before ts and how far (0 <= w < 1) toward the next."""
+        return self.day.weight(ts)
 
     # -- SPX
     def spx_arrays(self, expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray, stamps: np.ndarray,

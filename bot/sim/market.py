@@ -20,6 +20,7 @@ not depend on the order of the questions. `state_at` is a dictionary lookup and 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -146,9 +147,11 @@ class DayPath:
     vx: np.ndarray  # (steps, len(vx_expiries))
     step_s: float
     states: list = field(default_factory=list)
+    _times: list = field(init=False, repr=False, compare=False, default_factory=list)  # stamps as floats (`weight`)
 
     def __post_init__(self) -> None:
         self.states = [None] * len(self.stamps)
+        self._times = self.stamps.tolist()
 
     @property
     def open_ts(self) -> float:
@@ -173,17 +176,36 @@ class DayPath:
         last = len(self.stamps) - 1
         k = np.minimum(np.maximum(np.searchsorted(self.stamps, ts, side="right") - 1, 0), last)  # np.clip's ints
         at = self.stamps[k]
-        if ts.ndim and (ts == at).all():  # every instant at a step: w = 0 (0 / span below)
+        if ts.ndim and ((ts == at) | (k == last)).all():
+            # every instant at a step (0 / span below) or from the close on (k = last): w = 0
             return k, np.zeros(ts.shape)
         nxt = np.minimum(k + 1, last)
         span = self.stamps[nxt] - at
         w = np.where((k < last) & (span > 0), (ts - at) / np.where(span > 0, span, 1.0), 0.0)
         return k, np.clip(w, 0.0, 1.0 - 1e-12)
 
+    def weight(self, ts: float) -> tuple[int, float]:
+        """`weights` of one instant (k, w) in the same float arithmetic, without numpy's per-call
+        overhead (Python's min / max are np.clip's answer here: w is never nan or -0.0)."""
+        stamps = self._times
+        last = len(stamps) - 1
+        k = min(max(bisect_right(stamps, ts) - 1, 0), last)
+        if k >= last:
+            return k, 0.0
+        span = stamps[k + 1] - stamps[k]
+        if not span > 0:
+            return k, 0.0
+        return k, min(max((ts - stamps[k]) / span, 0.0), 1.0 - 1e-12)
+
     def state_at_ts(self, ts: float) -> tuple[float, float]:
-        """(SPX, VIX) at instant ts, as `state_at` shows them (between steps: `between`)."""
-        k, w = self.weights(np.array([ts]))
-        return float(between(self.spx, k, w)[0]), float(between(self.vix, k, w)[0])
+        """(SPX, VIX) at instant ts, as `state_at` shows them (between steps: `between`'s
+        a + (b - a) * w, the same float operations on one value)."""
+        k, w = self.weight(ts)
+        spx, vix = float(self.spx[k]), float(self.vix[k])
+        if w > 0:  # then k < last
+            spx += (float(self.spx[k + 1]) - spx) * w
+            vix += (float(self.vix[k + 1]) - vix) * w
+        return spx, vix
 
     def next_step_ts(self, ts: float) -> float:
         """The next step stamp after ts (the close at the latest)."""
@@ -340,9 +362,9 @@ class _SteppedMarket:
         d, step = self._locate(t)
         day = self._day(d)
         if step >= 0:
-            k, w = day.weights(t.timestamp())
+            k, w = day.weight(t.timestamp())
             if w > 0:
-                return day.state_between(int(k), float(w), t.astimezone(UTC))
+                return day.state_between(k, w, t.astimezone(UTC))
         return day.state(step)
 
     def path(self, t0: datetime, t1: datetime) -> tuple[np.ndarray, np.ndarray]:
