@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from bot.calendar import UTC, TradingCalendar, ny_time
 from bot.data import DataError, load_history
-from bot.sim.market import DayPath, HistoryMarket, MarketState, SyntheticMarket, between, build_market, session_stamps
+from bot.sim.market import (DayPath, HistoryMarket, MarketState, SyntheticMarket, between, build_market, ohlc_path,
+                            range_map, session_stamps)
 
 from synthetic_history import day_lines, write_files
 
@@ -189,6 +190,54 @@ def test_vx_batch_is_bit_identical_on_real_history():
     for d in cal.sessions_between(date(2020, 1, 2), date(2020, 12, 31)):
         got, want = _vx_one_at_a_time(market, history, d)
         assert got.tobytes() == want.tobytes(), d
+
+
+def _ohlc_path_mirroring_every_walk(z, ohlc, flip=True):
+    """`ohlc_path` as first written: every candidate walk mirrored in full before the fit."""
+    o, h, l, c = ohlc
+    n = z.shape[1]
+    if h <= l or o <= 0 or l <= 0:
+        return np.full(n + 1, c)
+    end = math.log(c / o)
+    top, bottom = max(math.log(h / o), end, 0.0), min(math.log(l / o), end, 0.0)
+    x = np.concatenate((np.zeros((z.shape[0], 1)), np.cumsum(z, axis=1)), axis=1)
+    if flip and end != 0:
+        x *= np.where(np.sign(x[:, -1]) == -np.sign(end), -1.0, 1.0)[:, None]
+    hi_x, lo_x = x.max(axis=1), x.min(axis=1)
+    scale = (top - bottom) / np.maximum(hi_x - lo_x, 1e-300)
+    misfit = (x[:, -1] * scale - end) ** 2 + (hi_x * scale - top) ** 2
+    if end != 0:
+        misfit = np.where(np.sign(x[:, -1]) == np.sign(end), misfit, np.inf)
+    best = int(np.argmin(misfit))
+    if not math.isfinite(misfit[best]):
+        x[best] *= -1.0
+    y = np.clip(o * np.exp(range_map(x[best] * scale[best], end, top, bottom)), l, h)
+    y[0], y[-1] = o, c
+    i_high, i_low = int(np.argmax(y)), int(np.argmin(y))
+    if 0 < i_high < n:
+        y[i_high] = h
+    if 0 < i_low < n:
+        y[i_low] = l
+    return y
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 80), st.integers(1, 64), st.sampled_from(["any", "up", "flat"]),
+       st.floats(-0.03, 0.03), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_ohlc_path_mirrors_only_the_kept_walk(seed, steps, candidates, walks, move, flat_high):
+    """Mirroring the candidates' end, high and low instead of every step of every walk picks
+    the same walk and gives the same path, to the bit (flipped or not, a day with no walk on
+    its side, a flat close)."""
+    z = np.random.default_rng(seed).standard_normal((candidates, steps))
+    if walks == "up":
+        z = np.abs(z)
+    o = 4000.0
+    c = o if walks == "flat" else o * math.exp(move)
+    h = max(o, c) * (1.0 if flat_high else 1.004)
+    l = min(o, c) * 0.996
+    for flip in (True, False):
+        got, want = ohlc_path(z.copy(), (o, h, l, c), flip), _ohlc_path_mirroring_every_walk(z.copy(), (o, h, l, c), flip)
+        assert got.tobytes() == want.tobytes()
 
 
 def test_vix_side_values_do_not_know_todays_close(tmp_path, calendar):

@@ -416,7 +416,10 @@ PATH_CANDIDATES = 64  # random walks drawn per series and day; the one whose sha
 
 def walk_candidates(z: np.ndarray) -> np.ndarray:
     """Random walks from 0, one per row of unit normals z, generated forward (n steps)."""
-    return np.concatenate((np.zeros((z.shape[0], 1)), np.cumsum(z, axis=1)), axis=1)
+    x = np.empty((z.shape[0], z.shape[1] + 1))
+    x[:, 0] = 0.0
+    np.cumsum(z, axis=1, out=x[:, 1:])
+    return x
 
 
 def range_map(x: np.ndarray, end: float, top: float, bottom: float) -> np.ndarray:
@@ -459,17 +462,24 @@ def ohlc_path(z: np.ndarray, ohlc: tuple[float, float, float, float], flip: bool
     end = math.log(c / o)
     top, bottom = max(math.log(h / o), end, 0.0), min(math.log(l / o), end, 0.0)
     x = walk_candidates(z)
+    last, hi_x, lo_x = x[:, -1], x.max(axis=1), x.min(axis=1)
+    mirrored = False
     if flip and end != 0:
-        x *= np.where(np.sign(x[:, -1]) == -np.sign(end), -1.0, 1.0)[:, None]
-    hi_x, lo_x = x.max(axis=1), x.min(axis=1)
+        # a walk mirrored (x * -1.0, exact) ends at -end, peaks at -low and bottoms at -high:
+        # its numbers, without mirroring every step of every walk (only the kept one, below)
+        mirror = np.sign(last) == -np.sign(end)
+        last, hi_x, lo_x = np.where(mirror, -last, last), np.where(mirror, -lo_x, hi_x), np.where(mirror, -hi_x, lo_x)
     scale = (top - bottom) / np.maximum(hi_x - lo_x, 1e-300)
-    misfit = (x[:, -1] * scale - end) ** 2 + (hi_x * scale - top) ** 2
+    misfit = (last * scale - end) ** 2 + (hi_x * scale - top) ** 2
     if end != 0:
-        misfit = np.where(np.sign(x[:, -1]) == np.sign(end), misfit, np.inf)
+        misfit = np.where(np.sign(last) == np.sign(end), misfit, np.inf)
     best = int(np.argmin(misfit))
+    if flip and end != 0:
+        mirrored = bool(mirror[best])
     if not math.isfinite(misfit[best]):  # no walk ends on the day's side: mirror the nearest
-        x[best] *= -1.0
-    y = np.clip(o * np.exp(range_map(x[best] * scale[best], end, top, bottom)), l, h)
+        mirrored = not mirrored
+    walk = x[best] * -1.0 if mirrored else x[best]
+    y = np.clip(o * np.exp(range_map(walk * scale[best], end, top, bottom)), l, h)
     y[0], y[-1] = o, c
     i_high, i_low = int(np.argmax(y)), int(np.argmin(y))
     if 0 < i_high < n:
