@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from bot.calendar import UTC, TradingCalendar, ny_time
 from bot.data import DataError, load_history
-from bot.sim.market import (DayPath, HistoryMarket, MarketState, SyntheticMarket, between, build_market, ohlc_path,
-                            range_map, session_stamps)
+from bot.sim.market import (PATH_CANDIDATES, SPX_VIX_RHO, DayPath, HistoryMarket, MarketState, SyntheticMarket,
+                            between, bridge_spx_vix, build_market, ohlc_path, range_map, session_stamps)
 
 from synthetic_history import day_lines, write_files
 
@@ -238,6 +238,27 @@ def test_ohlc_path_mirrors_only_the_kept_walk(seed, steps, candidates, walks, mo
     for flip in (True, False):
         got, want = ohlc_path(z.copy(), (o, h, l, c), flip), _ohlc_path_mirroring_every_walk(z.copy(), (o, h, l, c), flip)
         assert got.tobytes() == want.tobytes()
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 80), st.floats(-0.03, 0.03), st.floats(-0.2, 0.2), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_bridge_shocks_are_np_std_standardized(seed, steps, spx_move, vix_move, flat):
+    """The VIX walks take the SPX path's step shocks standardized with np.std's and np.mean's
+    arithmetic (computed in one pass in the bridge): the same paths, to the bit."""
+    o, v = 4000.0, 20.0
+    c = o if flat else o * math.exp(spx_move)
+    spx_ohlc = (o, max(o, c) * 1.003, min(o, c) * 0.997, c)
+    vc = v * math.exp(vix_move)
+    vix_ohlc = (v, max(v, vc) * 1.05, min(v, vc) * 0.95, vc)
+    got = bridge_spx_vix(np.random.default_rng(seed), steps, spx_ohlc, vix_ohlc)
+    rng = np.random.default_rng(seed)
+    spx = ohlc_path(rng.standard_normal((PATH_CANDIDATES, steps)), spx_ohlc)
+    d = np.diff(np.log(spx))
+    sd = float(np.std(d))
+    shocks = (d - d.mean()) / sd if sd > 0 else np.zeros(steps)
+    z = SPX_VIX_RHO * shocks[None, :] + math.sqrt(1.0 - SPX_VIX_RHO**2) * rng.standard_normal((PATH_CANDIDATES, steps))
+    want = (spx, ohlc_path(z, vix_ohlc, flip=False))
+    assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
 
 
 def test_vix_side_values_do_not_know_todays_close(tmp_path, calendar):

@@ -495,9 +495,11 @@ def bridge_spx_vix(rng: np.random.Generator, n: int, spx_ohlc, vix_ohlc) -> tupl
     rises as SPX falls step by step (not by placing its high near the SPX low); each series
     ends at its own close."""
     spx = ohlc_path(rng.standard_normal((PATH_CANDIDATES, n)), spx_ohlc)
-    steps = np.diff(np.log(spx))
-    sd = float(np.std(steps))
-    shocks = (steps - steps.mean()) / sd if sd > 0 else np.zeros(n)
+    log_spx = np.log(spx)
+    steps = log_spx[1:] - log_spx[:-1]  # np.diff
+    dev = steps - steps.sum() / n  # np.mean's sum / count
+    sd = math.sqrt((dev * dev).sum() / n)  # np.std's arithmetic, the mean summed once
+    shocks = dev / sd if sd > 0 else np.zeros(n)
     z_vix = SPX_VIX_RHO * shocks[None, :] + math.sqrt(1.0 - SPX_VIX_RHO**2) * rng.standard_normal((PATH_CANDIDATES, n))
     return spx, ohlc_path(z_vix, vix_ohlc, flip=False)
 
