@@ -355,18 +355,27 @@ class VixSignals:
     def peek(self, value: float) -> SignalValues:
         """Values of a forming bar at ``value``; the committed state is not touched."""
         value = float(value)
+        return SignalValues(*self._peek(value), value)
+
+    def peek_many(self, values: Iterable[float]) -> list[tuple[float | None, float | None, float | None, float | None]]:
+        """(rsi, macd, signal, histogram) of a forming bar at each value: ``peek``'s numbers
+        without a ``SignalValues`` per value (a backtest day asks for all its instants at once)."""
+        one = self._peek
+        return [one(float(v)) for v in values]
+
+    def _peek(self, value: float) -> tuple[float | None, float | None, float | None, float | None]:
         if not _isfinite(value):
             raise ValueError(f"value must be finite, got {value!r}")
         rsi = self._rsi
         r = rsi._step(value)[3] if rsi._prev is not None else None
         macd = self._macd
         if macd._count + 1 < self.min_macd_bars:
-            return SignalValues(r, None, None, None, value)
+            return r, None, None, None
         if macd._count:
             _, _, m, s, h = macd._step(value)
         else:
             m = s = h = 0.0
-        return SignalValues(r, m, s, h, value)
+        return r, m, s, h
 
     def warm_up(self, closes: Iterable[float]) -> SignalValues:
         """Commit many closes in order; returns the values of the last one."""

@@ -257,6 +257,23 @@ def test_peek_equals_commit_on_copy_and_does_not_mutate(closes, value, min_macd_
         assert s.value == before and s.bars == len(closes)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    closes=st.lists(st.floats(0.5, 500.0), min_size=0, max_size=60),
+    values=st.lists(st.floats(0.5, 500.0), min_size=0, max_size=12),
+    min_macd_bars=st.integers(1, 40),
+)
+def test_peek_many_is_peek_of_each_value(closes, values, min_macd_bars):
+    """The batch of a backtest day is `peek` value by value (warming up included)."""
+    sig = VixSignals(min_macd_bars=min_macd_bars)
+    sig.warm_up(closes)
+    want = [(p.rsi, p.macd, p.signal, p.histogram) for p in map(sig.peek, values)]
+    assert sig.peek_many(values) == want
+    assert sig.peek_many(np.array(values)) == want
+    with pytest.raises(ValueError):
+        sig.peek_many([15.0, math.nan])
+
+
 def test_vix_signals_warm_up_semantics():
     closes = [15.0 + 0.3 * math.sin(i) + 0.01 * i for i in range(60)]
     sig = VixSignals()

@@ -41,11 +41,11 @@ class SignalTrack:
         last = self.signals.last
         closed = alvh.Signals(last.value, last.rsi, last.macd, last.signal) if last.value is not None else None
         closed_active = closed is not None and alvh.is_activated(closed, self.cfg)
-        self.points = {}
-        for inst in day.instants:
-            if "monitor" in inst.jobs or "rebalance" in inst.jobs or "entry" in inst.jobs:
-                v = self.signals.peek(inst.vix)
-                self.points[inst.index] = alvh.Signals(inst.vix, v.rsi, v.macd, v.signal, closed_active, day.d)
+        wanted = [inst for inst in day.instants
+                  if "monitor" in inst.jobs or "rebalance" in inst.jobs or "entry" in inst.jobs]
+        self.points = {
+            inst.index: alvh.Signals(inst.vix, rsi, macd, signal, closed_active, day.d)
+            for inst, (rsi, macd, signal, _) in zip(wanted, self.signals.peek_many([inst.vix for inst in wanted]))}
 
     def at(self, inst: Instant) -> alvh.Signals:
         """The signals at an instant a walk may have moved past its scheduled time."""
