@@ -126,6 +126,31 @@ def test_vix_strikes_and_day_paths_equal_the_exchange(world):
             assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}
 
 
+def test_vix_expiries_of_the_day_equal_the_listing_at_each_instant(world):
+    """`Day.vix_expiries` answers one list for the session (open to an hour after the close):
+    the listing's at every instant of the day, moved or not, on expiry days, early closes
+    and Wednesdays (VIXW) too."""
+    from bot.backtest.day import Day
+    from bot.sim import listing
+
+    cal, market, ex, pricer, times = world
+    sched = Schedule(cal, 300, None, None, None, times)
+    rng = random.Random(5)
+    days = cal.sessions_between(date(2005, 1, 3), date(2026, 7, 1))
+    expiries = {e for y in range(2005, 2027) for m in range(1, 13) if (e := listing.monthly_vix(cal, y, m))}
+    picked = [d for d in days if d in expiries][::7] + [date(2022, 11, 25), date(2019, 12, 24)] + days[::211]
+    for d in picked:
+        day = Day(d, pricer, cal, sched, False)
+        open_ts, close_ts = day.arrays.open_ts, day.close_ts
+        nxt = cal.open_close(cal.next_session(d))[0].timestamp()
+        for ts in ([open_ts - 1.0, open_ts, close_ts, close_ts + 60.0, close_ts + 3600.0, nxt - 1.0, nxt]
+                   + [rng.uniform(open_ts, close_ts) for _ in range(5)]):
+            inst = day.instants[0].moved(ts, day.arrays.step_of(ts))
+            assert day.vix_expiries(inst) == listing.vix_expiries(cal, inst.t), (d, ts)
+        for inst in day.instants:
+            assert day.vix_expiries(inst) == listing.vix_expiries(cal, inst.t), (d, inst.ts)
+
+
 def test_marking_quotes_equal_the_exchange(world):
     """`Day.quotes` (an account marked at mid: SPX legs from their day paths, VIX options from
     theirs, or in one batch with chains at an instant a walk moved past) gives the exchange's

@@ -171,7 +171,7 @@ class Day:
         self.monitor = [i.index for i in self.instants if "monitor" in i.jobs]
         self.close_ts = self.arrays.close_ts
         self._snapshots: dict = {}
-        self._vix_expiries: dict[int, list[tuple[date, str]]] = {}
+        self._vix_expiries: dict[float | None, list[tuple[date, str]]] = {}  # None: the session's list
         self._chains: dict = {}
         self._paths: dict[str, dict[str, np.ndarray]] = {}
         self._spx_paths: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # bid, ask, expiry ts
@@ -279,10 +279,15 @@ class Day:
 
     # -- VIX
     def vix_expiries(self, inst: Instant) -> list[tuple[date, str]]:
-        got = self._vix_expiries.get(inst.ts)
+        """`listing.vix_expiries` at the instant. An expiry leaves the list at its SOQ, a
+        session's open, and the list is drawn from the New York date: from today's open to an
+        hour after its close (no open, same date) it is one list, asked once a day."""
+        ts = inst.ts
+        key = None if self.arrays.open_ts <= ts <= self.close_ts + 3600.0 else ts
+        got = self._vix_expiries.get(key)
         if got is None:
             got = listing.vix_expiries(self.cal, inst.t)
-            self._vix_expiries[inst.ts] = got
+            self._vix_expiries[key] = got
         return got
 
     def vix_chains(self, inst: Instant, wanted: list[tuple[date, str]], options: list[OptionSpec] = ()
