@@ -75,6 +75,32 @@ def test_walk_quotes_equal_the_exchange(world):
         assert {key: (q.bid, q.ask) for key, q in book[k].items()} == {key: (q.bid, q.ask) for key, q in full.items()}
 
 
+@pytest.mark.parametrize("which", ["spx", "vix", "both"])
+def test_walk_quotes_of_one_symbol_and_across_an_expiry_equal_the_exchange(world, which):
+    """bid_ask_over's paths: every pair live and one symbol (the model's rows as they are),
+    and options that expire during the walk (today's SPXW at the close) beside live ones."""
+    cal, market, ex, pricer, _ = world
+    d = date(2020, 3, 16)
+    day = pricer.start_day(d)
+    t0 = day.close_ts - 100.0  # the walk's instants run past today's close
+    now = datetime.fromtimestamp(t0, UTC)
+    opts = []
+    if which != "vix":
+        e0, e1 = ex.expiries(now)[:2]
+        assert e0 == d
+        opts += [OptionSpec("SPX", e, Decimal(k), r) for e in (e0, e1) for k in (2200, 2450) for r in Right]
+    if which != "spx":
+        for vix_e, tc in ex.vix_expiries(now)[:2]:
+            opts += [OptionSpec("VIX", vix_e, Decimal(k), Right.CALL, tc) for k in (40, 60)]
+    stamps = [t0 + 15 * k for k in range(13)]
+    book = pricer.bid_ask_over(opts, stamps)
+    for k, ts in enumerate(stamps):
+        full = ex.price_options(opts, datetime.fromtimestamp(ts, UTC))
+        assert {key: (q.bid, q.ask) for key, q in book[k].items()} == {key: (q.bid, q.ask) for key, q in full.items()}
+    if which == "spx":
+        assert len(book[0]) == 8 and len(book[12]) == 4  # today's expired at the close
+
+
 def test_intraday_paths_equal_the_market(world):
     cal, market, _, _, times = world
     for d in cal.sessions_between(date(2004, 3, 26), date(2026, 7, 23))[::23]:

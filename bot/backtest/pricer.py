@@ -241,36 +241,46 @@ class Pricer:
         """For each instant, greek-less quotes (bid / ask exactly as the exchange quotes them)
         of the options live then: what an order walk looks at. Priced in one batch; the
         `Quote` objects of an instant are built when it is first looked at."""
-        n = len(stamps)
+        n, m = len(stamps), len(options)
         st = np.asarray(stamps, dtype=float)
-        bid = np.full((n, len(options)), np.nan)
-        ask = np.full((n, len(options)), np.nan)
+        bid = ask = None
         for symbol in ("SPX", "VIX"):
             cols = [j for j, o in enumerate(options) if o.symbol == symbol]
             if not cols:
                 continue
-            sel = [options[j] for j in cols]
+            sel = options if len(cols) == m else [options[j] for j in cols]
             if symbol == "SPX":
                 exp = np.array([self.spx_expiry_ts(o.expiry) or -np.inf for o in sel])
             else:
                 exp = np.array([self.vix_expiry_ts(o.expiry, o.trading_class) or -np.inf for o in sel])
-            E = np.broadcast_to(exp[None, :], (n, len(sel)))
-            S = np.broadcast_to(st[:, None], (n, len(sel)))
+            # the (instant, option) pairs row by row: pair i * len(sel) + j is instant i, option j
+            E, S = np.tile(exp, n), np.repeat(st, len(sel))
             live = E - S > 0
-            if not live.any():
-                continue
-            K = np.broadcast_to(np.array([float(o.strike) for o in sel])[None, :], (n, len(sel)))
-            C = np.broadcast_to(np.array([o.right is Right.CALL for o in sel])[None, :], (n, len(sel)))
+            K = np.tile(np.array([float(o.strike) for o in sel]), n)
+            C = np.tile(np.array([o.right is Right.CALL for o in sel]), n)
+            every = bool(live.all())
+            if not every:
+                if not live.any():
+                    continue
+                E, S, K, C = E[live], S[live], K[live], C[live]
             if symbol == "SPX":
-                a = self.spx_arrays(E[live], K[live], C[live], S[live], greeks=False)
+                a = self.spx_arrays(E, K, C, S, greeks=False)
             else:
-                idx = np.broadcast_to(np.arange(len(sel))[None, :], (n, len(sel)))[live]
-                a = self.vix_arrays([sel[c].expiry for c in idx.tolist()], E[live], K[live], C[live], S[live],
-                                    greeks=False)
-            sub_b = np.full((n, len(sel)), np.nan)
-            sub_a = np.full((n, len(sel)), np.nan)
+                expiries = [o.expiry for o in sel] * n
+                if not every:
+                    expiries = [e for e, ok in zip(expiries, live.tolist()) if ok]
+                a = self.vix_arrays(expiries, E, K, C, S, greeks=False)
+            if every and len(cols) == m:  # one symbol, all live: the model's rows as they are
+                bid, ask = a["bid"].reshape(n, m), a["ask"].reshape(n, m)
+                break
+            if bid is None:
+                bid, ask = np.full((n, m), np.nan), np.full((n, m), np.nan)
+            sub_b = np.full(n * len(sel), np.nan)
+            sub_a = np.full(n * len(sel), np.nan)
             sub_b[live], sub_a[live] = a["bid"], a["ask"]
-            bid[:, cols], ask[:, cols] = sub_b, sub_a
+            bid[:, cols], ask[:, cols] = sub_b.reshape(n, len(sel)), sub_a.reshape(n, len(sel))
+        if bid is None:
+            bid, ask = np.full((n, m), np.nan), np.full((n, m), np.nan)
         return StepQuotes([o.key for o in options], bid, ask)
 
     def put(self, ts: float, option: OptionSpec, quote: Quote) -> None:

@@ -542,7 +542,7 @@ class SimExchange:
                 REJECT_ORDER,
                 f"naked short call: {qty} x {key} not covered by a long VIX call expiring no earlier with a strike no higher",
             )
-        worst = _worst_payoff(book)
+        worst = _worst_payoff(book, naked)
         cash = float(self._meta("cash")) - float(limit) * 100 * quantity
         if cash + worst < 0:
             raise ExchangeReject(REJECT_ORDER, f"insufficient funds: max loss {-worst:,.0f} exceeds cash {cash:,.0f}")
@@ -780,16 +780,17 @@ def _uncovered_vix_calls(book: dict[str, int]) -> list[tuple[str, int]]:
     return out
 
 
-def _worst_payoff(book: dict[str, int]) -> float:
+def _worst_payoff(book: dict[str, int], uncovered: list[tuple[str, int]] | None = None) -> float:
     """Worst dollar payoff at expiry of a whole book for margin: SPX options by
     `_worst_expiry_payoff`; VIX puts by `_worst_expiry_payoff` too (bounded: the VIX cannot go
     below 0); VIX calls need nothing when covered (the covering long, expiring no earlier with
     a strike no higher, is worth at least the short's intrinsic when the short settles), and an
-    uncovered short VIX call counts as unbounded (10 x its strike + 1e6, as for SPX)."""
+    uncovered short VIX call counts as unbounded (10 x its strike + 1e6, as for SPX).
+    `uncovered`: `_uncovered_vix_calls(book)` when the caller has it already."""
     spx = {k: q for k, q in book.items() if q and not k.startswith("VIX")}
     vix_puts = {k: q for k, q in book.items() if q and k.startswith("VIX") and k.endswith(" P")}
     worst = _worst_expiry_payoff(spx) + _worst_expiry_payoff(vix_puts)
-    for key, qty in _uncovered_vix_calls(book):
+    for key, qty in _uncovered_vix_calls(book) if uncovered is None else uncovered:
         opt = OptionSpec.from_key(key)
         worst -= opt.intrinsic(float(opt.strike) * 10 + 1e6) * opt.multiplier * qty
     return worst
