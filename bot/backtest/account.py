@@ -79,6 +79,29 @@ class Walker:
         self.plan = WalkPlan.of(cfg)
         self.fill_fraction = fill_fraction
 
+    PREFETCH_ENDS = 4  # a walk is assumed to end within its first polls (most fill at the first)
+    MAX_PREFETCH_INSTANTS = 300
+
+    def prefetch(self, orders: list[ComboOrder], t0: float, pricer: Pricer) -> None:
+        """Price, in one batch, the instants at which the walks of these orders, sent one
+        after the other from t0, look at their legs if each walk before ended by its
+        `PREFETCH_ENDS`-th instant (each starts where the one before ended, or where it
+        started when it was blocked). A speculation on quotes only (`Pricer.prefetch_bid_ask`):
+        a walk that starts elsewhere prices its own, and the walks are unchanged."""
+        offsets = self.plan.offsets()
+        starts = {t0}
+        wanted = []
+        seen = 0
+        for order in orders:
+            stamps = sorted({s + dt for s in starts for dt in offsets})
+            seen += len(stamps)
+            if seen > self.MAX_PREFETCH_INSTANTS:
+                break
+            wanted.append(([leg.option for leg in order.legs], stamps))
+            starts = {s + dt for s in starts for dt in offsets[:self.PREFETCH_ENDS]}
+        if len(wanted) > 1:
+            pricer.prefetch_bid_ask(wanted)
+
     def walk(self, order: ComboOrder, t0: float, pricer: Pricer, close_ts: float
              ) -> tuple[tuple[Decimal, float, dict[str, Quote]] | None, float]:
         """((limit, fill time, quotes then) or None, time the walk ended). BadQuote when the
@@ -166,6 +189,11 @@ class Account:
     def interest(self) -> Decimal:
         """T-bill interest on cash booked so far (the exchange's rule, as the daemon's account)."""
         return self.ex.interest
+
+    def prefetch(self, orders: list[ComboOrder], ts: float, pricer: Pricer) -> None:
+        """Orders about to be executed one after the other from ts: their walks' quotes in
+        one batch (`Walker.prefetch`)."""
+        self.walker.prefetch(orders, ts, pricer)
 
     def execute(self, order: ComboOrder, ts: float, pricer: Pricer, close_ts: float) -> Execution | None:
         """The daemon's `Executor.execute` of this order decided at ts: the walk, then the fill

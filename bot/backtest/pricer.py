@@ -54,6 +54,7 @@ class Pricer:
         self.day: DayPath | None = None
         self._stamps: list[float] = []  # the day's step stamps (`_weight`)
         self._cache: dict[tuple[float, str], Quote | None] = {}
+        self._bid_ask: dict[tuple[float, str], tuple[float, float]] = {}  # `prefetch_bid_ask`, per session
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
         self._listed: dict[tuple[date, str], bool] = {}
@@ -70,6 +71,7 @@ class Pricer:
         self._stamps = self.day.stamps.tolist()  # for `_weight`
         self._futures = {}
         self._cache.clear()
+        self._bid_ask.clear()
         return self.day
 
     # -- expiry times
@@ -239,49 +241,89 @@ class Pricer:
 
     def bid_ask_over(self, options: list[OptionSpec], stamps: list[float]) -> "StepQuotes":
         """For each instant, greek-less quotes (bid / ask exactly as the exchange quotes them)
-        of the options live then: what an order walk looks at. Priced in one batch; the
-        `Quote` objects of an instant are built when it is first looked at."""
+        of the options live then: what an order walk looks at. Priced in one batch (or taken
+        from `prefetch_bid_ask`); the `Quote` objects of an instant are built when it is first
+        looked at."""
         n, m = len(stamps), len(options)
-        st = np.asarray(stamps, dtype=float)
+        keys = [o.key for o in options]
+        book = self._bid_ask
+        if book:
+            try:
+                got = np.array([book[(ts, key)] for ts in stamps for key in keys], dtype=float).reshape(n, m, 2)
+            except KeyError:
+                pass
+            else:
+                return StepQuotes(keys, got[:, :, 0], got[:, :, 1])
+        # the (instant, option) pairs row by row: pair i * m + j is instant i, option j
+        bid, ask = self._bid_ask_pairs(options, np.tile(np.arange(m), n), np.asarray(stamps, dtype=float).repeat(m))
+        return StepQuotes(keys, bid.reshape(n, m), ask.reshape(n, m))
+
+    def prefetch_bid_ask(self, wanted: list[tuple[list[OptionSpec], list[float]]]) -> None:
+        """Price (options, instants) groups in one batch for the `bid_ask_over` calls to come
+        this session (the walks of a plan of orders, sent one after the other). The model's
+        arithmetic is the same per (option, instant) pair whatever else is in the batch, so a
+        quote taken from here is the one a batch of its own would give; one batch instead
+        of one per walk, because a batch's cost is mostly fixed."""
+        book = self._bid_ask
+        index: dict[str, int] = {}
+        options: list[OptionSpec] = []
+        pairs: dict[tuple[float, str], int] = {}
+        for opts, stamps in wanted:
+            for o in opts:
+                key = o.key
+                j = index.get(key)
+                if j is None:
+                    j = index[key] = len(options)
+                    options.append(o)
+                for ts in stamps:
+                    if (ts, key) not in book:
+                        pairs.setdefault((ts, key), j)
+        if not pairs:
+            return
+        bid, ask = self._bid_ask_pairs(options, np.fromiter(pairs.values(), dtype=np.intp, count=len(pairs)),
+                                       np.array([ts for ts, _ in pairs], dtype=float))
+        book.update(zip(pairs, zip(bid.tolist(), ask.tolist())))
+
+    def _bid_ask_pairs(self, options: list[OptionSpec], codes: np.ndarray, stamps: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Greek-less bid and ask of options[codes[i]] at stamps[i] (NaN where it is not live):
+        one model batch per symbol."""
+        n = len(codes)
         bid = ask = None
         for symbol in ("SPX", "VIX"):
-            cols = [j for j, o in enumerate(options) if o.symbol == symbol]
-            if not cols:
+            mine = np.array([o.symbol == symbol for o in options], dtype=bool)
+            if not mine.any():
                 continue
-            sel = options if len(cols) == m else [options[j] for j in cols]
             if symbol == "SPX":
-                exp = np.array([self.spx_expiry_ts(o.expiry) or -np.inf for o in sel])
+                exp = [self.spx_expiry_ts(o.expiry) or -np.inf for o in options]
             else:
-                exp = np.array([self.vix_expiry_ts(o.expiry, o.trading_class) or -np.inf for o in sel])
-            # the (instant, option) pairs row by row: pair i * len(sel) + j is instant i, option j
-            E, S = np.tile(exp, n), np.repeat(st, len(sel))
+                exp = [self.vix_expiry_ts(o.expiry, o.trading_class) or -np.inf for o in options]
+            rows = None if mine.all() else np.flatnonzero(mine[codes])
+            c, S = (codes, stamps) if rows is None else (codes[rows], stamps[rows])
+            E = np.array(exp, dtype=float)[c]
             live = E - S > 0
-            K = np.tile(np.array([float(o.strike) for o in sel]), n)
-            C = np.tile(np.array([o.right is Right.CALL for o in sel]), n)
+            K = np.array([float(o.strike) for o in options])[c]
+            C = np.array([o.right is Right.CALL for o in options], dtype=bool)[c]
             every = bool(live.all())
             if not every:
                 if not live.any():
                     continue
-                E, S, K, C = E[live], S[live], K[live], C[live]
+                E, S, K, C, c = E[live], S[live], K[live], C[live], c[live]
             if symbol == "SPX":
                 a = self.spx_arrays(E, K, C, S, greeks=False)
             else:
-                expiries = [o.expiry for o in sel] * n
-                if not every:
-                    expiries = [e for e, ok in zip(expiries, live.tolist()) if ok]
-                a = self.vix_arrays(expiries, E, K, C, S, greeks=False)
-            if every and len(cols) == m:  # one symbol, all live: the model's rows as they are
-                bid, ask = a["bid"].reshape(n, m), a["ask"].reshape(n, m)
-                break
+                a = self.vix_arrays([options[j].expiry for j in c.tolist()], E, K, C, S, greeks=False)
+            if every and rows is None:  # one symbol, all live: the model's output as it is
+                return a["bid"], a["ask"]
             if bid is None:
-                bid, ask = np.full((n, m), np.nan), np.full((n, m), np.nan)
-            sub_b = np.full(n * len(sel), np.nan)
-            sub_a = np.full(n * len(sel), np.nan)
-            sub_b[live], sub_a[live] = a["bid"], a["ask"]
-            bid[:, cols], ask[:, cols] = sub_b.reshape(n, len(sel)), sub_a.reshape(n, len(sel))
+                bid, ask = np.full(n, np.nan), np.full(n, np.nan)
+            where = np.arange(n) if rows is None else rows
+            if not every:
+                where = where[live]
+            bid[where], ask[where] = a["bid"], a["ask"]
         if bid is None:
-            bid, ask = np.full((n, m), np.nan), np.full((n, m), np.nan)
-        return StepQuotes([o.key for o in options], bid, ask)
+            bid, ask = np.full(n, np.nan), np.full(n, np.nan)
+        return bid, ask
 
     def put(self, ts: float, option: OptionSpec, quote: Quote) -> None:
         """Cache a quote computed elsewhere from this pricer's arrays (chains, bands)."""
