@@ -139,6 +139,23 @@ def test_prefetched_walk_quotes_equal_a_walks_own(world):
             assert [got[k] for k in range(len(stamps))] == [own[k] for k in range(len(stamps))]
 
 
+def test_backtest_vix_soq_equals_the_exchange(world):
+    """BacktestExchange takes a VIX expiry's SOQ from the pricer's path of that session: the
+    market's VIX at the open, as SimExchange settles it."""
+    from bot.backtest.account import BacktestExchange
+
+    cal, market, ex, _, times = world
+    pricer = Pricer(market, cal, times)
+    bex = BacktestExchange(market, cal, ExchangeSettings(), pricer)
+    try:
+        days = cal.sessions_between(date(2004, 3, 26), date(2026, 7, 1))
+        for d in days[::97] + [date(2020, 3, 18), date(2008, 10, 22)]:
+            pricer.start_day(d)
+            assert bex.vix_soq(d) == ex.vix_soq(d), d
+    finally:
+        bex.close()
+
+
 def test_intraday_paths_equal_the_market(world):
     cal, market, _, _, times = world
     for d in cal.sessions_between(date(2004, 3, 26), date(2026, 7, 23))[::23]:

@@ -24,7 +24,7 @@ daemon's does and places nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from bot.calendar import NY, UTC, TradingCalendar
@@ -57,6 +57,14 @@ class BacktestExchange(SimExchange):
         if walk is not None and walk[0] == t and all(o.key in walk[1] for o in options):
             return walk[1]
         return self.pricer.quotes(options, t)
+
+    def vix_soq(self, expiry: date) -> float:
+        # on its own session, the open's VIX from the pricer's path of the day (the market's
+        # own path, array for array: tests/test_backtest_pricer.py), not a second build of it
+        day = self.pricer.day
+        if day is not None and day.session == expiry:
+            return float(day.vix[0])
+        return super().vix_soq(expiry)
 
 
 # --------------------------------------------------------------------------- the walk

@@ -435,7 +435,7 @@ class SimExchange:
             return
         if listed:
             when = self.vix_expiry_time(opt.expiry)
-            value = self.market.state_at(when).vix
+            value = self.vix_soq(opt.expiry)
         else:
             when, value = t, 0.0
         intrinsic = decimal_price(opt.intrinsic(value)) if listed else Decimal("0.00")
