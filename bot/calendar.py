@@ -16,7 +16,6 @@ import pandas as pd
 
 NY = ZoneInfo("America/New_York")
 UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class TradingCalendar:
@@ -27,32 +26,21 @@ class TradingCalendar:
         self._cal = xcals.get_calendar(name, start=pd.Timestamp(start), end=pd.Timestamp(end))
         self._sessions = [ts.date() for ts in self._cal.sessions]
         self._index = {d: i for i, d in enumerate(self._sessions)}
-        self._open_close: dict[date, tuple[datetime, datetime]] = {}
-        self._open_close_us: tuple | None = None  # the schedule's opens and closes, read on first use
         self.first = self._sessions[0]
         self.last = self._sessions[-1]
 
     def is_session(self, d: date) -> bool:
         return d in self._index
 
+    @lru_cache(maxsize=None)
     def open_close(self, d: date) -> tuple[datetime, datetime]:
         """UTC open and close of session `d` (close is early on half days)."""
-        got = self._open_close.get(d)
-        if got is None:
-            i = self._index.get(d)
-            if i is None:
-                raise ValueError(f"{d} is not a trading session")
-            if self._open_close_us is None:
-                # the schedule's columns as whole arrays, once: `session_open` / `session_close`
-                # look one date up at a time through pandas at ~80 us a date (same instants, test)
-                sched = self._cal.schedule
-                self._open_close_us = tuple(
-                    sched[col].dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype("int64")
-                    for col in ("open", "close"))
-            opens, closes = self._open_close_us
-            got = self._open_close[d] = (EPOCH + timedelta(microseconds=int(opens[i])),
-                                         EPOCH + timedelta(microseconds=int(closes[i])))
-        return got
+        if d not in self._index:
+            raise ValueError(f"{d} is not a trading session")
+        ts = pd.Timestamp(d)
+        o = self._cal.session_open(ts).to_pydatetime()
+        c = self._cal.session_close(ts).to_pydatetime()
+        return o.astimezone(UTC), c.astimezone(UTC)
 
     def is_open(self, t: datetime) -> bool:
         d = t.astimezone(NY).date()

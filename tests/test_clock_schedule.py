@@ -23,20 +23,6 @@ def test_calendar_holidays_and_early_close(cal):
     assert cal.next_session(date(2022, 12, 23)) == date(2022, 12, 27)
 
 
-def test_open_close_table_matches_the_calendar_per_date(cal):
-    """open_close reads the whole schedule at once: every session's open and close is the one
-    exchange_calendars gives per date (UTC, early closes included), and a non-session raises."""
-    import pandas as pd
-
-    for d in cal.sessions_between(date(1990, 1, 2), cal.last)[::7] + [date(2022, 11, 25), date(2019, 12, 24)]:
-        o, c = cal.open_close(d)
-        ts = pd.Timestamp(d)
-        assert (o, c) == (cal._cal.session_open(ts).to_pydatetime(), cal._cal.session_close(ts).to_pydatetime())
-        assert o.tzinfo is UTC and c.tzinfo is UTC
-    with pytest.raises(ValueError):
-        cal.open_close(date(2022, 12, 26))
-
-
 def test_entry_job_fires_1530_new_york_on_sessions_only(cal):
     job = CronJob("entry", 15, 30)
     t = ny_time(date(2022, 3, 4), "16:00")  # Friday after the entry
