@@ -577,3 +577,19 @@ def test_booking_a_fills_legs_at_once_is_booking_them_one_by_one(trades, held):
     finally:
         one.close()
         batch.close()
+
+
+def test_commission_rates_keep_their_text():
+    """The schedule's rates become Decimals once (a cache): a rate's own text, whatever was
+    asked before (1 and 1.0 are equal floats but different amounts of cents' text)."""
+    from bot.sim.commissions import IB_TIERED, flat_schedule
+
+    legs = [(3, D("1.25")), (-3, D("0.04")), (-2, D("0.07")), (1, D("12.00"))]
+    assert [str(c) for c in flat_schedule(1.0).order_commissions(legs)] == ["3.0", "3.0", "2.0", "1.0"]
+    assert [str(c) for c in flat_schedule(1).order_commissions(legs)] == ["3", "3", "2", "1"]
+    assert [str(c) for c in flat_schedule(1.0).order_commissions(legs)] == ["3.0", "3.0", "2.0", "1.0"]
+    each = IB_TIERED.order_commissions(legs, ["SPX", "SPX", "VIX", "SPY"])
+    assert each == [D("0.65") * 3 + (D("0.45") + D("0.033") + D("0.025")) * 3,
+                    D("0.25") * 3 + (D("0.36") + D("0.033") + D("0.025")) * 3,
+                    D("0.50") * 2 + (D("0.05") + D("0.033") + D("0.025")) * 2,
+                    D("0.65") + D("0.033") + D("0.025")]
