@@ -75,6 +75,87 @@ def test_walk_quotes_equal_the_exchange(world):
         assert {key: (q.bid, q.ask) for key, q in book[k].items()} == {key: (q.bid, q.ask) for key, q in full.items()}
 
 
+@pytest.mark.parametrize("which", ["spx", "vix", "both"])
+def test_walk_quotes_of_one_symbol_and_across_an_expiry_equal_the_exchange(world, which):
+    """bid_ask_over's paths: every pair live and one symbol (the model's rows as they are),
+    and options that expire during the walk (today's SPXW at the close) beside live ones."""
+    cal, market, ex, pricer, _ = world
+    d = date(2020, 3, 16)
+    day = pricer.start_day(d)
+    t0 = day.close_ts - 100.0  # the walk's instants run past today's close
+    now = datetime.fromtimestamp(t0, UTC)
+    opts = []
+    if which != "vix":
+        e0, e1 = ex.expiries(now)[:2]
+        assert e0 == d
+        opts += [OptionSpec("SPX", e, Decimal(k), r) for e in (e0, e1) for k in (2200, 2450) for r in Right]
+    if which != "spx":
+        for vix_e, tc in ex.vix_expiries(now)[:2]:
+            opts += [OptionSpec("VIX", vix_e, Decimal(k), Right.CALL, tc) for k in (40, 60)]
+    stamps = [t0 + 15 * k for k in range(13)]
+    book = pricer.bid_ask_over(opts, stamps)
+    for k, ts in enumerate(stamps):
+        full = ex.price_options(opts, datetime.fromtimestamp(ts, UTC))
+        assert {key: (q.bid, q.ask) for key, q in book[k].items()} == {key: (q.bid, q.ask) for key, q in full.items()}
+    if which == "spx":
+        assert len(book[0]) == 8 and len(book[12]) == 4  # today's expired at the close
+
+
+def test_prefetched_walk_quotes_equal_a_walks_own(world):
+    """A plan's walks priced ahead in one batch (`Walker.prefetch`, `Pricer.prefetch_bid_ask`)
+    give each walk the quotes its own batch gives, bit for bit, wherever it starts; a start
+    outside the speculation prices its own."""
+    from bot.backtest.account import Walker
+    from bot.config import ExecutionConfig
+    from bot.domain import Action, ComboOrder, Leg
+
+    cal, market, ex, _, times = world
+    walker = Walker(ExecutionConfig(), 0.25)
+    rng = random.Random(5)
+    for d in (date(2020, 3, 16), date(2011, 8, 8), date(2017, 6, 14)):
+        ahead, alone = Pricer(market, cal, times), Pricer(market, cal, times)
+        day = ahead.start_day(d)
+        alone.start_day(d)
+        t0 = float(day.stamps[len(day.stamps) // 2]) + 20.0
+        now = datetime.fromtimestamp(t0, UTC)
+        spot = market.state_at(now).spx
+        e = ex.expiries(now)[1]
+        condor = ComboOrder(tuple(Leg(OptionSpec("SPX", e, Decimal(int(spot * f // 5 * 5)), r), a) for f, r, a in (
+            (0.95, Right.PUT, Action.BUY), (0.97, Right.PUT, Action.SELL),
+            (1.03, Right.CALL, Action.SELL), (1.05, Right.CALL, Action.BUY))), 1)
+        vix_orders = [ComboOrder(tuple(Leg(OptionSpec("VIX", ve, Decimal(k), Right.CALL, tc), a)
+                                       for k, a in legs), 2)
+                      for (ve, tc), legs in zip(ex.vix_expiries(now)[:3], (
+                          ((30, Action.BUY),), ((25, Action.SELL), (35, Action.BUY)), ((40, Action.BUY),)))]
+        orders = [vix_orders[0], condor, vix_orders[1], vix_orders[2]]
+        walker.prefetch(orders, t0, ahead)
+        offsets = walker.plan.offsets()
+        for order in orders:
+            start = t0 + rng.choice(offsets[:3]) + rng.choice([0.0, 15.0, 210.0])
+            stamps = [start + dt for dt in offsets]
+            options = [leg.option for leg in order.legs]
+            got, own = ahead.bid_ask_over(options, stamps), alone.bid_ask_over(options, stamps)
+            assert np.array_equal(got.bid, own.bid, equal_nan=True) and np.array_equal(got.ask, own.ask, equal_nan=True)
+            assert [got[k] for k in range(len(stamps))] == [own[k] for k in range(len(stamps))]
+
+
+def test_backtest_vix_soq_equals_the_exchange(world):
+    """BacktestExchange takes a VIX expiry's SOQ from the pricer's path of that session: the
+    market's VIX at the open, as SimExchange settles it."""
+    from bot.backtest.account import BacktestExchange
+
+    cal, market, ex, _, times = world
+    pricer = Pricer(market, cal, times)
+    bex = BacktestExchange(market, cal, ExchangeSettings(), pricer)
+    try:
+        days = cal.sessions_between(date(2004, 3, 26), date(2026, 7, 1))
+        for d in days[::97] + [date(2020, 3, 18), date(2008, 10, 22)]:
+            pricer.start_day(d)
+            assert bex.vix_soq(d) == ex.vix_soq(d), d
+    finally:
+        bex.close()
+
+
 def test_intraday_paths_equal_the_market(world):
     cal, market, _, _, times = world
     for d in cal.sessions_between(date(2004, 3, 26), date(2026, 7, 23))[::23]:

@@ -8,6 +8,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.broker.base import OrderRejected, TransientBrokerError
 from bot.broker.sim import SimBroker
@@ -548,3 +550,46 @@ def test_a_reused_order_ref_is_rejected_103(exchange):
         exchange.place_combo("dup-1", legs, 1, far, T)
     assert err.value.code == 103
     assert [o.order_ref for o in exchange.open_orders()] == ["dup-1"]
+
+
+_KEYS = ["SPXW 20220302 4300 P", "SPXW 20220302 4400 C", "VIX 20220316 30 C"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_KEYS), st.integers(-3, 3).filter(bool),
+                          st.integers(1, 500).map(lambda c: Decimal(c) / 100)), min_size=1, max_size=6),
+       st.lists(st.tuples(st.sampled_from(_KEYS), st.integers(-3, 3).filter(bool)), max_size=3))
+def test_booking_a_fills_legs_at_once_is_booking_them_one_by_one(trades, held):
+    """A fill books its legs with one read of the positions (`_book_positions`): the same
+    positions and average costs as one leg at a time, with repeated keys and legs that close
+    or flip a position."""
+    one, batch = (SimExchange(None, None, SETTINGS, ":memory:") for _ in range(2))
+    try:
+        for ex in (one, batch):
+            for key, qty in held:
+                ex._book_position(key, qty, Decimal("1.25"))
+        for key, qty, px in trades:
+            one._book_position(key, qty, px)
+        batch._book_positions(trades)
+        assert batch.positions() == one.positions()
+        assert [(str(p.option.key), str(p.avg_cost)) for p in batch.positions()] == \
+               [(str(p.option.key), str(p.avg_cost)) for p in one.positions()]
+    finally:
+        one.close()
+        batch.close()
+
+
+def test_commission_rates_keep_their_text():
+    """The schedule's rates become Decimals once (a cache): a rate's own text, whatever was
+    asked before (1 and 1.0 are equal floats but different amounts of cents' text)."""
+    from bot.sim.commissions import IB_TIERED, flat_schedule
+
+    legs = [(3, D("1.25")), (-3, D("0.04")), (-2, D("0.07")), (1, D("12.00"))]
+    assert [str(c) for c in flat_schedule(1.0).order_commissions(legs)] == ["3.0", "3.0", "2.0", "1.0"]
+    assert [str(c) for c in flat_schedule(1).order_commissions(legs)] == ["3", "3", "2", "1"]
+    assert [str(c) for c in flat_schedule(1.0).order_commissions(legs)] == ["3.0", "3.0", "2.0", "1.0"]
+    each = IB_TIERED.order_commissions(legs, ["SPX", "SPX", "VIX", "SPY"])
+    assert each == [D("0.65") * 3 + (D("0.45") + D("0.033") + D("0.025")) * 3,
+                    D("0.25") * 3 + (D("0.36") + D("0.033") + D("0.025")) * 3,
+                    D("0.50") * 2 + (D("0.05") + D("0.033") + D("0.025")) * 2,
+                    D("0.65") + D("0.033") + D("0.025")]

@@ -24,7 +24,7 @@ daemon's does and places nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from bot.calendar import NY, UTC, TradingCalendar
@@ -58,6 +58,14 @@ class BacktestExchange(SimExchange):
             return walk[1]
         return self.pricer.quotes(options, t)
 
+    def vix_soq(self, expiry: date) -> float:
+        # on its own session, the open's VIX from the pricer's path of the day (the market's
+        # own path, array for array: tests/test_backtest_pricer.py), not a second build of it
+        day = self.pricer.day
+        if day is not None and day.session == expiry:
+            return float(day.vix[0])
+        return super().vix_soq(expiry)
+
 
 # --------------------------------------------------------------------------- the walk
 
@@ -78,6 +86,29 @@ class Walker:
     def __init__(self, cfg: ExecutionConfig, fill_fraction: float):
         self.plan = WalkPlan.of(cfg)
         self.fill_fraction = fill_fraction
+
+    PREFETCH_ENDS = 4  # a walk is assumed to end within its first polls (most fill at the first)
+    MAX_PREFETCH_INSTANTS = 300
+
+    def prefetch(self, orders: list[ComboOrder], t0: float, pricer: Pricer) -> None:
+        """Price, in one batch, the instants at which the walks of these orders, sent one
+        after the other from t0, look at their legs if each walk before ended by its
+        `PREFETCH_ENDS`-th instant (each starts where the one before ended, or where it
+        started when it was blocked). A speculation on quotes only (`Pricer.prefetch_bid_ask`):
+        a walk that starts elsewhere prices its own, and the walks are unchanged."""
+        offsets = self.plan.offsets()
+        starts = {t0}
+        wanted = []
+        seen = 0
+        for order in orders:
+            stamps = sorted({s + dt for s in starts for dt in offsets})
+            seen += len(stamps)
+            if seen > self.MAX_PREFETCH_INSTANTS:
+                break
+            wanted.append(([leg.option for leg in order.legs], stamps))
+            starts = {s + dt for s in starts for dt in offsets[:self.PREFETCH_ENDS]}
+        if len(wanted) > 1:
+            pricer.prefetch_bid_ask(wanted)
 
     def walk(self, order: ComboOrder, t0: float, pricer: Pricer, close_ts: float
              ) -> tuple[tuple[Decimal, float, dict[str, Quote]] | None, float]:
@@ -166,6 +197,11 @@ class Account:
     def interest(self) -> Decimal:
         """T-bill interest on cash booked so far (the exchange's rule, as the daemon's account)."""
         return self.ex.interest
+
+    def prefetch(self, orders: list[ComboOrder], ts: float, pricer: Pricer) -> None:
+        """Orders about to be executed one after the other from ts: their walks' quotes in
+        one batch (`Walker.prefetch`)."""
+        self.walker.prefetch(orders, ts, pricer)
 
     def execute(self, order: ComboOrder, ts: float, pricer: Pricer, close_ts: float) -> Execution | None:
         """The daemon's `Executor.execute` of this order decided at ts: the walk, then the fill

@@ -315,6 +315,9 @@ class AlvhHedge:
     def _run_plan(self, day: Day, inst: Instant, actions, failed: str | None) -> str | None:
         """`HedgeManager._run_plan`: after a miss only what stands alone goes on. Returns the
         first miss, if any."""
+        if len(actions) > 1:  # their walks' quotes in one batch
+            self.account.prefetch([ComboOrder(a.legs, a.quantity) for a in actions],
+                                  max(inst.ts, self.account.clock), day.pricer)
         for action in actions:
             if self.state.halted and action.kind != alvh.BUY_BACK:
                 break

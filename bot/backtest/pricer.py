@@ -52,6 +52,7 @@ class Pricer:
         self.cal = calendar
         self.day: DayPath | None = None
         self._cache: dict[tuple[float, str], Quote | None] = {}
+        self._bid_ask: dict[tuple[float, str], tuple[float, float]] = {}  # `prefetch_bid_ask`, per session
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
         self._listed: dict[tuple[date, str], bool] = {}
@@ -67,6 +68,7 @@ class Pricer:
                                     (self.day.spx, self.day.vix, self.day.vix9d, self.day.vix3m)], axis=1)
         self._futures = {}
         self._cache.clear()
+        self._bid_ask.clear()
         return self.day
 
     # -- expiry times
@@ -227,39 +229,89 @@ class Pricer:
 
     def bid_ask_over(self, options: list[OptionSpec], stamps: list[float]) -> "StepQuotes":
         """For each instant, greek-less quotes (bid / ask exactly as the exchange quotes them)
-        of the options live then: what an order walk looks at. Priced in one batch; the
-        `Quote` objects of an instant are built when it is first looked at."""
-        n = len(stamps)
-        st = np.asarray(stamps, dtype=float)
-        bid = np.full((n, len(options)), np.nan)
-        ask = np.full((n, len(options)), np.nan)
+        of the options live then: what an order walk looks at. Priced in one batch (or taken
+        from `prefetch_bid_ask`); the `Quote` objects of an instant are built when it is first
+        looked at."""
+        n, m = len(stamps), len(options)
+        keys = [o.key for o in options]
+        book = self._bid_ask
+        if book:
+            try:
+                got = np.array([book[(ts, key)] for ts in stamps for key in keys], dtype=float).reshape(n, m, 2)
+            except KeyError:
+                pass
+            else:
+                return StepQuotes(keys, got[:, :, 0], got[:, :, 1])
+        # the (instant, option) pairs row by row: pair i * m + j is instant i, option j
+        bid, ask = self._bid_ask_pairs(options, np.tile(np.arange(m), n), np.asarray(stamps, dtype=float).repeat(m))
+        return StepQuotes(keys, bid.reshape(n, m), ask.reshape(n, m))
+
+    def prefetch_bid_ask(self, wanted: list[tuple[list[OptionSpec], list[float]]]) -> None:
+        """Price (options, instants) groups in one batch for the `bid_ask_over` calls to come
+        this session (the walks of a plan of orders, sent one after the other). The model's
+        arithmetic is the same per (option, instant) pair whatever else is in the batch, so a
+        quote taken from here is the one a batch of its own would give; one batch instead
+        of one per walk, because a batch's cost is mostly fixed."""
+        book = self._bid_ask
+        index: dict[str, int] = {}
+        options: list[OptionSpec] = []
+        pairs: dict[tuple[float, str], int] = {}
+        for opts, stamps in wanted:
+            for o in opts:
+                key = o.key
+                j = index.get(key)
+                if j is None:
+                    j = index[key] = len(options)
+                    options.append(o)
+                for ts in stamps:
+                    if (ts, key) not in book:
+                        pairs.setdefault((ts, key), j)
+        if not pairs:
+            return
+        bid, ask = self._bid_ask_pairs(options, np.fromiter(pairs.values(), dtype=np.intp, count=len(pairs)),
+                                       np.array([ts for ts, _ in pairs], dtype=float))
+        book.update(zip(pairs, zip(bid.tolist(), ask.tolist())))
+
+    def _bid_ask_pairs(self, options: list[OptionSpec], codes: np.ndarray, stamps: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Greek-less bid and ask of options[codes[i]] at stamps[i] (NaN where it is not live):
+        one model batch per symbol."""
+        n = len(codes)
+        bid = ask = None
         for symbol in ("SPX", "VIX"):
-            cols = [j for j, o in enumerate(options) if o.symbol == symbol]
-            if not cols:
+            mine = np.array([o.symbol == symbol for o in options], dtype=bool)
+            if not mine.any():
                 continue
-            sel = [options[j] for j in cols]
             if symbol == "SPX":
-                exp = np.array([self.spx_expiry_ts(o.expiry) or -np.inf for o in sel])
+                exp = [self.spx_expiry_ts(o.expiry) or -np.inf for o in options]
             else:
-                exp = np.array([self.vix_expiry_ts(o.expiry, o.trading_class) or -np.inf for o in sel])
-            E = np.broadcast_to(exp[None, :], (n, len(sel)))
-            S = np.broadcast_to(st[:, None], (n, len(sel)))
+                exp = [self.vix_expiry_ts(o.expiry, o.trading_class) or -np.inf for o in options]
+            rows = None if mine.all() else np.flatnonzero(mine[codes])
+            c, S = (codes, stamps) if rows is None else (codes[rows], stamps[rows])
+            E = np.array(exp, dtype=float)[c]
             live = E - S > 0
-            if not live.any():
-                continue
-            K = np.broadcast_to(np.array([float(o.strike) for o in sel])[None, :], (n, len(sel)))
-            C = np.broadcast_to(np.array([o.right is Right.CALL for o in sel])[None, :], (n, len(sel)))
+            K = np.array([float(o.strike) for o in options])[c]
+            C = np.array([o.right is Right.CALL for o in options], dtype=bool)[c]
+            every = bool(live.all())
+            if not every:
+                if not live.any():
+                    continue
+                E, S, K, C, c = E[live], S[live], K[live], C[live], c[live]
             if symbol == "SPX":
-                a = self.spx_arrays(E[live], K[live], C[live], S[live], greeks=False)
+                a = self.spx_arrays(E, K, C, S, greeks=False)
             else:
-                idx = np.broadcast_to(np.arange(len(sel))[None, :], (n, len(sel)))[live]
-                a = self.vix_arrays([sel[c].expiry for c in idx.tolist()], E[live], K[live], C[live], S[live],
-                                    greeks=False)
-            sub_b = np.full((n, len(sel)), np.nan)
-            sub_a = np.full((n, len(sel)), np.nan)
-            sub_b[live], sub_a[live] = a["bid"], a["ask"]
-            bid[:, cols], ask[:, cols] = sub_b, sub_a
-        return StepQuotes([o.key for o in options], bid, ask)
+                a = self.vix_arrays([options[j].expiry for j in c.tolist()], E, K, C, S, greeks=False)
+            if every and rows is None:  # one symbol, all live: the model's output as it is
+                return a["bid"], a["ask"]
+            if bid is None:
+                bid, ask = np.full(n, np.nan), np.full(n, np.nan)
+            where = np.arange(n) if rows is None else rows
+            if not every:
+                where = where[live]
+            bid[where], ask[where] = a["bid"], a["ask"]
+        if bid is None:
+            bid, ask = np.full(n, np.nan), np.full(n, np.nan)
+        return bid, ask
 
     def put(self, ts: float, option: OptionSpec, quote: Quote) -> None:
         """Cache a quote computed elsewhere from this pricer's arrays (chains, bands)."""

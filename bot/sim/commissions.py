@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 
 SCHEDULES = ("ib", "flat")
 INF = float("inf")
@@ -42,12 +43,18 @@ INF = float("inf")
 Tiers = tuple[tuple[float, float], ...]  # (premium per share below, $ per contract), ascending; last = any
 
 
+@lru_cache(maxsize=None, typed=True)  # typed: 1 and 1.0 are different texts
+def _dollars(rate: float) -> Decimal:
+    """A schedule's rate as the Decimal of its text (a handful of them, asked for per leg)."""
+    return Decimal(str(rate))
+
+
 def _tier(tiers: Tiers, premium: Decimal) -> Decimal:
     p = abs(float(premium))
     for below, rate in tiers:
         if p < below:
-            return Decimal(str(rate))
-    return Decimal(str(tiers[-1][1]))
+            return _dollars(rate)
+    return _dollars(tiers[-1][1])
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ class Fees:
             exchange = _tier(self.spx, premium)
         else:
             exchange = Decimal(0)
-        return exchange + Decimal(str(self.orf)) + Decimal(str(self.occ))
+        return exchange + _dollars(self.orf) + _dollars(self.occ)
 
 
 CBOE_FEES = Fees(
@@ -100,7 +107,7 @@ class CommissionSchedule:
         legs' symbols, SPX when not given): the commission, the order minimum added to the
         first leg, plus each leg's fees."""
         each = [self.per_contract(px) * abs(q) for q, px in legs]
-        short = Decimal(str(self.minimum_per_order)) - sum(each, Decimal(0))
+        short = _dollars(self.minimum_per_order) - sum(each, Decimal(0))
         if short > 0 and each:
             each[0] += short
         if self.fees is not None:

@@ -206,10 +206,11 @@ class SimExchange:
     def _set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
-    def _counter(self, key: str) -> int:
-        n = int(self._meta(key) or "1")
-        self._set_meta(key, str(n + 1))
-        return n
+    def _counter(self, key: str, n: int = 1) -> int:
+        """The next value of a counter, taking n consecutive values (the first is returned)."""
+        first = int(self._meta(key) or "1")
+        self._set_meta(key, str(first + n))
+        return first
 
     def close(self) -> None:
         try:
@@ -434,7 +435,7 @@ class SimExchange:
             return
         if listed:
             when = self.vix_expiry_time(opt.expiry)
-            value = self.market.state_at(when).vix
+            value = self.vix_soq(opt.expiry)
         else:
             when, value = t, 0.0
         intrinsic = decimal_price(opt.intrinsic(value)) if listed else Decimal("0.00")
@@ -479,21 +480,23 @@ class SimExchange:
                 " VALUES (?,?,?,?,?, 'working', ?, ?)",
                 (order_ref, oid, legs_json, quantity, str(limit), t.isoformat(), t.isoformat()),
             )
-            self._try_fill(order_ref, t, quotes)
+            # the working order just written, as this transaction holds it (not read back)
+            self._fill_if_crossed(order_ref, legs, quantity, limit, t, quotes)
         return self.order(order_ref)
 
     def modify(self, order_ref: str, limit: Decimal, t: datetime) -> OrderState:
         with self._tx():
-            row = self.db.execute("SELECT status, legs FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
+            row = self.db.execute("SELECT status, legs, quantity FROM orders WHERE order_ref=?", (order_ref,)).fetchone()
             if row is None:
                 raise ExchangeReject(10147, f"order {order_ref} not found")
-            tick = equity_account.EQUITY_TICK if equity_account.is_equity_order(self._legs(row[1])) else TICK
+            legs = self._legs(row[1])
+            tick = equity_account.EQUITY_TICK if equity_account.is_equity_order(legs) else TICK
             if limit % tick != 0:
                 raise ExchangeReject(REJECT_TICK, f"limit {limit} is not on the {tick} combo grid")
             if row[0] == "working":
                 self._accrue_interest(t)
                 self.db.execute("UPDATE orders SET lmt=?, updated=? WHERE order_ref=?", (str(limit), t.isoformat(), order_ref))
-                self._try_fill(order_ref, t)
+                self._fill_if_crossed(order_ref, legs, row[2], limit, t)
         return self.order(order_ref)
 
     def cancel(self, order_ref: str, t: datetime) -> OrderState:
@@ -539,19 +542,27 @@ class SimExchange:
                 REJECT_ORDER,
                 f"naked short call: {qty} x {key} not covered by a long VIX call expiring no earlier with a strike no higher",
             )
-        worst = _worst_payoff(book)
+        worst = _worst_payoff(book, naked)
         cash = float(self._meta("cash")) - float(limit) * 100 * quantity
         if cash + worst < 0:
             raise ExchangeReject(REJECT_ORDER, f"insufficient funds: max loss {-worst:,.0f} exceeds cash {cash:,.0f}")
 
-    def _try_fill(self, order_ref: str, t: datetime, quotes: dict[str, Quote] | None = None) -> None:
+    def _try_fill(self, order_ref: str, t: datetime) -> None:
+        """Fill a working order at t if its limit crosses the fill rule on t's quotes."""
         row = self.db.execute(
             "SELECT legs, quantity, lmt FROM orders WHERE order_ref=? AND status='working'", (order_ref,)
         ).fetchone()
-        if row is None or not self.calendar.is_open(t):
+        if row is None:
             return
-        legs = self._legs(row[0])
-        quantity, limit = row[1], Decimal(row[2])
+        self._fill_if_crossed(order_ref, self._legs(row[0]), row[1], Decimal(row[2]), t)
+
+    def _fill_if_crossed(self, order_ref: str, legs: list[Leg], quantity: int, limit: Decimal, t: datetime,
+                         quotes: dict[str, Quote] | None = None) -> None:
+        """The fill rule for the working order (legs, quantity, limit) `order_ref` at t (quotes:
+        t's, when the caller has them): fill it in full, cancel it when a leg has no quote any
+        more, or leave it working."""
+        if not self.calendar.is_open(t):
+            return
         if quotes is None:
             quotes = self.price_options([leg.option for leg in legs], t)
         try:
@@ -578,13 +589,16 @@ class SimExchange:
             commissions = self._schedule.order_commissions(list(zip(quantities, prices)),
                                                            [leg.option.symbol for leg in legs])
         cash = Decimal(self._meta("cash"))
+        first_exec = self._counter("next_exec_id", len(legs))  # one id per leg, in leg order
+        when = t.isoformat()
+        keys = [leg.option.key for leg in legs]
+        self.db.executemany(
+            "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
+            [(f"{first_exec + i:08d}.01", order_ref, key, qty, str(px), when, str(commission))
+             for i, (key, px, qty, commission) in enumerate(zip(keys, prices, quantities, commissions))],
+        )
+        self._book_positions(list(zip(keys, quantities, prices)))
         for leg, px, qty, commission in zip(legs, prices, quantities, commissions):
-            exec_id = f"{self._counter('next_exec_id'):08d}.01"
-            self.db.execute(
-                "INSERT INTO executions(exec_id, order_ref, key, qty, price, time, commission) VALUES (?,?,?,?,?,?,?)",
-                (exec_id, order_ref, leg.option.key, qty, str(px), t.isoformat(), str(commission)),
-            )
-            self._book_position(leg.option.key, qty, px)
             cash -= px * leg.option.multiplier * qty + commission
         self._set_meta("cash", str(cash))
         self.db.execute(
@@ -593,17 +607,31 @@ class SimExchange:
         )
 
     def _book_position(self, key: str, qty: int, price: Decimal) -> None:
-        row = self.db.execute("SELECT qty, avg_cost FROM positions WHERE key=?", (key,)).fetchone()
-        old, cost = (row[0], Decimal(row[1])) if row else (0, Decimal(0))
-        new = old + qty
-        if new == 0:
-            self.db.execute("DELETE FROM positions WHERE key=?", (key,))
-            return
-        if old == 0 or (old > 0) != (new > 0):
-            cost = price
-        elif abs(new) > abs(old):
-            cost = (cost * abs(old) + price * abs(qty)) / abs(new)
-        self.db.execute("INSERT OR REPLACE INTO positions(key, qty, avg_cost) VALUES (?,?,?)", (key, new, str(cost)))
+        self._book_positions([(key, qty, price)])
+
+    def _book_positions(self, trades: list[tuple[str, int, Decimal]]) -> None:
+        """Book executions (key, signed quantity, price) into the positions, one after the
+        other (average cost of what is added to; a position that crosses zero starts afresh at
+        the price). The rows are read in one query and each write is the one a trade at a
+        time makes, in the same order."""
+        keys = list(dict.fromkeys(k for k, _, _ in trades))
+        marks = ",".join("?" * len(keys))
+        held = {k: (q, Decimal(c)) for k, q, c in
+                self.db.execute(f"SELECT key, qty, avg_cost FROM positions WHERE key IN ({marks})", keys)}
+        for key, qty, price in trades:
+            old, cost = held.get(key, (0, Decimal(0)))
+            new = old + qty
+            if new == 0:
+                self.db.execute("DELETE FROM positions WHERE key=?", (key,))
+                held.pop(key, None)
+                continue
+            if old == 0 or (old > 0) != (new > 0):
+                cost = price
+            elif abs(new) > abs(old):
+                cost = (cost * abs(old) + price * abs(qty)) / abs(new)
+            held[key] = (new, cost)
+            self.db.execute("INSERT OR REPLACE INTO positions(key, qty, avg_cost) VALUES (?,?,?)",
+                            (key, new, str(cost)))
 
     # --- queries ------------------------------------------------------------------------------
     def daily_closes(self, symbol: str, sessions: int, t: datetime) -> list[tuple[date, float]]:
@@ -752,16 +780,17 @@ def _uncovered_vix_calls(book: dict[str, int]) -> list[tuple[str, int]]:
     return out
 
 
-def _worst_payoff(book: dict[str, int]) -> float:
+def _worst_payoff(book: dict[str, int], uncovered: list[tuple[str, int]] | None = None) -> float:
     """Worst dollar payoff at expiry of a whole book for margin: SPX options by
     `_worst_expiry_payoff`; VIX puts by `_worst_expiry_payoff` too (bounded: the VIX cannot go
     below 0); VIX calls need nothing when covered (the covering long, expiring no earlier with
     a strike no higher, is worth at least the short's intrinsic when the short settles), and an
-    uncovered short VIX call counts as unbounded (10 x its strike + 1e6, as for SPX)."""
+    uncovered short VIX call counts as unbounded (10 x its strike + 1e6, as for SPX).
+    `uncovered`: `_uncovered_vix_calls(book)` when the caller has it already."""
     spx = {k: q for k, q in book.items() if q and not k.startswith("VIX")}
     vix_puts = {k: q for k, q in book.items() if q and k.startswith("VIX") and k.endswith(" P")}
     worst = _worst_expiry_payoff(spx) + _worst_expiry_payoff(vix_puts)
-    for key, qty in _uncovered_vix_calls(book):
+    for key, qty in _uncovered_vix_calls(book) if uncovered is None else uncovered:
         opt = OptionSpec.from_key(key)
         worst -= opt.intrinsic(float(opt.strike) * 10 + 1e6) * opt.multiplier * qty
     return worst
