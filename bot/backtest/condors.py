@@ -107,9 +107,9 @@ class CondorTrader:
         """`Engine.on_monitor`: close what decide_exits says; True when something closed."""
         if not self.open or not any(inst.index in self._candidates.get(c.condor_id, ()) for c in self.open):
             return False
+        # decide_exits reads bid and ask only: the legs' day paths (`Day.quotes`, priced by `_scan`)
         options = [leg.option for c in self.open for leg in c.legs()]
-        quotes = day.pricer.quotes(options, inst.t)
-        snapshot = MarketSnapshot(inst.t, inst.spx, inst.vix, quotes=quotes)
+        snapshot = MarketSnapshot(inst.t, inst.spx, inst.vix, quotes=day.quotes(options, inst))
         closed = False
         for p in ic.decide_exits(snapshot, ic.Book(tuple(self.open), Decimal(0)), self.cfg, inst.t):
             start = max(inst.ts, self.account.clock)
