@@ -59,6 +59,28 @@ def test_quotes_equal_the_exchange_bit_for_bit(world):
     assert compared > 5000
 
 
+def test_chain_at_one_instant_equals_the_batch_path(world):
+    """spx_arrays at one instant (a scalar stamp: `_weight` and one state row, the entry chain's
+    call) gives the bits of the general path (stamps per option: `DayPath.weights`, `between`)."""
+    cal, market, ex, pricer, _ = world
+    rng = random.Random(5)
+    days = cal.sessions_between(date(2004, 4, 1), date(2026, 7, 1))
+    for _ in range(40):
+        day = pricer.start_day(rng.choice(days))
+        k = rng.randrange(len(day.stamps))
+        ts = min(float(day.stamps[k]) + rng.choice([0, 0, 15, 45, 200]), day.close_ts + rng.choice([0, 60]))
+        exp_ts = float(day.close_ts) + 86400 * rng.randint(0, 40)
+        spot = float(day.spx[k])
+        K = np.arange(int(spot * 0.9 // 5 * 5), int(spot * 1.1 // 5 * 5), 5, dtype=float)
+        call = np.array([rng.random() < 0.5 for _ in K])
+        for greeks in (True, False):
+            one = pricer.spx_arrays(exp_ts, K, call, ts, greeks=greeks)
+            many = pricer.spx_arrays(np.full(len(K), exp_ts), K, call, np.full(len(K), ts), greeks=greeks)
+            assert one.keys() == many.keys()
+            for key in one:
+                assert np.array_equal(np.asarray(one[key]).view(np.uint64), np.asarray(many[key]).view(np.uint64)), key
+
+
 def test_walk_quotes_equal_the_exchange(world):
     cal, market, ex, pricer, _ = world
     d = date(2020, 3, 16)

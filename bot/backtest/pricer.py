@@ -118,12 +118,25 @@ class Pricer:
         """Mid, bid, ask (and greeks, iv) of SPX options: all arguments broadcast; `stamps` are
         the query instants (POSIX seconds, inside today's session or at its close)."""
         day = self.day
-        k, w = day.weights(np.asarray(stamps, dtype=float))  # the market's rule between steps
-        state = between(self._spx_state, k, w)  # the same arithmetic per value as one path at a time
+        stamps = np.asarray(stamps, dtype=float)
+        if stamps.ndim == 0:  # one instant (a chain): its step and weight without numpy (`_weight`)
+            k, w = self._weight(float(stamps))
+            state = self._spx_state[k]
+            if w > 0:  # `between`'s arithmetic on the one row
+                state = state + (self._spx_state[min(k + 1, len(self._spx_state) - 1)] - state) * w
+        else:
+            k, w = day.weights(stamps)  # the market's rule between steps
+            state = between(self._spx_state, k, w)  # the same arithmetic per value as one path at a time
+        T = np.asarray((np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S)
+        K, call = np.asarray(strikes, dtype=float), np.asarray(is_call, dtype=bool)
+        # every argument at the broadcast shape (as np.broadcast_arrays, without its overhead)
+        shape = state.shape[:-1]
+        if not (shape == T.shape == K.shape == call.shape):
+            shape = np.broadcast_shapes(shape, T.shape, K.shape, call.shape)
+            if state.shape[:-1] != shape:
+                state = np.broadcast_to(state, shape + (4,))
+            T, K, call = (a if a.shape == shape else np.broadcast_to(a, shape) for a in (T, K, call))
         S, vix, v9, v3 = (state[..., j] for j in range(4))
-        T = (np.asarray(expiry_ts, dtype=float) - np.asarray(stamps, dtype=float)) / YEAR_S
-        S, vix, v9, v3, T, K, call = np.broadcast_arrays(S, vix, v9, v3, T, np.asarray(strikes, dtype=float),
-                                                       np.asarray(is_call, dtype=bool))
         out = pricing.spx_option_model(S, K, T, vix, v9, v3, day.rate, call, greeks)
         out.update(T=T, S=S)
         return out
@@ -202,7 +215,7 @@ class Pricer:
         stamps = np.asarray(stamps, dtype=float)
         k, w = day.weights(stamps)
         F = self._vix_futures(expiries, k, w)
-        T = (np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S
+        T = np.asarray((np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S)
         out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, between(day.vvix, k, w), day.rate,
                                        np.asarray(is_call, dtype=bool), greeks)
         out.update(F=F, T=T)
