@@ -92,7 +92,7 @@ class CondorTrader:
             return
         legs = [leg.option for c in condors for leg in c.legs(opening=False)]
         signs = np.array([leg.signed_ratio for c in condors for leg in c.legs(opening=False)], dtype=float)
-        bid, ask = day.spx_path(legs, idx)
+        bid, ask = day.spx_path(legs, idx, first)
         mid = (bid + ask) / 2 * signs
         today = day.d
         for n, c in enumerate(condors):

@@ -172,7 +172,7 @@ class Day:
         self._vix_expiries: dict[int, list[tuple[date, str]]] = {}
         self._chains: dict = {}
         self._paths: dict[str, dict[str, np.ndarray]] = {}
-        self._spx_paths: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # bid, ask, expiry ts
+        self._spx_paths: dict[str, tuple[np.ndarray, np.ndarray, float, int]] = {}  # bid, ask, expiry ts, from instant
         self._lot_quotes: dict[tuple[str, int], Quote | bool] = {}
         self._at: dict[tuple[float, str], Quote | None] = {}  # VIX quotes at moved instants
         self._spx_sessions = _spx_sessions(cal, pricer, d)
@@ -256,23 +256,27 @@ class Day:
         self._snapshots[key] = snap
         return snap
 
-    def spx_path(self, legs: list[OptionSpec], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def spx_path(self, legs: list[OptionSpec], idx: list[int], start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Bid and ask (instants x legs) of SPX options at the given instants: each leg priced
-        once per day at every instant, each at its own time (one batch for the legs not priced
-        yet; `spx_arrays` moves prices between steps as the market does), kept for marking the
-        account (`quotes`)."""
-        todo = [o for o in dict.fromkeys(legs) if o.key not in self._spx_paths]
+        once per day at every instant from `start` on (a condor opened at an instant is never
+        marked before it: no need to price the day's earlier instants), each at its own time
+        (one batch for the legs not priced yet; `spx_arrays` moves prices between steps as the
+        market does), kept for marking the account (`quotes`)."""
+        start = min(start, *idx)
+        paths = self._spx_paths
+        todo = [o for o in dict.fromkeys(legs) if (p := paths.get(o.key)) is None or p[3] > start]
         if todo:
-            stamps = np.array([i.ts for i in self.instants])[:, None]
+            stamps = np.array([i.ts for i in self.instants[start:]])[:, None]
             exp = np.array([self.pricer.spx_expiry_ts(o.expiry) for o in todo])[None, :]
             K = np.array([float(o.strike) for o in todo])[None, :]
             call = np.array([o.right is Right.CALL for o in todo])[None, :]
             a = self.pricer.spx_arrays(exp, K, call, stamps, greeks=False)
             for j, o in enumerate(todo):
-                self._spx_paths[o.key] = (a["bid"][:, j], a["ask"][:, j], float(exp[0, j]))
+                paths[o.key] = (a["bid"][:, j], a["ask"][:, j], float(exp[0, j]), start)
         rows = np.array(idx)
-        bid = np.column_stack([self._spx_paths[o.key][0][rows] for o in legs])
-        ask = np.column_stack([self._spx_paths[o.key][1][rows] for o in legs])
+        cols = [paths[o.key] for o in legs]
+        bid = np.column_stack([p[0][rows - p[3]] for p in cols])
+        ask = np.column_stack([p[1][rows - p[3]] for p in cols])
         return bid, ask
 
     # -- VIX
@@ -348,9 +352,10 @@ class Day:
         for o in options:
             if o.symbol == "VIX":
                 vix[o.key] = o
-            elif on_point and (path := self._spx_paths.get(o.key)) is not None:
+            elif on_point and (path := self._spx_paths.get(o.key)) is not None and path[3] <= inst.index:
                 if path[2] > inst.ts:
-                    out[o.key] = Quote(decimal_price(path[0][inst.index]), decimal_price(path[1][inst.index]))
+                    i = inst.index - path[3]
+                    out[o.key] = Quote(decimal_price(path[0][i]), decimal_price(path[1][i]))
             else:
                 rest.append(o)
         if rest:
