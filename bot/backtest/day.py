@@ -209,21 +209,23 @@ class Day:
         puts, calls = ic.band_strikes(range(lo, hi + listing.SPX_STRIKE_STEP, listing.SPX_STRIKE_STEP), spx, near, far)
         rows: list[ChainRow] = []
         if puts and calls:
-            K = np.array(puts + calls, dtype=float)
-            is_call = np.array([False] * len(puts) + [True] * len(calls))
+            strikes = puts + calls  # ints, puts first
+            n_puts = len(puts)
+            K = np.array(strikes, dtype=float)
+            is_call = np.array([False] * n_puts + [True] * len(calls))
             a = self.pricer.spx_arrays(exp_ts, K, is_call, inst.ts)
-            delta = a["delta"]
+            delta = a["delta"].tolist()  # (the floats float(a["delta"][i]) reads)
             keep: set[int] = set()
             # select_condor only looks at puts below spot and calls above spot
             p_idx = [i for i, k in enumerate(puts) if k < spx]
-            c_idx = [len(puts) + i for i, k in enumerate(calls) if k > spx]
+            c_idx = [n_puts + i for i, k in enumerate(calls) if k > spx]
 
             def pick(idx: list[int], target: float) -> int | None:
                 if not idx:
                     return None
-                d = [abs(abs(float(delta[i])) - target) for i in idx]
+                d = [abs(abs(delta[i]) - target) for i in idx]
                 m = min(d)
-                return min((i for i, x in zip(idx, d) if x == m), key=lambda i: K[i])
+                return min((i for i, x in zip(idx, d) if x == m), key=strikes.__getitem__)
 
             def near_of(idx: list[int], i: int | None) -> list[int]:
                 # the deltas here are the quotes' own (same arrays), so the pure code's choice
@@ -235,23 +237,21 @@ class Day:
                 keep.add(i)
             if cfg.wing_delta is None:
                 w = cfg.wing_width
-                pos = {(bool(is_call[i]), int(K[i])): i for i in range(len(K))}
+                pos = {(i >= n_puts, k): i for i, k in enumerate(strikes)}
                 for i in list(keep):
-                    j = pos.get((bool(is_call[i]), int(K[i]) + (w if is_call[i] else -w)))
+                    j = pos.get((i >= n_puts, strikes[i] + (w if i >= n_puts else -w)))
                     if j is not None:
                         keep.add(j)
             else:
                 for s_near, idx in ((near_of(p_idx, sp), p_idx), (near_of(c_idx, sc), c_idx)):
                     for s in s_near:
-                        beyond = [i for i in idx if (K[i] < K[s] if not is_call[s] else K[i] > K[s])]
+                        beyond = [i for i in idx if (strikes[i] < strikes[s] if s < n_puts else strikes[i] > strikes[s])]
                         keep.update(near_of(beyond, pick(beyond, cfg.wing_delta)))
+            # (quotes built here, not shared through the pricer's cache: an option asked for
+            # again at this instant is priced to the same numbers)
             for i in sorted(keep):
-                o = OptionSpec("SPX", expiry, Decimal(int(K[i])), Right.CALL if is_call[i] else Right.PUT, "SPXW")
-                q = self.pricer.cached(inst.ts, o)
-                if q is None:
-                    q = self.pricer.spx_quote(a, i)
-                    self.pricer.put(inst.ts, o, q)
-                rows.append(ChainRow(o, q))
+                o = OptionSpec("SPX", expiry, Decimal(strikes[i]), Right.CALL if i >= n_puts else Right.PUT, "SPXW")
+                rows.append(ChainRow(o, self.pricer.spx_quote(a, i)))
         snap = MarketSnapshot(inst.t, spx, vix, chain=tuple(rows))
         self._snapshots[key] = snap
         return snap
