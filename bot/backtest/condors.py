@@ -45,6 +45,7 @@ class CondorTrader:
         self.skips: Counter = Counter()
         self._commissions: dict[str, Decimal] = {}
         self._candidates: dict[str, set[int]] = {}
+        self._hits: set[int] | None = set()  # instants where some open condor may close (None: to rebuild)
         self._closing_legs: dict[str, tuple[Condor, list[OptionSpec], list[int]]] = {}
         self.entries_until: datetime | None = None
 
@@ -81,11 +82,13 @@ class CondorTrader:
 
     def start_day(self, day: Day) -> None:
         self._candidates = {}
+        self._hits = None
         if self.open:
             self._scan(day, self.open, 0)
 
     def _scan(self, day: Day, condors: list[Condor], first: int) -> None:
         """Monitor instants (from `first` on) where decide_exits may close each condor."""
+        self._hits = None
         idx = [i for i in day.monitor if i >= first]
         if not idx:
             for c in condors:
@@ -116,7 +119,10 @@ class CondorTrader:
 
     def monitor(self, day: Day, inst: Instant) -> bool:
         """`Engine.on_monitor`: close what decide_exits says; True when something closed."""
-        if not self.open or not any(inst.index in self._candidates.get(c.condor_id, ()) for c in self.open):
+        hits = self._hits
+        if hits is None:  # the union of the open condors' candidates, rebuilt after a scan or a close
+            hits = self._hits = set().union(*(self._candidates.get(c.condor_id, ()) for c in self.open))
+        if inst.index not in hits:
             return False
         # decide_exits reads bid and ask only: the legs' day paths (`Day.quotes`, priced by `_scan`)
         options = [o for c in self.open for o in self._closing(c)[0]]
@@ -148,6 +154,7 @@ class CondorTrader:
     def _record(self, c: Condor, when: date, reason: str, debit: Decimal, fees: Decimal) -> None:
         pnl = ic.realized_pnl(c, debit, fees)
         self.open = [x for x in self.open if x.condor_id != c.condor_id]
+        self._hits = None
         self._closing_legs.pop(c.condor_id, None)
         self.closed.append(ClosedCondor(c, when, reason, debit, pnl))
 
