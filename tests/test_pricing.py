@@ -379,3 +379,18 @@ def test_smile_one_side_shortcut_equals_general_path(log_k, atm, T):
         general = spx_smile(np.full(len(more), atm), np.full(len(more), 4000.0), 4000.0 * np.exp(more),
                             np.full(len(more), T))
         _same_prefix(fast, general, len(side))
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1e4, 1e4),
+                          st.integers(-10**6, 10**6).map(lambda k: k / 200 + 0.005)), min_size=1, max_size=30),
+       st.sampled_from([2, 6]))
+@settings(max_examples=300, deadline=None)
+def test_round_equals_np_round(xs, decimals):
+    from bot.pricing import _round
+
+    x = np.array(xs)
+    for got, want in ((_round(x, decimals), np.round(x, decimals)), (_round(x[0], decimals), np.round(x[0], decimals)),
+                      (_round(np.float64(x[0]), decimals), np.float64(x[0]).round(decimals))):
+        assert np.array_equal(np.asarray(got), np.asarray(want), equal_nan=True)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+        assert type(got) is type(want) or np.ndim(got) == 0
