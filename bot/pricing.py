@@ -92,7 +92,8 @@ def _inputs(S, K, T, sigma, r, q, is_call):
     dividend yield stays 0-d: it only enters arithmetic with full-shape arrays."""
     arrays = [np.asarray(v, dtype=float) for v in (S, K, T, sigma, r, q)] + [np.asarray(is_call, dtype=bool)]
     shape = arrays[0].shape
-    if any(a.shape != shape for a in arrays):
+    # (a scalar rate or yield fits any shape: only the others can make it differ from S's)
+    if any(a.shape != shape for i, a in enumerate(arrays) if a.ndim or i not in (4, 5)):
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
     return [a if a.shape == shape or (i in (4, 5) and a.ndim == 0) else np.broadcast_to(a, shape)
             for i, a in enumerate(arrays)]
