@@ -54,6 +54,7 @@ class Pricer:
         self.day: DayPath | None = None
         self._stamps: list[float] = []  # the day's step stamps (`_weight`)
         self._cache: dict[tuple[float, str], Quote | None] = {}
+        self._spx_batches: dict[tuple, tuple] = {}  # today's spx_arrays results by their arguments
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
         self._listed: dict[tuple[date, str], bool] = {}
@@ -70,6 +71,7 @@ class Pricer:
         self._stamps = self.day.stamps.tolist()  # for `_weight`
         self._futures = {}
         self._cache.clear()
+        self._spx_batches.clear()
         return self.day
 
     # -- expiry times
@@ -116,7 +118,19 @@ class Pricer:
     def spx_arrays(self, expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray, stamps: np.ndarray,
                    greeks: bool = True) -> dict[str, np.ndarray]:
         """Mid, bid, ask (and greeks, iv) of SPX options: all arguments broadcast; `stamps` are
-        the query instants (POSIX seconds, inside today's session or at its close)."""
+        the query instants (POSIX seconds, inside today's session or at its close).
+
+        Kept for the day by the exact arguments: accounts of one run that walk the same order
+        from the same instant (the condor variants of a report) ask for the same batch, priced
+        once. The arrays are shared: callers read them, never write."""
+        key = (greeks,) + tuple((a.shape, a.dtype.str, a.tobytes()) for a in map(np.asarray, (expiry_ts, strikes, is_call, stamps)))
+        got = self._spx_batches.get(key)
+        surface = pricing.active_surface()
+        if got is None or got[0] is not surface:
+            got = self._spx_batches[key] = (surface, self._spx_arrays(expiry_ts, strikes, is_call, stamps, greeks))
+        return dict(got[1])
+
+    def _spx_arrays(self, expiry_ts, strikes, is_call, stamps, greeks: bool) -> dict[str, np.ndarray]:
         day = self.day
         stamps = np.asarray(stamps, dtype=float)
         if stamps.ndim == 0:  # one instant (a chain): its step and weight without numpy (`_weight`)
