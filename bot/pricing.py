@@ -413,13 +413,15 @@ DIVIDEND_YIELD = 0.013  # SPX, continuous
 
 
 def spx_option_model(S, K, T, vix, vix9d, vix3m, rate, is_call, greeks: bool = True,
-                     surface: Surface | None = None) -> dict[str, np.ndarray]:
+                     surface: Surface | None = None, level_ratio=None) -> dict[str, np.ndarray]:
     """SPX options as the simulated exchange quotes them: Black-Scholes at the smile
     (`spx_smile` around `spx_atm_vol`), dividend yield `DIVIDEND_YIELD`, bid and ask by
     `quote_spread` (wider with VIX and near expiry), all from the active surface.
-    Arrays broadcast; returns mid, bid, ask, iv and (with `greeks`) the greeks."""
+    Arrays broadcast; returns mid, bid, ask, iv and (with `greeks`) the greeks.
+    `level_ratio`: `atm_level_ratio(vix, vix3m)` of the surface where the caller already has
+    it (the backtest, per market step), not recomputed."""
     s = surface or active_surface()
-    atm = spx_atm_vol(T, vix, vix9d, vix3m, surface=s)
+    atm = spx_atm_vol(T, vix, vix9d, vix3m, atm_ratio=level_ratio, surface=s)
     iv = np.asarray(spx_smile(atm, S, K, T, surface=s))
     out = bs_price_greeks(S, K, T, iv, rate, DIVIDEND_YIELD, is_call, greeks)
     out["bid"], out["ask"] = quote_spread(out["mid"], vix, T, surface=s)

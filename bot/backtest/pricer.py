@@ -55,6 +55,7 @@ class Pricer:
         self._stamps: list[float] = []  # the day's step stamps (`_weight`)
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._spx_batches: dict[tuple, tuple] = {}  # today's spx_arrays results by their arguments
+        self._ratio: tuple | None = None  # (surface, the ATM level ratio at each step of the day)
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
         self._listed: dict[tuple[date, str], bool] = {}
@@ -72,6 +73,7 @@ class Pricer:
         self._futures = {}
         self._cache.clear()
         self._spx_batches.clear()
+        self._ratio = None
         return self.day
 
     # -- expiry times
@@ -136,11 +138,15 @@ class Pricer:
         if stamps.ndim == 0:  # one instant (a chain): its step and weight without numpy (`_weight`)
             k, w = self._weight(float(stamps))
             state = self._spx_state[k]
-            if w > 0:  # `between`'s arithmetic on the one row
+            at_steps = not w > 0
+            if not at_steps:  # `between`'s arithmetic on the one row
                 state = state + (self._spx_state[min(k + 1, len(self._spx_state) - 1)] - state) * w
         else:
             k, w = day.weights(stamps)  # the market's rule between steps
             state = between(self._spx_state, k, w)  # the same arithmetic per value as one path at a time
+            at_steps = not np.count_nonzero(w)
+        # at steps, VIX and VIX3M are the steps' own: their ATM level ratio is the step's
+        level_ratio = self._level_ratio()[k] if at_steps else None
         T = np.asarray((np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S)
         K, call = np.asarray(strikes, dtype=float), np.asarray(is_call, dtype=bool)
         # every argument at the broadcast shape (as np.broadcast_arrays, without its overhead)
@@ -151,9 +157,19 @@ class Pricer:
                 state = np.broadcast_to(state, shape + (4,))
             T, K, call = (a if a.shape == shape else np.broadcast_to(a, shape) for a in (T, K, call))
         S, vix, v9, v3 = (state[..., j] for j in range(4))
-        out = pricing.spx_option_model(S, K, T, vix, v9, v3, day.rate, call, greeks)
+        out = pricing.spx_option_model(S, K, T, vix, v9, v3, day.rate, call, greeks, level_ratio=level_ratio)
         out.update(T=T, S=S)
         return out
+
+    def _level_ratio(self) -> np.ndarray:
+        """`pricing.atm_level_ratio` of the active surface at every step of the day, computed
+        once (elementwise: each step's value is the one a batch at that step computes)."""
+        surface = pricing.active_surface()
+        got = self._ratio
+        if got is None or got[0] is not surface:
+            got = self._ratio = (surface, np.asarray(pricing.atm_level_ratio(
+                self._spx_state[:, 1], self._spx_state[:, 3], surface), dtype=float))
+        return got[1]
 
     # -- VIX
     def future_path(self, expiry: date) -> np.ndarray:
