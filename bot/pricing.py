@@ -39,15 +39,10 @@ def norm_pdf(x):
     return np.exp(-0.5 * x * x) / _SQRT_2PI
 
 
-def norm_cdf(x):
-    """Standard normal CDF to double precision (Hart 1968, as given by West 2005).
-
-    numpy has no erf and scipy is not a dependency. Absolute error below 1e-15 everywhere and
-    relative error below 1e-8 even in the far tails, so greeks stay consistent with prices
-    (finite differences agree) and deep out-of-the-money prices keep their digits.
-    """
-    x = np.asarray(x, dtype=float)
-    a = np.abs(x)
+def _lower_tail(a):
+    """(P(Z < -a), exp(-a^2 / 2)) for a = |x| >= 0: the Hart / West tail `norm_cdf` is made of.
+    It depends on |x| only, so the CDF at x and at -x share it (`bs_price_greeks`), and the
+    exponential is the normal density's (times sqrt(2 pi)) at x and at -x alike."""
     e = np.exp(-0.5 * a * a)
     num = ((((((0.0352624965998911 * a + 0.700383064443688) * a + 6.37396220353165) * a
                 + 33.912866078383) * a + 112.079291497871) * a + 221.213596169931) * a
@@ -57,11 +52,23 @@ def norm_cdf(x):
             + 793.826512519948) * a + 440.413735824752)
     tail = e * num / den
     near = a < 7.07106781186547
-    if not near.all():  # the far branch only where some |x| needs it (fewer numpy calls per pricing)
+    if np.count_nonzero(near) != near.size:  # the far branch only where some |x| needs it
         a_safe = np.where(near, 7.07106781186547, a)
         far = e / (a_safe + 1.0 / (a_safe + 2.0 / (a_safe + 3.0 / (a_safe + 4.0 / (a_safe + 0.65))))) / 2.506628274631
         tail = np.where(near, tail, far)
         tail = np.where(a > 37.0, 0.0, tail)
+    return tail, e
+
+
+def norm_cdf(x):
+    """Standard normal CDF to double precision (Hart 1968, as given by West 2005).
+
+    numpy has no erf and scipy is not a dependency. Absolute error below 1e-15 everywhere and
+    relative error below 1e-8 even in the far tails, so greeks stay consistent with prices
+    (finite differences agree) and deep out-of-the-money prices keep their digits.
+    """
+    x = np.asarray(x, dtype=float)
+    tail, _ = _lower_tail(np.abs(x))
     return np.where(x > 0, 1.0 - tail, tail)
 
 
@@ -84,81 +91,98 @@ def _inputs(S, K, T, sigma, r, q, is_call):
     it (`np.broadcast_to` costs more than the arithmetic on a small chain); a scalar rate or
     dividend yield stays 0-d: it only enters arithmetic with full-shape arrays."""
     arrays = [np.asarray(v, dtype=float) for v in (S, K, T, sigma, r, q)] + [np.asarray(is_call, dtype=bool)]
-    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    shape = arrays[0].shape
+    # (a scalar rate or yield fits any shape: only the others can make it differ from S's)
+    if any(a.shape != shape for i, a in enumerate(arrays) if a.ndim or i not in (4, 5)):
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
     return [a if a.shape == shape or (i in (4, 5) and a.ndim == 0) else np.broadcast_to(a, shape)
             for i, a in enumerate(arrays)]
 
 
 def _d1_d2(S, K, T, sigma, r, q):
-    """d1, d2 and a mask of the options that still have time value ("live").
+    """d1, d2 and a mask of the options that still have time value ("live"), with Tp = max(T, 0),
+    sqrt(Tp), sigma * sqrt(Tp) (placeholder 1 where dead) and whether every entry is live.
 
     Dead entries (expired, no vol, non-positive S or K) get harmless placeholders so that no
     warning or NaN is produced; callers select the intrinsic branch for them.
     """
     Tp = np.maximum(T, 0.0)
-    sd = sigma * np.sqrt(Tp)
+    sqrt_tp = np.sqrt(Tp)
+    sd = sigma * sqrt_tp
     live = (sd > _TINY_STDDEV) & (S > 0) & (K > 0)
-    if live.all():  # the usual case: the placeholders would select every value unchanged
+    all_live = np.count_nonzero(live) == live.size
+    if all_live:  # the usual case: the placeholders would select every value unchanged
         sd_safe, ratio = sd, S / K
     else:
         sd_safe = np.where(live, sd, 1.0)
         ratio = np.where(live, S / np.where(K > 0, K, 1.0), 1.0)
     d1 = (np.log(ratio) + (r - q) * Tp) / sd_safe + 0.5 * sd_safe
-    return d1, d1 - sd_safe, live, Tp, sd_safe
+    return d1, d1 - sd_safe, live, Tp, sd_safe, sqrt_tp, all_live
 
 
 def bs_price_greeks(S, K, T, sigma, r, q, is_call, greeks: bool = True) -> dict[str, np.ndarray]:
     """Black-Scholes-Merton price ("mid") of European options on an asset with dividend yield
     q and, with `greeks`, delta, gamma, vega (per vol point) and theta (per calendar day), in
-    one pass over broadcast arrays (one `norm_cdf` over the stacked d1, d2, -d1, -d2).
+    one pass over broadcast arrays.
 
     For dead options (T <= 0 or no volatility) the price is the discounted forward intrinsic,
     delta is 1 / -1 in the money and 0 otherwise, the other greeks are 0.
+
+    Shared work, each value bit-identical to computing it where it is used: N(x) and N(-x)
+    from one tail of |x| (one `_lower_tail` over the stacked d1, d2), the density from that
+    tail's exponential, sqrt(Tp) from `_d1_d2`, and the products S*dq, K*dr, S*dq*pdf, r*K*dr,
+    q*S*dq, each computed once in the left-to-right order the formulas multiply them in.
     """
     S, K, T, sigma, r, q, call = _inputs(S, K, T, sigma, r, q, is_call)
-    d1, d2, live, Tp, sd = _d1_d2(S, K, T, sigma, r, q)
-    all_live = live.ndim > 0 and bool(live.all())  # then np.where(live, x, dead value) is x: skipped
+    d1, d2, live, Tp, sd, sqrt_tp, all_live = _d1_d2(S, K, T, sigma, r, q)
+    scalar = live.ndim == 0  # (0-d: the np.where forms below, as scalar calls always had)
+    all_live = all_live and not scalar  # then np.where(live, x, dead value) is x: skipped
     # all calls (VIX hedges) or all puts: only that side's terms (the same arithmetic per option)
-    side = (True if call.all() else False if not call.any() else None) if live.ndim else None
+    if scalar:
+        side = None
+    else:
+        n_call = np.count_nonzero(call)
+        side = True if n_call == call.size else False if n_call == 0 else None
     n = d1.size
+    x = np.concatenate([d1.ravel(), d2.ravel()])
+    tail, e = _lower_tail(np.abs(x))
+    up = 1.0 - tail
+    if side is not False:  # N(d1), N(d2)
+        cdf = np.where(x > 0, up, tail)
+        n_d1, n_d2 = cdf[:n].reshape(d1.shape), cdf[n:].reshape(d1.shape)
+    if side is not True:  # N(-d1), N(-d2): the same tail, -x > 0 where x < 0
+        cdf = np.where(x < 0, up, tail)
+        n_md1, n_md2 = cdf[:n].reshape(d1.shape), cdf[n:].reshape(d1.shape)
+    dq = np.exp(-q * Tp)
+    dr = dq if (r.ndim == 0 and q.ndim == 0 and float(r) == float(q)) else np.exp(-r * Tp)  # Black-76: q = r
+    s_dq = S * dq
+    k_dr = K * dr
     if side is None:
-        cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel(), (-d1).ravel(), (-d2).ravel()]))
-        n_d1, n_d2, n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(4))
-    elif side:
-        cdf = norm_cdf(np.concatenate([d1.ravel(), d2.ravel()]))
-        n_d1, n_d2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(2))
+        price = np.where(call, s_dq * n_d1 - k_dr * n_d2, k_dr * n_md2 - s_dq * n_md1)
     else:
-        cdf = norm_cdf(np.concatenate([(-d1).ravel(), (-d2).ravel()]))
-        n_md1, n_md2 = (cdf[i * n:(i + 1) * n].reshape(d1.shape) for i in range(2))
-    dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
-    if side is None:
-        call_px = S * dq * n_d1 - K * dr * n_d2
-        put_px = K * dr * n_md2 - S * dq * n_md1
-        price = np.where(call, call_px, put_px)
-    else:
-        price = S * dq * n_d1 - K * dr * n_d2 if side else K * dr * n_md2 - S * dq * n_md1
+        price = s_dq * n_d1 - k_dr * n_d2 if side else k_dr * n_md2 - s_dq * n_md1
     if not all_live:
-        fwd_intrinsic = np.where(call, np.maximum(S * dq - K * dr, 0.0), np.maximum(K * dr - S * dq, 0.0))
+        fwd_intrinsic = np.where(call, np.maximum(s_dq - k_dr, 0.0), np.maximum(k_dr - s_dq, 0.0))
         price = np.where(live, price, fwd_intrinsic)
     out = {"mid": np.maximum(price, 0.0)}
     if not greeks:
         return out
-    pdf = norm_pdf(d1)
-    sqrt_t = np.sqrt(Tp) if all_live else np.where(live, np.sqrt(Tp), 1.0)
+    pdf = e[:n].reshape(d1.shape) / _SQRT_2PI  # norm_pdf(d1): exp(-d1*d1/2) is exp(-|d1|*|d1|/2)
+    sqrt_t = sqrt_tp if all_live else np.where(live, sqrt_tp, 1.0)
     gamma = dq * pdf / ((S if all_live else np.where(live, S, 1.0)) * sd)
-    vega = S * dq * pdf * sqrt_t / 100.0
-    decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
+    s_dq_pdf = s_dq * pdf
+    vega = s_dq_pdf * sqrt_t / 100.0
+    decay = s_dq_pdf * sigma / (-2.0 * sqrt_t)  # -S*dq*pdf*sigma / (2 sqrt_t): a sign moved, exact
+    r_kdr, q_sdq = r * K * dr, q * S * dq
     if side is None:
         delta = np.where(call, dq * n_d1, -dq * n_md1)
-        theta_call = decay - r * K * dr * n_d2 + q * S * dq * n_d1
-        theta_put = decay + r * K * dr * n_md2 - q * S * dq * n_md1
-        theta = np.where(call, theta_call, theta_put) / DAYS_PER_YEAR
+        theta = np.where(call, decay - r_kdr * n_d2 + q_sdq * n_d1, decay + r_kdr * n_md2 - q_sdq * n_md1) / DAYS_PER_YEAR
     elif side:
         delta = dq * n_d1
-        theta = (decay - r * K * dr * n_d2 + q * S * dq * n_d1) / DAYS_PER_YEAR
+        theta = (decay - r_kdr * n_d2 + q_sdq * n_d1) / DAYS_PER_YEAR
     else:
         delta = -dq * n_md1
-        theta = (decay + r * K * dr * n_md2 - q * S * dq * n_md1) / DAYS_PER_YEAR
+        theta = (decay + r_kdr * n_md2 - q_sdq * n_md1) / DAYS_PER_YEAR
     if all_live:
         out.update(delta=delta, gamma=gamma, vega=vega, theta=theta)
         return out
@@ -225,15 +249,33 @@ def use_surface(surface: Surface | str | Path | None) -> Surface:
     return _active
 
 
+_KNOT_ARRAYS: dict[int, tuple[Surface, np.ndarray, np.ndarray]] = {}
+
+
+def _atm_knots(s: Surface) -> tuple[np.ndarray, np.ndarray]:
+    """The surface's ratio(VIX) knots as arrays, built once per surface (np.interp would
+    convert the tuples on every call: the same float64 values)."""
+    got = _KNOT_ARRAYS.get(id(s))
+    if got is None or got[0] is not s:
+        if len(_KNOT_ARRAYS) > 64:
+            _KNOT_ARRAYS.clear()
+        got = _KNOT_ARRAYS[id(s)] = (s, np.asarray(s.atm_vix, dtype=float), np.asarray(s.atm_ratio, dtype=float))
+    return got[1], got[2]
+
+
 def atm_level_ratio(vix, vix3m=None, surface: Surface | None = None):
     """ATM vol / VIX-term-structure level: ratio(VIX) through the surface's knots (flat
     outside), times exp(term_beta * ln(VIX3M / VIX)) where VIX3M is known."""
     s = surface or active_surface()
     vix = np.asarray(vix, dtype=float)
-    ratio = np.interp(vix, s.atm_vix, s.atm_ratio)
+    ratio = np.interp(vix, *_atm_knots(s))
     if s.term_beta and vix3m is not None:
         v3 = np.asarray(vix3m, dtype=float)
-        slope = np.where(np.isfinite(v3) & (v3 > 0), np.log(np.where(np.isfinite(v3) & (v3 > 0), v3, 1.0) / vix), 0.0)
+        ok = np.isfinite(v3) & (v3 > 0)
+        if np.count_nonzero(ok) == ok.size:  # every VIX3M known: the np.where below select v3 and the log
+            slope = np.log(v3 / vix)
+        else:
+            slope = np.where(ok, np.log(np.where(ok, v3, 1.0) / vix), 0.0)
         ratio = ratio * np.exp(s.term_beta * slope)
     return _scalarize(np.asarray(ratio))
 
@@ -242,34 +284,47 @@ def _term_vol(x, levels, days):
     """`spx_atm_vol`'s interpolation of total variance for maturities x (years) between knots
     at `days` with index `levels` (arrays of x's shape), flat outside."""
     t_k = [d / DAYS_PER_YEAR for d in days]
+    below = x <= t_k[0]
+    n_below = np.count_nonzero(below)
+    if n_below == below.size:  # every maturity at or before the first knot (a short option): its flat vol
+        return levels[0] / 100.0
     v_k = [lv / 100.0 for lv in levels]
-    w_k = [v * v * t for v, t in zip(v_k, t_k)]
-    vol = np.where(x <= t_k[0], v_k[0], v_k[-1])
-    if len(t_k) > 1:
-        inside = (x > t_k[0]) & (x < t_k[-1])
-        if inside.all():  # (the usual case: selecting all of x would copy it unchanged)
-            vol = _term_interp(x, w_k, t_k)
-        elif inside.any():
-            vol = vol.copy()
-            vol[inside] = _term_interp(x[inside], [w[inside] for w in w_k], t_k)
+    if len(t_k) == 1:
+        return np.where(below, v_k[0], v_k[-1])
+    inside = (x > t_k[0]) & (x < t_k[-1])
+    n_inside = np.count_nonzero(inside)
+    if n_inside == inside.size:  # (the usual case: selecting all of x would copy it unchanged)
+        return _term_interp(x, v_k, t_k)
+    vol = np.where(below, v_k[0], v_k[-1])
+    if n_inside:
+        vol[inside] = _term_interp(x[inside], [v[inside] for v in v_k], t_k)
     return vol
 
 
-def _term_interp(xi, w_k, t_k):
+def _term_interp(xi, v_k, t_k):
     """sqrt of the total variance interpolated linearly in time, for maturities xi strictly
-    inside the knots t_k (np.interp's arithmetic: slope * (x - t_j) + w_j, w_j at a knot)."""
+    inside the knots t_k (np.interp's arithmetic: slope * (x - t_j) + w_j, w_j at a knot),
+    the total variance w_j = v_j * v_j * t_j of a knot computed where a segment needs it."""
+    w_k: list = [None] * len(t_k)
+
+    def w(j):
+        if w_k[j] is None:
+            w_k[j] = v_k[j] * v_k[j] * t_k[j]
+        return w_k[j]
+
     interp = np.empty(xi.shape)
     for j in range(len(t_k) - 1):
         seg = (xi >= t_k[j]) & (xi < t_k[j + 1])
-        if seg.all():
-            y0, y1, xs = w_k[j], w_k[j + 1], xi
-        elif seg.any():
-            y0, y1, xs = w_k[j][seg], w_k[j + 1][seg], xi[seg]
+        n_seg = np.count_nonzero(seg)
+        if n_seg == seg.size:
+            y0, y1, xs = w(j), w(j + 1), xi
+        elif n_seg:
+            y0, y1, xs = w(j)[seg], w(j + 1)[seg], xi[seg]
         else:
             continue
         slope = (y1 - y0) / (t_k[j + 1] - t_k[j])
         got = np.where(xs == t_k[j], y0, slope * (xs - t_k[j]) + y0)
-        if seg.all():
+        if n_seg == seg.size:
             interp = got
             break
         interp[seg] = got
@@ -293,13 +348,16 @@ def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float | None = 
     interpolated as `np.interp` does it (slope * (T - t_j) + w_j, the knot value at a knot).
     """
     nan = float("nan")
-    T, vix, v9, v3 = np.broadcast_arrays(*(np.asarray(nan if x is None else x, dtype=float)
-                                           for x in (T_years, vix, vix9d, vix3m)))
-    if not np.isfinite(vix).all():
+    T, vix, v9, v3 = arrays = [np.asarray(nan if x is None else x, dtype=float) for x in (T_years, vix, vix9d, vix3m)]
+    if any(a.shape != T.shape for a in arrays):  # (np.broadcast_arrays returns equal shapes as they are)
+        T, vix, v9, v3 = np.broadcast_arrays(*arrays)
+    finite = np.isfinite(vix)
+    if np.count_nonzero(finite) != finite.size:
         raise ValueError("spx_atm_vol needs a finite VIX")
     has9, has3 = np.isfinite(v9), np.isfinite(v3)
-    all9, all3 = bool(has9.all()), bool(has3.all())
-    if (all9 or not has9.any()) and (all3 or not has3.any()):  # one set of knots for all: no selection
+    n9, n3 = np.count_nonzero(has9), np.count_nonzero(has3)
+    all9, all3 = n9 == has9.size, n3 == has3.size
+    if (all9 or not n9) and (all3 or not n3):  # one set of knots for all: no selection
         out = _term_vol(T, ([v9] if all9 else []) + [vix] + ([v3] if all3 else []),
                         ([9.0] if all9 else []) + [30.0] + ([91.0] if all3 else []))
     else:
@@ -307,7 +365,7 @@ def spx_atm_vol(T_years, vix, vix9d=None, vix3m=None, atm_ratio: float | None = 
         for p9 in (False, True):
             for p3 in (False, True):
                 sel = (has9 == p9) & (has3 == p3)
-                if not sel.any():
+                if not np.count_nonzero(sel):
                     continue
                 out[sel] = _term_vol(T[sel], ([v9[sel]] if p9 else []) + [vix[sel]] + ([v3[sel]] if p3 else []),
                                      ([9.0] if p9 else []) + [30.0] + ([91.0] if p3 else []))
@@ -331,12 +389,21 @@ def spx_smile(atm_vol, S, K, T, surface: Surface | None = None):
     s = surface or active_surface()
     atm = np.asarray(atm_vol, dtype=float)
     T_floor = np.maximum(np.asarray(T, dtype=float), 1.0 / (DAYS_PER_YEAR * 24 * 60))  # one minute
-    scale = np.maximum(atm, 1e-4) * np.sqrt(T_floor)
+    atm_floor = np.maximum(atm, 1e-4)
+    scale = atm_floor * np.sqrt(T_floor)
     m = _clip(np.log(np.asarray(K, dtype=float) / np.asarray(S, dtype=float)) / scale, -s.wing_sd, s.wing_sd)
-    a = (s.skew_ref_vol / np.maximum(atm, 1e-4)) ** s.skew_vol_exp if s.skew_vol_exp else 1.0
-    put_side = 1.0 - a * s.put_slope * m + s.put_curve * m * m
-    call_side = 1.0 - a * s.call_slope * m + s.call_curve * m * m
-    ratio = _clip(np.where(m < 0, put_side, call_side), s.min_ratio, s.max_ratio)
+    a = (s.skew_ref_vol / atm_floor) ** s.skew_vol_exp if s.skew_vol_exp else 1.0
+    puts = m < 0
+    n_puts = np.count_nonzero(puts)
+    if n_puts == puts.size and puts.ndim:  # one side only: the np.where would pick it whole
+        factor = 1.0 - a * s.put_slope * m + s.put_curve * m * m
+    elif not n_puts and puts.ndim:
+        factor = 1.0 - a * s.call_slope * m + s.call_curve * m * m
+    else:
+        put_side = 1.0 - a * s.put_slope * m + s.put_curve * m * m
+        call_side = 1.0 - a * s.call_slope * m + s.call_curve * m * m
+        factor = np.where(puts, put_side, call_side)
+    ratio = _clip(factor, s.min_ratio, s.max_ratio)
     return _scalarize(_clip(atm * ratio, 0.01, 5.0))
 
 
@@ -346,13 +413,15 @@ DIVIDEND_YIELD = 0.013  # SPX, continuous
 
 
 def spx_option_model(S, K, T, vix, vix9d, vix3m, rate, is_call, greeks: bool = True,
-                     surface: Surface | None = None) -> dict[str, np.ndarray]:
+                     surface: Surface | None = None, level_ratio=None) -> dict[str, np.ndarray]:
     """SPX options as the simulated exchange quotes them: Black-Scholes at the smile
     (`spx_smile` around `spx_atm_vol`), dividend yield `DIVIDEND_YIELD`, bid and ask by
     `quote_spread` (wider with VIX and near expiry), all from the active surface.
-    Arrays broadcast; returns mid, bid, ask, iv and (with `greeks`) the greeks."""
+    Arrays broadcast; returns mid, bid, ask, iv and (with `greeks`) the greeks.
+    `level_ratio`: `atm_level_ratio(vix, vix3m)` of the surface where the caller already has
+    it (the backtest, per market step), not recomputed."""
     s = surface or active_surface()
-    atm = spx_atm_vol(T, vix, vix9d, vix3m, surface=s)
+    atm = spx_atm_vol(T, vix, vix9d, vix3m, atm_ratio=level_ratio, surface=s)
     iv = np.asarray(spx_smile(atm, S, K, T, surface=s))
     out = bs_price_greeks(S, K, T, iv, rate, DIVIDEND_YIELD, is_call, greeks)
     out["bid"], out["ask"] = quote_spread(out["mid"], vix, T, surface=s)
@@ -393,19 +462,35 @@ _FUZZ_DECIMALS = 6  # binary fuzz is rounded away first: 1.1499999999 counts as 
 SPREAD_VIX_REF = 20.0  # VIX at which the spread is `spread_fraction` of mid (before the expiry term)
 
 
+_POW10 = {2: 100.0, 6: 1e6}
+
+
+def _round(x, decimals: int):
+    """`x.round(decimals)` (numpy's own steps, PyArray_Round: times 10**decimals, rint, divided
+    by it, in place), without ndarray.round's call layers: half the time on a small array.
+    tests/test_pricing.py checks it against np.round bit for bit."""
+    f = _POW10[decimals]
+    y = np.multiply(x, f)
+    if type(y) is np.ndarray:
+        np.rint(y, out=y)
+        return np.true_divide(y, f, out=y)
+    return np.true_divide(np.rint(y), f)
+
+
 def _floor_to(x, tick):
-    return (np.floor((x / tick).round(_FUZZ_DECIMALS)) * tick).round(2)
+    return _round(np.floor(_round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
 
 
 def _ceil_to(x, tick):
-    return (np.ceil((x / tick).round(_FUZZ_DECIMALS)) * tick).round(2)
+    return _round(np.ceil(_round(x / tick, _FUZZ_DECIMALS)) * tick, 2)
 
 
 def _spread_edges(mid, fraction, lo, hi):
     """Model quote edges mid -/+ half the spread, rounded away from binary fuzz; the float and
     the Decimal quote both start from these so they agree to the cent."""
-    half = np.clip(fraction * mid, lo, hi) / 2.0
-    return (mid - half).round(_FUZZ_DECIMALS), (mid + half).round(_FUZZ_DECIMALS)  # np.round's own method
+    # _clip is np.clip for a bound that is not zero (hi = max_spread x w_vix > 0 by the surface's bounds)
+    half = (_clip(fraction * mid, lo, hi) if lo > 0 else np.clip(fraction * mid, lo, hi)) / 2.0
+    return _round(mid - half, _FUZZ_DECIMALS), _round(mid + half, _FUZZ_DECIMALS)  # np.round's own method
 
 
 def spx_spread_terms(vix=None, T_years=None, surface: Surface | None = None):
@@ -432,18 +517,19 @@ def _on_option_ticks(mid, lo, hi):
     lo, hi = np.asarray(lo), np.asarray(hi)
     # each tick's rounding only where some edge needs it: the same values, fewer numpy calls
     dear = lo >= 3.0
-    if dear.all():
+    n_dear = np.count_nonzero(dear)
+    if n_dear == dear.size:
         bid = _floor_to(lo, 0.10)
-    elif dear.any():
+    elif n_dear:
         bid = np.where(dear, _floor_to(lo, 0.10), _floor_to(lo, 0.05))
     else:
         bid = _floor_to(lo, 0.05)
     ask = _ceil_to(hi, 0.05)
     dear = ask >= 3.0
-    if dear.any():
+    if np.count_nonzero(dear):
         ask = np.where(dear, _ceil_to(hi, 0.10), ask)
     cheap = mid < 0.05
-    if cheap.any() or cheap.ndim == 0:  # (a scalar call gets its 0-d arrays as before)
+    if cheap.ndim == 0 or np.count_nonzero(cheap):  # (a scalar call gets its 0-d arrays as before)
         return np.where(cheap, 0.0, np.maximum(bid, 0.0)), np.where(cheap, 0.05, ask)
     return np.maximum(bid, 0.0), ask
 

@@ -8,6 +8,7 @@ persisted intents and executes.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -95,6 +96,13 @@ def strike_band(spx: float, vix: float, years: float, cfg: CondorConfig) -> tupl
 
 def band_strikes(listed: Iterable[K], spx: float, near: float, far: float) -> tuple[list[K], list[K]]:
     """(puts, calls): the listed strikes inside the band below spot and above it."""
+    bounds = (spx - far, spx - near, spx + near, spx + far)
+    if isinstance(listed, range) and listed.step > 0 and all(map(math.isfinite, bounds)):
+        # an ascending range (the backtest's listing): each side is a slice, found by bisection
+        # (int-float comparisons are exact, as float(k) is for any strike)
+        lo_p, hi_p, lo_c, hi_c = bounds
+        return (list(listed[bisect_left(listed, lo_p):bisect_right(listed, hi_p)]),
+                list(listed[bisect_left(listed, lo_c):bisect_right(listed, hi_c)]))
     listed = list(listed)
     return ([k for k in listed if spx - far <= float(k) <= spx - near],
             [k for k in listed if spx + near <= float(k) <= spx + far])

@@ -59,6 +59,28 @@ def test_quotes_equal_the_exchange_bit_for_bit(world):
     assert compared > 5000
 
 
+def test_chain_at_one_instant_equals_the_batch_path(world):
+    """spx_arrays at one instant (a scalar stamp: `_weight` and one state row, the entry chain's
+    call) gives the bits of the general path (stamps per option: `DayPath.weights`, `between`)."""
+    cal, market, ex, pricer, _ = world
+    rng = random.Random(5)
+    days = cal.sessions_between(date(2004, 4, 1), date(2026, 7, 1))
+    for _ in range(40):
+        day = pricer.start_day(rng.choice(days))
+        k = rng.randrange(len(day.stamps))
+        ts = min(float(day.stamps[k]) + rng.choice([0, 0, 15, 45, 200]), day.close_ts + rng.choice([0, 60]))
+        exp_ts = float(day.close_ts) + 86400 * rng.randint(0, 40)
+        spot = float(day.spx[k])
+        K = np.arange(int(spot * 0.9 // 5 * 5), int(spot * 1.1 // 5 * 5), 5, dtype=float)
+        call = np.array([rng.random() < 0.5 for _ in K])
+        for greeks in (True, False):
+            one = pricer.spx_arrays(exp_ts, K, call, ts, greeks=greeks)
+            many = pricer.spx_arrays(np.full(len(K), exp_ts), K, call, np.full(len(K), ts), greeks=greeks)
+            assert one.keys() == many.keys()
+            for key in one:
+                assert np.array_equal(np.asarray(one[key]).view(np.uint64), np.asarray(many[key]).view(np.uint64)), key
+
+
 def test_walk_quotes_equal_the_exchange(world):
     cal, market, ex, pricer, _ = world
     d = date(2020, 3, 16)
@@ -311,3 +333,27 @@ def test_day_quotes_at_instants_between_steps_equal_the_exchange(world):
             got = day.quotes(legs + vix, i)
             want = ex.price_options(legs + vix, i.t)
             assert {k: (q.bid, q.ask) for k, q in got.items()} == {k: (q.bid, q.ask) for k, q in want.items()}, (d, i)
+
+
+def test_day_paths_from_an_instant_on_equal_the_exchange(world):
+    """A condor opened mid-session has its legs priced from that instant on (`spx_path`'s
+    start): marks from there are the exchange's; an earlier instant (never asked by the
+    backtest) gets the pricer's quote, and asking for it re-prices the legs from there."""
+    from bot.backtest.day import Day
+
+    cal, market, ex, pricer, times = world
+    sched = Schedule(cal, 300, None, None, None, times)
+    for d in cal.sessions_between(date(2006, 1, 3), date(2026, 7, 1))[::149]:
+        day = Day(d, pricer, cal, sched, False)
+        k = len(day.instants) * 3 // 4
+        inst = day.instants[k]
+        spx = round(inst.spx / 5) * 5
+        legs = [OptionSpec("SPX", e, Decimal(spx + s), r, "SPXW") for e in day.spx_expiries(inst)[:2]
+                for s, r in ((-50, Right.PUT), (-25, Right.PUT), (25, Right.CALL), (50, Right.CALL))]
+        late_bid, late_ask = day.spx_path(legs, [k + 1, len(day.instants) - 1], k)
+        for i in (day.instants[1], day.instants[k - 1], inst, day.instants[k + 1], day.instants[-1]):
+            got = day.quotes(legs, i)
+            want = ex.price_options(legs, i.t)
+            assert {key: (q.bid, q.ask) for key, q in got.items()} == {key: (q.bid, q.ask) for key, q in want.items()}
+        bid, ask = day.spx_path(legs, [2, k + 1, len(day.instants) - 1])  # from the open: priced again
+        assert np.array_equal(bid[1:], late_bid) and np.array_equal(ask[1:], late_ask)

@@ -342,3 +342,26 @@ def test_busy_condors_are_skipped(cfg):
 def test_expired_condors_are_left_to_settlement(cfg):
     c = condor("2.00", expiry=date(2022, 2, 28))
     assert exits(c, close_quotes(c, "0.05", "0.05", "0.05", "0.05"), cfg()) == []
+
+
+def test_band_strikes_of_a_range_equal_the_listed_scan():
+    """The bisection shortcut for an ascending range (the backtest's listing) picks exactly the
+    strikes the scan of the listed strikes picks (the broker's Decimal list)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from strategies.iron_condor import band_strikes
+
+    @given(st.integers(100, 8000), st.integers(1, 400), st.sampled_from([1, 5, 25]),
+           st.floats(50.0, 9000.0), st.floats(-50.0, 300.0), st.floats(-50.0, 600.0))
+    @settings(max_examples=300, deadline=None)
+    def check(lo, n, step, spx, near, far):
+        listed = range(lo, lo + n * step, step)
+        fast = band_strikes(listed, spx, near, far)
+        assert fast == band_strikes(list(listed), spx, near, far)
+        assert fast == tuple([int(k) for k in side] for side in band_strikes([Decimal(k) for k in listed], spx, near, far))
+
+    check()
+    for spx, near, far in ((4000.0, 20.0, 100.0), (4002.5, 2.5, 7.5), (3999.0, 0.0, 0.0), (4000.0, 100.0, 20.0)):
+        listed = range(3000, 5005, 5)  # band edges exactly on listed strikes
+        assert band_strikes(listed, spx, near, far) == band_strikes(list(listed), spx, near, far)

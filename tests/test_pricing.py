@@ -307,3 +307,92 @@ def test_clip_equals_np_clip_for_nonzero_bounds(xs, lo, width):
     a, b = _clip(x, lo, hi), np.clip(x, lo, hi)
     assert np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
     assert type(_clip(x[0], lo, hi)) is type(np.clip(x[0], lo, hi))
+
+
+def _bs_textbook(S, K, T, sigma, r, q, call):
+    """bs_price_greeks of live options as the formulas read, each N() and product computed
+    where it is used (the left-to-right order the shared values must reproduce)."""
+    from bot.pricing import DAYS_PER_YEAR, norm_pdf
+
+    Tp = np.maximum(T, 0.0)
+    sd = sigma * np.sqrt(Tp)
+    d1 = (np.log(S / K) + (r - q) * Tp) / sd + 0.5 * sd
+    d2 = d1 - sd
+    dq, dr = np.exp(-q * Tp), np.exp(-r * Tp)
+    N = norm_cdf
+    price = np.where(call, S * dq * N(d1) - K * dr * N(d2), K * dr * N(-d2) - S * dq * N(-d1))
+    pdf, sqrt_t = norm_pdf(d1), np.sqrt(Tp)
+    decay = -S * dq * pdf * sigma / (2.0 * sqrt_t)
+    theta = np.where(call, decay - r * K * dr * N(d2) + q * S * dq * N(d1),
+                     decay + r * K * dr * N(-d2) - q * S * dq * N(-d1)) / DAYS_PER_YEAR
+    return {"mid": np.maximum(price, 0.0), "delta": np.where(call, dq * N(d1), -dq * N(-d1)),
+            "gamma": dq * pdf / (S * sd), "vega": S * dq * pdf * sqrt_t / 100.0, "theta": theta}
+
+
+@given(_batch, st.floats(0.0, 0.08), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_bs_shared_terms_equal_the_formulas(batch, r, black76):
+    # N(x) and N(-x) from one tail of |x|, the density from its exponential, the products
+    # S*dq, K*dr, S*dq*pdf shared, dr = dq when q = r: bit-identical to the formulas
+    S, m, T, sig, call = (np.array(v) for v in batch)
+    K = S * np.exp(m)
+    q = r if black76 else 0.013
+    fast = bs_price_greeks(S, K, T, sig, r, q, call)
+    slow = _bs_textbook(S, K, T, sig, r, q, call)
+    for k in slow:
+        _same_prefix(fast[k], slow[k], len(S))
+    for side in (True, False):  # the one-side paths
+        one = bs_price_greeks(S, K, T, sig, r, q, np.full(len(S), side))
+        ref = _bs_textbook(S, K, T, sig, r, q, np.full(len(S), side))
+        for k in ref:
+            _same_prefix(one[k], ref[k], len(S))
+
+
+@given(st.integers(1, 10).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(0.0, 9 / 365), min_size=n, max_size=n),
+    st.lists(st.floats(9.0, 80.0), min_size=n, max_size=n),
+    st.lists(st.floats(0.8, 1.25), min_size=n, max_size=n),
+    st.lists(st.floats(0.8, 1.25), min_size=n, max_size=n))))
+@settings(max_examples=150, deadline=None)
+def test_spx_atm_vol_short_maturity_and_known_vix3m_shortcuts_equal_general_path(args):
+    T, vix, r9, r3 = (np.array(v) for v in args)
+    v9, v3 = vix * r9, vix * r3
+    fast = spx_atm_vol(T, vix, v9, v3)  # every T at or before the first knot, every VIX3M known
+    # a maturity inside the knots forces the interpolation; a non-positive VIX3M the ratio's np.where
+    general = spx_atm_vol(np.append(T, 0.05), np.append(vix, 20.0), np.append(v9, 20.0), np.append(v3, 22.0))
+    _same_prefix(fast, general, len(T))
+    from bot.pricing import atm_level_ratio
+
+    _same_prefix(atm_level_ratio(vix, v3), atm_level_ratio(np.append(vix, 20.0), np.append(v3, -1.0)), len(T))
+
+
+@given(st.lists(st.floats(-0.3, 0.3), min_size=1, max_size=20), st.floats(0.03, 1.5), st.floats(1e-5, 0.2))
+@settings(max_examples=150, deadline=None)
+def test_smile_one_side_shortcut_equals_general_path(log_k, atm, T):
+    m = np.array(log_k)
+    for side in (m[m < 0], m[m >= 0]):  # strikes below spot only, at or above only
+        if not len(side):
+            continue
+        S = np.full(len(side), 4000.0)
+        fast = spx_smile(np.full(len(side), atm), S, S * np.exp(side), np.full(len(side), T))
+        more = np.append(side, [-0.1, 0.1])  # both sides force the np.where
+        general = spx_smile(np.full(len(more), atm), np.full(len(more), 4000.0), 4000.0 * np.exp(more),
+                            np.full(len(more), T))
+        _same_prefix(fast, general, len(side))
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1e4, 1e4),
+                          st.integers(-10**6, 10**6).map(lambda k: k / 200 + 0.005)), min_size=1, max_size=30),
+       st.sampled_from([2, 6]))
+@settings(max_examples=300, deadline=None)
+def test_round_equals_np_round(xs, decimals):
+    from bot.pricing import _round
+
+    x = np.array(xs)
+    with np.errstate(over="ignore", invalid="ignore"):  # (huge values overflow in both, to the same inf)
+        pairs = ((_round(x, decimals), np.round(x, decimals)), (_round(x[0], decimals), np.round(x[0], decimals)),
+                 (_round(np.float64(x[0]), decimals), np.float64(x[0]).round(decimals)))
+    for got, want in pairs:
+        assert np.array_equal(np.asarray(got), np.asarray(want), equal_nan=True)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+        assert type(got) is type(want) or np.ndim(got) == 0

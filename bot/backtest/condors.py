@@ -45,6 +45,8 @@ class CondorTrader:
         self.skips: Counter = Counter()
         self._commissions: dict[str, Decimal] = {}
         self._candidates: dict[str, set[int]] = {}
+        self._hits: set[int] | None = set()  # instants where some open condor may close (None: to rebuild)
+        self._closing_legs: dict[str, tuple[Condor, list[OptionSpec], list[int]]] = {}
         self.entries_until: datetime | None = None
 
     @property
@@ -80,19 +82,22 @@ class CondorTrader:
 
     def start_day(self, day: Day) -> None:
         self._candidates = {}
+        self._hits = None
         if self.open:
             self._scan(day, self.open, 0)
 
     def _scan(self, day: Day, condors: list[Condor], first: int) -> None:
         """Monitor instants (from `first` on) where decide_exits may close each condor."""
+        self._hits = None
         idx = [i for i in day.monitor if i >= first]
         if not idx:
             for c in condors:
                 self._candidates[c.condor_id] = set()
             return
-        legs = [leg.option for c in condors for leg in c.legs(opening=False)]
-        signs = np.array([leg.signed_ratio for c in condors for leg in c.legs(opening=False)], dtype=float)
-        bid, ask = day.spx_path(legs, idx)
+        closing = [self._closing(c) for c in condors]
+        legs = [o for options, _ in closing for o in options]
+        signs = np.array([s for _, sgn in closing for s in sgn], dtype=float)
+        bid, ask = day.spx_path(legs, idx, first)
         mid = (bid + ask) / 2 * signs
         today = day.d
         for n, c in enumerate(condors):
@@ -103,13 +108,25 @@ class CondorTrader:
                 hit[:] = True
             self._candidates[c.condor_id] = {i for i, h in zip(idx, hit.tolist()) if h}
 
+    def _closing(self, c: Condor) -> tuple[list[OptionSpec], list[int]]:
+        """The options and signed ratios of a condor's closing legs, built once per condor (its
+        OptionSpecs then keep their keys: `Condor.legs` builds new ones on every call)."""
+        got = self._closing_legs.get(c.condor_id)
+        if got is None or got[0] is not c:
+            legs = c.legs(opening=False)
+            got = self._closing_legs[c.condor_id] = (c, [leg.option for leg in legs], [leg.signed_ratio for leg in legs])
+        return got[1], got[2]
+
     def monitor(self, day: Day, inst: Instant) -> bool:
         """`Engine.on_monitor`: close what decide_exits says; True when something closed."""
-        if not self.open or not any(inst.index in self._candidates.get(c.condor_id, ()) for c in self.open):
+        hits = self._hits
+        if hits is None:  # the union of the open condors' candidates, rebuilt after a scan or a close
+            hits = self._hits = set().union(*(self._candidates.get(c.condor_id, ()) for c in self.open))
+        if inst.index not in hits:
             return False
-        options = [leg.option for c in self.open for leg in c.legs()]
-        quotes = day.pricer.quotes(options, inst.t)
-        snapshot = MarketSnapshot(inst.t, inst.spx, inst.vix, quotes=quotes)
+        # decide_exits reads bid and ask only: the legs' day paths (`Day.quotes`, priced by `_scan`)
+        options = [o for c in self.open for o in self._closing(c)[0]]
+        snapshot = MarketSnapshot(inst.t, inst.spx, inst.vix, quotes=day.quotes(options, inst))
         closed = False
         for p in ic.decide_exits(snapshot, ic.Book(tuple(self.open), Decimal(0)), self.cfg, inst.t):
             start = max(inst.ts, self.account.clock)
@@ -137,6 +154,8 @@ class CondorTrader:
     def _record(self, c: Condor, when: date, reason: str, debit: Decimal, fees: Decimal) -> None:
         pnl = ic.realized_pnl(c, debit, fees)
         self.open = [x for x in self.open if x.condor_id != c.condor_id]
+        self._hits = None
+        self._closing_legs.pop(c.condor_id, None)
         self.closed.append(ClosedCondor(c, when, reason, debit, pnl))
 
     def vega_dollars(self, day: Day, inst: Instant) -> float:

@@ -174,7 +174,7 @@ class Day:
         self._vix_expiries: dict[float | None, list[tuple[date, str]]] = {}  # None: the session's list
         self._chains: dict = {}
         self._paths: dict[str, dict[str, np.ndarray]] = {}
-        self._spx_paths: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # bid, ask, expiry ts
+        self._spx_paths: dict[str, tuple[np.ndarray, np.ndarray, float, int]] = {}  # bid, ask, expiry ts, from instant
         self._lot_quotes: dict[tuple[str, int], Quote | bool] = {}
         self._at: dict[tuple[float, str], Quote | None] = {}  # VIX quotes at moved instants
         self._spx_sessions = _spx_sessions(cal, pricer, d)
@@ -211,21 +211,23 @@ class Day:
         puts, calls = ic.band_strikes(range(lo, hi + listing.SPX_STRIKE_STEP, listing.SPX_STRIKE_STEP), spx, near, far)
         rows: list[ChainRow] = []
         if puts and calls:
-            K = np.array(puts + calls, dtype=float)
-            is_call = np.array([False] * len(puts) + [True] * len(calls))
+            strikes = puts + calls  # ints, puts first
+            n_puts = len(puts)
+            K = np.array(strikes, dtype=float)
+            is_call = np.array([False] * n_puts + [True] * len(calls))
             a = self.pricer.spx_arrays(exp_ts, K, is_call, inst.ts)
-            delta = a["delta"]
+            delta = a["delta"].tolist()  # (the floats float(a["delta"][i]) reads)
             keep: set[int] = set()
             # select_condor only looks at puts below spot and calls above spot
             p_idx = [i for i, k in enumerate(puts) if k < spx]
-            c_idx = [len(puts) + i for i, k in enumerate(calls) if k > spx]
+            c_idx = [n_puts + i for i, k in enumerate(calls) if k > spx]
 
             def pick(idx: list[int], target: float) -> int | None:
                 if not idx:
                     return None
-                d = [abs(abs(float(delta[i])) - target) for i in idx]
+                d = [abs(abs(delta[i]) - target) for i in idx]
                 m = min(d)
-                return min((i for i, x in zip(idx, d) if x == m), key=lambda i: K[i])
+                return min((i for i, x in zip(idx, d) if x == m), key=strikes.__getitem__)
 
             def near_of(idx: list[int], i: int | None) -> list[int]:
                 # the deltas here are the quotes' own (same arrays), so the pure code's choice
@@ -237,44 +239,46 @@ class Day:
                 keep.add(i)
             if cfg.wing_delta is None:
                 w = cfg.wing_width
-                pos = {(bool(is_call[i]), int(K[i])): i for i in range(len(K))}
+                pos = {(i >= n_puts, k): i for i, k in enumerate(strikes)}
                 for i in list(keep):
-                    j = pos.get((bool(is_call[i]), int(K[i]) + (w if is_call[i] else -w)))
+                    j = pos.get((i >= n_puts, strikes[i] + (w if i >= n_puts else -w)))
                     if j is not None:
                         keep.add(j)
             else:
                 for s_near, idx in ((near_of(p_idx, sp), p_idx), (near_of(c_idx, sc), c_idx)):
                     for s in s_near:
-                        beyond = [i for i in idx if (K[i] < K[s] if not is_call[s] else K[i] > K[s])]
+                        beyond = [i for i in idx if (strikes[i] < strikes[s] if s < n_puts else strikes[i] > strikes[s])]
                         keep.update(near_of(beyond, pick(beyond, cfg.wing_delta)))
+            # (quotes built here, not shared through the pricer's cache: an option asked for
+            # again at this instant is priced to the same numbers)
             for i in sorted(keep):
-                o = OptionSpec("SPX", expiry, Decimal(int(K[i])), Right.CALL if is_call[i] else Right.PUT, "SPXW")
-                q = self.pricer.cached(inst.ts, o)
-                if q is None:
-                    q = self.pricer.spx_quote(a, i)
-                    self.pricer.put(inst.ts, o, q)
-                rows.append(ChainRow(o, q))
+                o = OptionSpec("SPX", expiry, Decimal(strikes[i]), Right.CALL if i >= n_puts else Right.PUT, "SPXW")
+                rows.append(ChainRow(o, self.pricer.spx_quote(a, i)))
         snap = MarketSnapshot(inst.t, spx, vix, chain=tuple(rows))
         self._snapshots[key] = snap
         return snap
 
-    def spx_path(self, legs: list[OptionSpec], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def spx_path(self, legs: list[OptionSpec], idx: list[int], start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Bid and ask (instants x legs) of SPX options at the given instants: each leg priced
-        once per day at every instant, each at its own time (one batch for the legs not priced
-        yet; `spx_arrays` moves prices between steps as the market does), kept for marking the
-        account (`quotes`)."""
-        todo = [o for o in dict.fromkeys(legs) if o.key not in self._spx_paths]
+        once per day at every instant from `start` on (a condor opened at an instant is never
+        marked before it: no need to price the day's earlier instants), each at its own time
+        (one batch for the legs not priced yet; `spx_arrays` moves prices between steps as the
+        market does), kept for marking the account (`quotes`)."""
+        start = min(start, *idx)
+        paths = self._spx_paths
+        todo = [o for o in dict.fromkeys(legs) if (p := paths.get(o.key)) is None or p[3] > start]
         if todo:
-            stamps = np.array([i.ts for i in self.instants])[:, None]
+            stamps = np.array([i.ts for i in self.instants[start:]])[:, None]
             exp = np.array([self.pricer.spx_expiry_ts(o.expiry) for o in todo])[None, :]
             K = np.array([float(o.strike) for o in todo])[None, :]
             call = np.array([o.right is Right.CALL for o in todo])[None, :]
             a = self.pricer.spx_arrays(exp, K, call, stamps, greeks=False)
             for j, o in enumerate(todo):
-                self._spx_paths[o.key] = (a["bid"][:, j], a["ask"][:, j], float(exp[0, j]))
+                paths[o.key] = (a["bid"][:, j], a["ask"][:, j], float(exp[0, j]), start)
         rows = np.array(idx)
-        bid = np.column_stack([self._spx_paths[o.key][0][rows] for o in legs])
-        ask = np.column_stack([self._spx_paths[o.key][1][rows] for o in legs])
+        cols = [paths[o.key] for o in legs]
+        bid = np.column_stack([p[0][rows - p[3]] for p in cols])
+        ask = np.column_stack([p[1][rows - p[3]] for p in cols])
         return bid, ask
 
     # -- VIX
@@ -355,9 +359,10 @@ class Day:
         for o in options:
             if o.symbol == "VIX":
                 vix[o.key] = o
-            elif on_point and (path := self._spx_paths.get(o.key)) is not None:
+            elif on_point and (path := self._spx_paths.get(o.key)) is not None and path[3] <= inst.index:
                 if path[2] > inst.ts:
-                    out[o.key] = Quote(decimal_price(path[0][inst.index]), decimal_price(path[1][inst.index]))
+                    i = inst.index - path[3]
+                    out[o.key] = Quote(decimal_price(path[0][i]), decimal_price(path[1][i]))
             else:
                 rest.append(o)
         if rest:

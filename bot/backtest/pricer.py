@@ -53,6 +53,8 @@ class Pricer:
         self.day: DayPath | None = None
         self._cache: dict[tuple[float, str], Quote | None] = {}
         self._bid_ask: dict[tuple[float, str], tuple[float, float]] = {}  # `prefetch_bid_ask`, per session
+        self._spx_batches: dict[tuple, tuple] = {}  # today's spx_arrays results by their arguments
+        self._ratio: tuple | None = None  # (surface, the ATM level ratio at each step of the day)
         self._spx_expiry_ts: dict[date, float | None] = {}
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
         self._listed: dict[tuple[date, str], bool] = {}
@@ -69,6 +71,8 @@ class Pricer:
         self._futures = {}
         self._cache.clear()
         self._bid_ask.clear()
+        self._spx_batches.clear()
+        self._ratio = None
         return self.day
 
     # -- expiry times
@@ -106,17 +110,56 @@ class Pricer:
     def spx_arrays(self, expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray, stamps: np.ndarray,
                    greeks: bool = True) -> dict[str, np.ndarray]:
         """Mid, bid, ask (and greeks, iv) of SPX options: all arguments broadcast; `stamps` are
-        the query instants (POSIX seconds, inside today's session or at its close)."""
+        the query instants (POSIX seconds, inside today's session or at its close).
+
+        Kept for the day by the exact arguments: accounts of one run that walk the same order
+        from the same instant (the condor variants of a report) ask for the same batch, priced
+        once. The arrays are shared: callers read them, never write."""
+        key = (greeks,) + tuple((a.shape, a.dtype.str, a.tobytes()) for a in map(np.asarray, (expiry_ts, strikes, is_call, stamps)))
+        got = self._spx_batches.get(key)
+        surface = pricing.active_surface()
+        if got is None or got[0] is not surface:
+            got = self._spx_batches[key] = (surface, self._spx_arrays(expiry_ts, strikes, is_call, stamps, greeks))
+        return dict(got[1])
+
+    def _spx_arrays(self, expiry_ts, strikes, is_call, stamps, greeks: bool) -> dict[str, np.ndarray]:
         day = self.day
-        k, w = day.weights(np.asarray(stamps, dtype=float))  # the market's rule between steps
-        state = between(self._spx_state, k, w)  # the same arithmetic per value as one path at a time
+        stamps = np.asarray(stamps, dtype=float)
+        if stamps.ndim == 0:  # one instant (a chain): its step and weight without numpy (`_weight`)
+            k, w = self._weight(float(stamps))
+            state = self._spx_state[k]
+            at_steps = not w > 0
+            if not at_steps:  # `between`'s arithmetic on the one row
+                state = state + (self._spx_state[min(k + 1, len(self._spx_state) - 1)] - state) * w
+        else:
+            k, w = day.weights(stamps)  # the market's rule between steps
+            state = between(self._spx_state, k, w)  # the same arithmetic per value as one path at a time
+            at_steps = not np.count_nonzero(w)
+        # at steps, VIX and VIX3M are the steps' own: their ATM level ratio is the step's
+        level_ratio = self._level_ratio()[k] if at_steps else None
+        T = np.asarray((np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S)
+        K, call = np.asarray(strikes, dtype=float), np.asarray(is_call, dtype=bool)
+        # every argument at the broadcast shape (as np.broadcast_arrays, without its overhead)
+        shape = state.shape[:-1]
+        if not (shape == T.shape == K.shape == call.shape):
+            shape = np.broadcast_shapes(shape, T.shape, K.shape, call.shape)
+            if state.shape[:-1] != shape:
+                state = np.broadcast_to(state, shape + (4,))
+            T, K, call = (a if a.shape == shape else np.broadcast_to(a, shape) for a in (T, K, call))
         S, vix, v9, v3 = (state[..., j] for j in range(4))
-        T = (np.asarray(expiry_ts, dtype=float) - np.asarray(stamps, dtype=float)) / YEAR_S
-        S, vix, v9, v3, T, K, call = np.broadcast_arrays(S, vix, v9, v3, T, np.asarray(strikes, dtype=float),
-                                                       np.asarray(is_call, dtype=bool))
-        out = pricing.spx_option_model(S, K, T, vix, v9, v3, day.rate, call, greeks)
+        out = pricing.spx_option_model(S, K, T, vix, v9, v3, day.rate, call, greeks, level_ratio=level_ratio)
         out.update(T=T, S=S)
         return out
+
+    def _level_ratio(self) -> np.ndarray:
+        """`pricing.atm_level_ratio` of the active surface at every step of the day, computed
+        once (elementwise: each step's value is the one a batch at that step computes)."""
+        surface = pricing.active_surface()
+        got = self._ratio
+        if got is None or got[0] is not surface:
+            got = self._ratio = (surface, np.asarray(pricing.atm_level_ratio(
+                self._spx_state[:, 1], self._spx_state[:, 3], surface), dtype=float))
+        return got[1]
 
     # -- VIX
     def future_path(self, expiry: date) -> np.ndarray:
@@ -192,7 +235,7 @@ class Pricer:
         stamps = np.asarray(stamps, dtype=float)
         k, w = day.weights(stamps)
         F = self._vix_futures(expiries, k, w)
-        T = (np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S
+        T = np.asarray((np.asarray(expiry_ts, dtype=float) - stamps) / YEAR_S)
         out = pricing.vix_option_model(F, np.asarray(strikes, dtype=float), T, between(day.vvix, k, w), day.rate,
                                        np.asarray(is_call, dtype=bool), greeks)
         out.update(F=F, T=T)
