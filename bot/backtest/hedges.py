@@ -175,23 +175,35 @@ class OnRead(Mapping):
 
 
 class OnReadQuotes(Mapping):
-    """The quotes of held options (by key), all priced in one batch when one is first read; an
-    option that is not live (expired, not quoted) has no entry, as in the eager dict."""
+    """The quotes of held options (by key), priced when read: `get` of one key builds that
+    quote alone (its option priced in one batch with all the held ones, see `Day.lot_quotes`),
+    iteration builds them all; an option that is not live (expired, not quoted) has no entry,
+    as in the eager dict. A live update reads the written calls' quotes only."""
 
-    def __init__(self, price: Callable[[], dict[str, Quote]]):
-        self._price = price
+    def __init__(self, keys: Iterable[str], price: Callable[[Iterable[str] | None], dict[str, Quote]]):
+        self._keys = frozenset(keys)
+        self._price = price  # the quotes of these keys (None: all), missing when not live
+        self._one: dict[str, Quote | None] = {}
         self._got: dict[str, Quote] | None = None
 
     def _all(self) -> dict[str, Quote]:
         if self._got is None:
-            self._got = self._price()
+            self._got = self._price(None)
         return self._got
 
     def get(self, key: str, default=None):
-        return self._all().get(key, default)
+        if self._got is not None:
+            return self._got.get(key, default)
+        got = self._one.get(key, _NONE)
+        if got is _NONE:
+            got = self._one[key] = self._price((key,)).get(key) if key in self._keys else None
+        return default if got is None else got
 
     def __getitem__(self, key: str) -> Quote:
-        return self._all()[key]
+        got = self.get(key)
+        if got is None:
+            raise KeyError(key)
+        return got
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._all())
@@ -236,12 +248,18 @@ class AlvhHedge:
             wanted = alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
                                          day.d, self.cfg)
         batch = list(wanted.values())  # at a moved instant the held quotes come priced with the chains
-        held = self.books.held()
-        quotes = OnReadQuotes(lambda: day.lot_quotes(held, inst, batch)) if lots else {}
+        quotes = self._held_quotes(day, inst, lots, batch)
         out: Mapping[str, tuple[ChainRow, ...]] = {}
         if chains:
             out = OnRead(wanted, lambda purpose: self._chain_rows(day, inst, wanted, lots, purpose))
         return alvh.HedgeMarket(day.d, inst.vix, out, quotes)
+
+    def _held_quotes(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...],
+                     batch: list[tuple[date, str]] = ()) -> Mapping[str, Quote]:
+        if not lots:
+            return {}
+        held = self.books.held()
+        return OnReadQuotes(held, lambda keys: day.lot_quotes(held, inst, batch, keys))
 
     def _chain_rows(self, day: Day, inst: Instant, wanted: dict[str, tuple[date, str]], lots: tuple[alvh.Lot, ...],
                     purpose: str) -> tuple[ChainRow, ...]:
@@ -286,12 +304,17 @@ class AlvhHedge:
         why = alvh.trigger(signals, state, self.cfg, scheduled)
         lots = self.books.alvh_lots()
         self.has_shorts = any(lot.quantity < 0 for lot in lots)
+        if why == "update":  # most live updates can do nothing: decide's state without the planner
+            quiet = alvh.quiet_update(signals, self._held_quotes(day, inst, lots), lots, state, self.cfg)
+            if quiet is not None:
+                self.decisions += 1
+                self.state = quiet
+                return
         notional = self.notional(inst.t)
         failed = None
         if why != "update" and self.has_shorts:
             held = self.market(day, inst, lots, chains=False)
-            first = alvh.decide(signals, held, alvh.HedgeBook(lots, notional, self.vega), state, self.cfg, scheduled)
-            urgent = [a for a in first.actions if a.kind == alvh.BUY_BACK]
+            urgent = alvh.buy_backs(signals, held, alvh.HedgeBook(lots, notional, self.vega), state, self.cfg)
             if urgent:
                 failed = self._run_plan(day, inst, urgent, None)
                 lots = self.books.alvh_lots()
