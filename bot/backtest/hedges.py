@@ -237,22 +237,26 @@ class AlvhHedge:
     def notional(self, now: datetime) -> Decimal:
         return alvh.condor_notional(self.condors.open, self.condors.last_opened, now, self.cfg)
 
-    def market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool) -> alvh.HedgeMarket:
+    def market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool,
+               wanted: dict[str, tuple[date, str]] | None = None) -> alvh.HedgeMarket:
         """The inputs `HedgeManager.evaluate` gathers: quotes of the held options and, to rebalance, the chain of
         each layer's expiry and of the write expiry (pruned, see the module doc). Both are priced when
         `alvh.decide` first reads them (`OnRead`): most evaluations read the quote of a short or two
-        and no chain at all, and a value is the same whenever it is read."""
-        wanted: dict[str, tuple[date, str]] = {}
-        if chains:
-            listed = day.vix_expiries(inst)
-            wanted = alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
-                                         day.d, self.cfg)
-        batch = list(wanted.values())  # at a moved instant the held quotes come priced with the chains
-        quotes = self._held_quotes(day, inst, lots, batch)
+        and no chain at all, and a value is the same whenever it is read. Without chains, the held
+        quotes at a moved instant are still priced with the `wanted` chains: the rebalance that
+        follows reads them at the same instant (one batch instead of two, the same numbers)."""
+        if wanted is None:
+            wanted = self.chain_expiries(day, inst) if chains else {}
+        quotes = self._held_quotes(day, inst, lots, list(wanted.values()))
         out: Mapping[str, tuple[ChainRow, ...]] = {}
         if chains:
             out = OnRead(wanted, lambda purpose: self._chain_rows(day, inst, wanted, lots, purpose))
         return alvh.HedgeMarket(day.d, inst.vix, out, quotes)
+
+    def chain_expiries(self, day: Day, inst: Instant) -> dict[str, tuple[date, str]]:
+        listed = day.vix_expiries(inst)
+        return alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
+                                   day.d, self.cfg)
 
     def _held_quotes(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...],
                      batch: list[tuple[date, str]] = ()) -> Mapping[str, Quote]:
@@ -291,7 +295,7 @@ class AlvhHedge:
         something, and every SHORT_CHECK while written calls are open."""
         due = self.has_shorts and (self.last_short_check is None or
                                    inst.ts - self.last_short_check >= SHORT_CHECK.total_seconds())
-        if alvh.wants_evaluation(signals, self.state, self.has_shorts, self.cfg) or due:
+        if due or alvh.wants_evaluation(signals, self.state, self.has_shorts, self.cfg):
             self.last_short_check = inst.ts
             self.evaluate(day, inst, signals, scheduled=False)
 
@@ -312,17 +316,22 @@ class AlvhHedge:
                 return
         notional = self.notional(inst.t)
         failed = None
+        wanted = None
         if why != "update" and self.has_shorts:
-            held = self.market(day, inst, lots, chains=False)
+            wanted = self.chain_expiries(day, inst)
+            held = self.market(day, inst, lots, chains=False, wanted=wanted)
             urgent = alvh.buy_backs(signals, held, alvh.HedgeBook(lots, notional, self.vega), state, self.cfg)
             if urgent:
                 failed = self._run_plan(day, inst, urgent, None)
                 lots = self.books.alvh_lots()
-                inst = day.at(inst, self.account.clock)
+                moved = day.at(inst, self.account.clock)
+                if moved.ts != inst.ts:
+                    wanted = None
+                inst = moved
         # with nothing held and nothing to hedge every target is 0 and decide uses no chain
         # (tests/test_backtest.py checks the decision is the same with and without them)
         need_chains = why != "update" and (bool(lots) or notional > 0 or self.vega > 0)
-        market = self.market(day, inst, lots, chains=need_chains)
+        market = self.market(day, inst, lots, chains=need_chains, wanted=wanted if need_chains else {})
         book = alvh.HedgeBook(lots, notional, self.vega)
         decision = alvh.decide(signals, market, book, state, self.cfg, scheduled)
         self.decisions += 1
