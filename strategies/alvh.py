@@ -276,11 +276,12 @@ def naked_shorts(positions: Iterable[tuple[OptionSpec, int]]) -> list[tuple[Opti
     """Short VIX calls not covered by a long VIX call expiring no earlier with a strike no
     higher, matched unit by unit. Shorts are matched hardest-first (lowest strike, earliest
     expiry), each to the tightest long that covers it (highest strike, then earliest expiry)."""
+    calls = [(opt, qty) for opt, qty in positions if qty and opt.symbol == "VIX" and opt.right.value == "C"]
+    if all(qty > 0 for _, qty in calls):
+        return []  # no short call at all (most books): nothing to match
     longs: dict[OptionSpec, int] = {}
     shorts: dict[OptionSpec, int] = {}
-    for opt, qty in positions:
-        if opt.symbol != "VIX" or opt.right.value != "C" or qty == 0:
-            continue
+    for opt, qty in calls:
         book = longs if qty > 0 else shorts
         book[opt] = book.get(opt, 0) + abs(qty)
     naked = []
@@ -563,6 +564,8 @@ class _Planner:
                     # only the part not covering a short may go: the most of n that leaves no short
                     # naked (fewer sold never uncovers more, so a bisection finds it in log n checks)
                     lo, hi = 0, min(excess, lot.quantity)
+                    if self.positions.get(lot.option, 0) >= hi and all(q >= 0 for q in self.positions.values()):
+                        lo = hi  # no short before or after any of these sales: all fit (the bisection's answer)
                     while lo < hi:
                         mid = (lo + hi + 1) // 2
                         lo, hi = (mid, hi) if self._fits(sale(mid)) else (lo, mid - 1)

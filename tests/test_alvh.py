@@ -527,3 +527,40 @@ def test_buy_backs_are_the_buy_backs_decide_begins_with(case, scheduled):
         assert d.actions[:len(backs)] == backs
         if not m.chains:
             assert tuple(a for a in d.actions if a.kind == alvh.BUY_BACK) == backs
+
+
+@settings(max_examples=300, deadline=None)
+@given(_update_case(), st.integers(0, 300_000), st.floats(8, 45))
+def test_excess_sales_are_the_most_that_leave_no_short_naked(case, notional, vix):
+    """Each sale toward a lower target sells the most of its lot that leaves no short naked
+    (what to_targets' bisection finds; all of it at once when no short can be uncovered),
+    unless the excess over the target is less."""
+    _, state, lots, quotes, cfg = case
+    if state.halted or not cfg.enabled or alvh.naked_shorts((lot.option, lot.quantity) for lot in lots):
+        return
+    m = replace(market(vix), quotes=quotes)
+    d = alvh.decide(signals(vix), m, HedgeBook(lots, Decimal(notional)), replace(state, activated=False), cfg, True)
+    positions: dict[OptionSpec, int] = {}
+    layer_lots: dict[tuple[str, OptionSpec], int] = {}
+    for lot in lots:
+        positions[lot.option] = positions.get(lot.option, 0) + lot.quantity
+        layer_lots[(lot.layer, lot.option)] = layer_lots.get((lot.layer, lot.option), 0) + lot.quantity
+
+    def fits(option, n):
+        after = dict(positions)
+        after[option] = after.get(option, 0) - n
+        return not alvh.naked_shorts(after.items())
+
+    capped = set()
+    for a in d.actions:
+        if a.kind == alvh.SELL:
+            option = a.legs[0].option
+            assert 0 < a.quantity <= layer_lots[(a.layer, option)] and fits(option, a.quantity)
+            if a.quantity < layer_lots[(a.layer, option)] and fits(option, a.quantity + 1):
+                capped.add(a.layer)  # more would fit: the excess over the target ran out
+        for leg in a.legs:
+            positions[leg.option] = positions.get(leg.option, 0) + leg.signed_ratio * a.quantity
+            k = (a.layer, leg.option)
+            layer_lots[k] = layer_lots.get(k, 0) + leg.signed_ratio * a.quantity
+    for layer in capped:
+        assert sum(q for (lay, _), q in layer_lots.items() if lay == layer and q > 0) == d.targets[layer]
