@@ -299,6 +299,22 @@ def naked_shorts(positions: Iterable[tuple[OptionSpec, int]]) -> list[tuple[Opti
     return naked
 
 
+def sellable(positions: Mapping[OptionSpec, int], option: OptionSpec, limit: int) -> int:
+    """The most of `option`, up to `limit`, a sale may take and leave no short call naked.
+    Fewer sold never uncovers more, so a bisection finds it in log n checks; with no short
+    before the sale nor after the largest one, it is all of it at once (the bisection's answer:
+    every check would pass)."""
+    if positions.get(option, 0) >= limit and all(q >= 0 for q in positions.values()):
+        return limit
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        after = dict(positions)
+        after[option] = after.get(option, 0) - mid
+        lo, hi = (mid, hi) if not naked_shorts(after.items()) else (lo, mid - 1)
+    return lo
+
+
 def proceeds_after_failure(action: HedgeAction) -> bool:
     """Whether an action may still be sent after an earlier one of the same plan did not fill
     (blocked quote, timed-out walk, reject, refusal). The plan assumed every earlier action
@@ -442,10 +458,6 @@ class _Planner:
         self.actions: list[HedgeAction] = []
 
     # bookkeeping
-    def _fits(self, action: HedgeAction) -> bool:
-        """Whether `_emit` would take the action (none of it naked)."""
-        return action.quantity > 0 and not naked_shorts(_apply(self.positions, action).items())
-
     def _emit(self, action: HedgeAction) -> bool:
         after = _apply(self.positions, action)
         if action.quantity <= 0 or naked_shorts(after.items()):
@@ -559,17 +571,11 @@ class _Planner:
             elif diff < 0:
                 excess = -diff
                 for lot in self.longs(layer):  # nearest expiry first
-                    def sale(k, lot=lot):
-                        return HedgeAction(SELL, layer, (Leg(lot.option, Action.SELL),), k, f"target {targets[layer]}")
-                    # only the part not covering a short may go: the most of n that leaves no short
-                    # naked (fewer sold never uncovers more, so a bisection finds it in log n checks)
-                    lo, hi = 0, min(excess, lot.quantity)
-                    if self.positions.get(lot.option, 0) >= hi and all(q >= 0 for q in self.positions.values()):
-                        lo = hi  # no short before or after any of these sales: all fit (the bisection's answer)
-                    while lo < hi:
-                        mid = (lo + hi + 1) // 2
-                        lo, hi = (mid, hi) if self._fits(sale(mid)) else (lo, mid - 1)
-                    n = lo if lo and self._emit(sale(lo)) else 0
+                    # only the part not covering a short may go
+                    n = sellable(self.positions, lot.option, min(excess, lot.quantity))
+                    if n and not self._emit(HedgeAction(SELL, layer, (Leg(lot.option, Action.SELL),), n,
+                                                        f"target {targets[layer]}")):
+                        n = 0
                     excess -= n
                     if not excess:
                         break

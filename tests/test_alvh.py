@@ -471,6 +471,7 @@ def _update_case(draw):
     for layer in draw(st.lists(st.sampled_from(("mid", "back")), max_size=3)):
         lots.append(Lot(layer, call(WEEKLY, draw(st.integers(20, 40)), "VIXW"), -draw(st.integers(1, 3)),
                         draw(cents) + Decimal("0.05")))
+    lots = list({(lot.layer, lot.option): lot for lot in lots}.values())  # one lot per (layer, option), as booked
     for lot in lots:
         if draw(st.integers(0, 5)):
             bid = draw(cents)
@@ -529,38 +530,25 @@ def test_buy_backs_are_the_buy_backs_decide_begins_with(case, scheduled):
             assert tuple(a for a in d.actions if a.kind == alvh.BUY_BACK) == backs
 
 
-@settings(max_examples=300, deadline=None)
-@given(_update_case(), st.integers(0, 300_000), st.floats(8, 45))
-def test_excess_sales_are_the_most_that_leave_no_short_naked(case, notional, vix):
-    """Each sale toward a lower target sells the most of its lot that leaves no short naked
-    (what to_targets' bisection finds; all of it at once when no short can be uncovered),
-    unless the excess over the target is less."""
-    _, state, lots, quotes, cfg = case
-    if state.halted or not cfg.enabled or alvh.naked_shorts((lot.option, lot.quantity) for lot in lots):
-        return
-    m = replace(market(vix), quotes=quotes)
-    d = alvh.decide(signals(vix), m, HedgeBook(lots, Decimal(notional)), replace(state, activated=False), cfg, True)
-    positions: dict[OptionSpec, int] = {}
-    layer_lots: dict[tuple[str, OptionSpec], int] = {}
-    for lot in lots:
-        positions[lot.option] = positions.get(lot.option, 0) + lot.quantity
-        layer_lots[(lot.layer, lot.option)] = layer_lots.get((lot.layer, lot.option), 0) + lot.quantity
-
-    def fits(option, n):
+def _bisected(positions, option, limit):
+    """The most of `option` (up to limit) a sale may take leaving no short naked, by bisection."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
         after = dict(positions)
-        after[option] = after.get(option, 0) - n
-        return not alvh.naked_shorts(after.items())
+        after[option] = after.get(option, 0) - mid
+        lo, hi = (mid, hi) if not alvh.naked_shorts(after.items()) else (lo, mid - 1)
+    return lo
 
-    capped = set()
-    for a in d.actions:
-        if a.kind == alvh.SELL:
-            option = a.legs[0].option
-            assert 0 < a.quantity <= layer_lots[(a.layer, option)] and fits(option, a.quantity)
-            if a.quantity < layer_lots[(a.layer, option)] and fits(option, a.quantity + 1):
-                capped.add(a.layer)  # more would fit: the excess over the target ran out
-        for leg in a.legs:
-            positions[leg.option] = positions.get(leg.option, 0) + leg.signed_ratio * a.quantity
-            k = (a.layer, leg.option)
-            layer_lots[k] = layer_lots.get(k, 0) + leg.signed_ratio * a.quantity
-    for layer in capped:
-        assert sum(q for (lay, _), q in layer_lots.items() if lay == layer and q > 0) == d.targets[layer]
+
+_POOL = [call(e, k, tc) for e, tc in ((WEEKLY, "VIXW"), (FRONT, "VIX"), (MID, "VIX"), (BACK, "VIX"))
+         for k in (18, 22, 26)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(_POOL), st.integers(-3, 6), max_size=8), st.sampled_from(_POOL),
+       st.integers(0, 8))
+def test_sellable_is_the_bisections_answer(positions, option, limit):
+    """`sellable` (all of it at once when no short is before or after the sale) is what the
+    bisection over naked_shorts finds."""
+    assert alvh.sellable(positions, option, limit) == _bisected(positions, option, limit)
