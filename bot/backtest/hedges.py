@@ -92,10 +92,11 @@ class HedgeBooks:
         self.books = {layer: LayerBook() for layer in layers}
         self.shared_settlements = 0  # settlements of an option held by two layers at once
         self._alvh_lots: tuple[alvh.Lot, ...] | None = None  # kept until the next fill or settlement
+        self._held: dict[str, OptionSpec] | None = None  # likewise
 
     def fill(self, layer: str, option: OptionSpec, qty: int, price: Decimal, commission: Decimal, write: bool) -> None:
         self.specs[option.key] = option
-        self._alvh_lots = None
+        self._alvh_lots = self._held = None
         k = (layer, option.key)
         lot = self.lots.get(k)
         new, cost = alvh.lot_after_fill(lot.quantity if lot else 0, lot.cost if lot else None, qty, price)
@@ -113,7 +114,7 @@ class HedgeBooks:
             b.premium_collected -= amount
 
     def settle(self, option: OptionSpec, price: Decimal) -> None:
-        self._alvh_lots = None
+        self._alvh_lots = self._held = None
         if sum(1 for (_, key) in self.lots if key == option.key) > 1:
             self.shared_settlements += 1
         for (layer, key), lot in list(self.lots.items()):
@@ -122,7 +123,10 @@ class HedgeBooks:
                 del self.lots[(layer, key)]
 
     def held(self) -> dict[str, OptionSpec]:
-        return {key: self.specs[key] for (_, key) in self.lots}
+        """The options held (by key), the same dict until the books change: read-only."""
+        if self._held is None:
+            self._held = {key: self.specs[key] for (_, key) in self.lots}
+        return self._held
 
     @property
     def shorts(self) -> bool:
