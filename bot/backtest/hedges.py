@@ -5,7 +5,7 @@ the pure `strategies.alvh` rules), the Cboe VIX Tail Hedge rule (`VxthHedge`), t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -184,8 +184,8 @@ class OnReadQuotes(Mapping):
     iteration builds them all; an option that is not live (expired, not quoted) has no entry,
     as in the eager dict. A live update reads the written calls' quotes only."""
 
-    def __init__(self, keys: Iterable[str], price: Callable[[Iterable[str] | None], dict[str, Quote]]):
-        self._keys = frozenset(keys)
+    def __init__(self, keys: Collection[str], price: Callable[[Iterable[str] | None], dict[str, Quote]]):
+        self._keys = keys
         self._price = price  # the quotes of these keys (None: all), missing when not live
         self._one: dict[str, Quote | None] = {}
         self._got: dict[str, Quote] | None = None
@@ -320,18 +320,14 @@ class AlvhHedge:
                 return
         notional = self.notional(inst.t)
         failed = None
-        wanted = None
+        wanted = self.chain_expiries(day, inst) if why != "update" else {}  # the session's (Day.vix_expiries)
         if why != "update" and self.has_shorts:
-            wanted = self.chain_expiries(day, inst)
             held = self.market(day, inst, lots, chains=False, wanted=wanted)
             urgent = alvh.buy_backs(signals, held, alvh.HedgeBook(lots, notional, self.vega), state, self.cfg)
             if urgent:
                 failed = self._run_plan(day, inst, urgent, None)
                 lots = self.books.alvh_lots()
-                moved = day.at(inst, self.account.clock)
-                if moved.ts != inst.ts:
-                    wanted = None
-                inst = moved
+                inst = day.at(inst, self.account.clock)
         # with nothing held and nothing to hedge every target is 0 and decide uses no chain
         # (tests/test_backtest.py checks the decision is the same with and without them)
         need_chains = why != "update" and (bool(lots) or notional > 0 or self.vega > 0)
