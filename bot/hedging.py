@@ -172,9 +172,8 @@ class HedgeManager:
             # buy-backs first: they need only the quotes of what is held (in memory), while the
             # chains a rebalance needs may take seconds to gather when nothing was streaming
             held = await self._market(today, vix, lots, with_chains=False)
-            first = alvh.decide(signals, held, alvh.HedgeBook(tuple(lots), self._condor_notional(),
-                                                              self._condor_vega()), state, self.hcfg, scheduled)
-            urgent = [a for a in first.actions if a.kind == alvh.BUY_BACK]
+            urgent = alvh.buy_backs(signals, held, alvh.HedgeBook(tuple(lots), self._condor_notional(),
+                                                                self._condor_vega()), state, self.hcfg)
             if urgent:
                 failed = await self._run_plan(urgent, now)
                 lots = self.lots()

@@ -276,11 +276,12 @@ def naked_shorts(positions: Iterable[tuple[OptionSpec, int]]) -> list[tuple[Opti
     """Short VIX calls not covered by a long VIX call expiring no earlier with a strike no
     higher, matched unit by unit. Shorts are matched hardest-first (lowest strike, earliest
     expiry), each to the tightest long that covers it (highest strike, then earliest expiry)."""
+    calls = [(opt, qty) for opt, qty in positions if qty and opt.symbol == "VIX" and opt.right.value == "C"]
+    if all(qty > 0 for _, qty in calls):
+        return []  # no short call at all (most books): nothing to match
     longs: dict[OptionSpec, int] = {}
     shorts: dict[OptionSpec, int] = {}
-    for opt, qty in positions:
-        if opt.symbol != "VIX" or opt.right.value != "C" or qty == 0:
-            continue
+    for opt, qty in calls:
         book = longs if qty > 0 else shorts
         book[opt] = book.get(opt, 0) + abs(qty)
     naked = []
@@ -296,6 +297,22 @@ def naked_shorts(positions: Iterable[tuple[OptionSpec, int]]) -> list[tuple[Opti
         if need:
             naked.append((short, need))
     return naked
+
+
+def sellable(positions: Mapping[OptionSpec, int], option: OptionSpec, limit: int) -> int:
+    """The most of `option`, up to `limit`, a sale may take and leave no short call naked.
+    Fewer sold never uncovers more, so a bisection finds it in log n checks; with no short
+    before the sale nor after the largest one, it is all of it at once (the bisection's answer:
+    every check would pass)."""
+    if positions.get(option, 0) >= limit and all(q >= 0 for q in positions.values()):
+        return limit
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        after = dict(positions)
+        after[option] = after.get(option, 0) - mid
+        lo, hi = (mid, hi) if not naked_shorts(after.items()) else (lo, mid - 1)
+    return lo
 
 
 def proceeds_after_failure(action: HedgeAction) -> bool:
@@ -340,15 +357,64 @@ def wants_evaluation(signals: Signals, state: HedgeState, has_shorts: bool, cfg:
     return signals.vix >= cfg.monetize.vix and len(state.monetized) < len(LAYERS)
 
 
+def next_state(signals: Signals, state: HedgeState, cfg: HedgeConfig) -> HedgeState:
+    """The state an evaluation leaves before its actions: tier (with hysteresis), activation
+    and the sessions it held in, the RSI seen, the layers still monetized (re-bought below
+    `monetize.rebuy_below`; a monetization adds its layer)."""
+    activated = activation(signals, state, cfg)
+    activated_on = (state.activated_on if state.activated else signals.session) if activated else None
+    active_session = signals.session if (activated or state.activated) else state.active_session
+    monetized = frozenset(layer for layer in state.monetized if signals.vix >= cfg.monetize.rebuy_below)
+    return replace(state, tier=tier_with_hysteresis(signals.vix, state.tier, cfg), activated=activated,
+                   rsi=signals.rsi, monetized=monetized, activated_on=activated_on, active_session=active_session)
+
+
+def quiet_update(signals: Signals, quotes: Mapping[str, Quote], lots: Sequence[Lot], state: HedgeState,
+                 cfg: HedgeConfig) -> HedgeState | None:
+    """A live update (trigger "update") that can take no action: the state `decide` would
+    leave, without its targets, planner or chains; None when it may act (or is no plain
+    update), and then `decide` decides. An update only buys back written calls (activation
+    on, VIX >= write.stop_vix, or ask <= cost x (1 - buyback_profit)) and monetizes (VIX >=
+    monetize.vix), so with none of those it leaves `next_state` and no action. Reads the
+    quotes of the written calls only. tests/test_alvh.py checks it against `decide`."""
+    if trigger(signals, state, cfg, scheduled=False) != "update":
+        return None
+    new_state = next_state(signals, state, cfg)
+    if state.halted or not cfg.enabled:
+        return new_state
+    if signals.vix >= cfg.monetize.vix:
+        return None
+    shorts = [lot for lot in lots if lot.quantity < 0]
+    if shorts:
+        if new_state.activated or signals.vix >= cfg.write.stop_vix:
+            return None
+        keep = 1 - Decimal(str(cfg.write.buyback_profit))  # _Planner.buy_back_shorts' threshold
+        for lot in shorts:
+            q = quotes.get(lot.option.key)
+            if q is not None and q.ask <= lot.cost * keep:
+                return None
+    return new_state
+
+
+def buy_backs(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeState,
+              cfg: HedgeConfig) -> tuple[HedgeAction, ...]:
+    """The buy-backs `decide` begins its actions with (activation, VIX >= stop_vix, profit
+    taken): what a trigger sends first, on the held quotes alone, before the chains."""
+    if state.halted or not cfg.enabled:
+        return ()
+    planner = _Planner(book, market, cfg)
+    planner.buy_back_shorts(activation(signals, state, cfg), signals.vix)
+    return tuple(planner.actions)
+
+
 def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeState, cfg: HedgeConfig,
            scheduled: bool = False) -> Decision:
     """Evaluate the hedge. `scheduled`: the 10:00 check or the one after a condor entry."""
-    tier = tier_with_hysteresis(signals.vix, state.tier, cfg)
-    activated = activation(signals, state, cfg)
+    new_state = next_state(signals, state, cfg)
+    tier, activated, monetized = new_state.tier, new_state.activated, new_state.monetized
     why = trigger(signals, state, cfg, scheduled)
     rebalance = why != "update"
     mult = multiplier(tier, signals, activated, cfg)
-    monetized = frozenset(layer for layer in state.monetized if signals.vix >= cfg.monetize.rebuy_below)
 
     if cfg.sizing == "vega":
         deltas = {layer: _chosen_delta(market.chains.get(layer, ()), cfg.layer(layer).delta) for layer in LAYERS}
@@ -356,10 +422,6 @@ def decide(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeS
     else:
         targets = count_targets(book.condor_notional, mult, cfg)
 
-    activated_on = (state.activated_on if state.activated else signals.session) if activated else None
-    active_session = signals.session if (activated or state.activated) else state.active_session
-    new_state = replace(state, tier=tier, activated=activated, rsi=signals.rsi, monetized=monetized,
-                        activated_on=activated_on, active_session=active_session)
     if state.halted or not cfg.enabled:
         return Decision(targets, tier, mult, activated, rebalance, why, new_state, ())
 
@@ -396,10 +458,6 @@ class _Planner:
         self.actions: list[HedgeAction] = []
 
     # bookkeeping
-    def _fits(self, action: HedgeAction) -> bool:
-        """Whether `_emit` would take the action (none of it naked)."""
-        return action.quantity > 0 and not naked_shorts(_apply(self.positions, action).items())
-
     def _emit(self, action: HedgeAction) -> bool:
         after = _apply(self.positions, action)
         if action.quantity <= 0 or naked_shorts(after.items()):
@@ -513,15 +571,11 @@ class _Planner:
             elif diff < 0:
                 excess = -diff
                 for lot in self.longs(layer):  # nearest expiry first
-                    def sale(k, lot=lot):
-                        return HedgeAction(SELL, layer, (Leg(lot.option, Action.SELL),), k, f"target {targets[layer]}")
-                    # only the part not covering a short may go: the most of n that leaves no short
-                    # naked (fewer sold never uncovers more, so a bisection finds it in log n checks)
-                    lo, hi = 0, min(excess, lot.quantity)
-                    while lo < hi:
-                        mid = (lo + hi + 1) // 2
-                        lo, hi = (mid, hi) if self._fits(sale(mid)) else (lo, mid - 1)
-                    n = lo if lo and self._emit(sale(lo)) else 0
+                    # only the part not covering a short may go
+                    n = sellable(self.positions, lot.option, min(excess, lot.quantity))
+                    if n and not self._emit(HedgeAction(SELL, layer, (Leg(lot.option, Action.SELL),), n,
+                                                        f"target {targets[layer]}")):
+                        n = 0
                     excess -= n
                     if not excess:
                         break

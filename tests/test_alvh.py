@@ -448,3 +448,107 @@ def test_no_writes_while_activation_is_armed():
     falling = alvh.decide(Signals(23.0, 55.0, 0.1, 0.2, False, TODAY), market(23.0), book(100_000, lots),
                           HedgeState(tier=2), CFG, True)
     assert [a for a in falling.actions if a.kind == alvh.WRITE]
+
+
+# --- shortcuts the engines take (issue 11/12: backtest speed) ---------------------------------------
+_DAYS = st.sampled_from([None, TODAY, TODAY - timedelta(days=1)])
+
+
+@st.composite
+def _update_case(draw):
+    """A random live update: signals, a persisted state, a book of longs and written calls, and
+    quotes of some of them (an option may have none)."""
+    sig = Signals(draw(st.floats(8, 60)), draw(st.none() | st.floats(0, 100)), draw(st.none() | st.floats(-2, 2)),
+                  draw(st.none() | st.floats(-2, 2)), draw(st.booleans()), draw(_DAYS))
+    state = HedgeState(draw(st.none() | st.integers(0, len(CFG.tiers) - 1)), draw(st.booleans()),
+                       draw(st.none() | st.floats(0, 100)), frozenset(draw(st.sets(st.sampled_from(alvh.LAYERS)))),
+                       draw(st.integers(0, 9)) == 0, draw(_DAYS), draw(_DAYS))
+    cents = st.integers(0, 400).map(lambda c: Decimal(c) / 100)
+    lots, quotes = [], {}
+    for layer, expiry in (("front", FRONT), ("mid", MID), ("back", BACK)):
+        for _ in range(draw(st.integers(0, 2))):
+            lots.append(Lot(layer, call(expiry, draw(st.integers(15, 30))), draw(st.integers(1, 6)), draw(cents)))
+    for layer in draw(st.lists(st.sampled_from(("mid", "back")), max_size=3)):
+        lots.append(Lot(layer, call(WEEKLY, draw(st.integers(20, 40)), "VIXW"), -draw(st.integers(1, 3)),
+                        draw(cents) + Decimal("0.05")))
+    lots = list({(lot.layer, lot.option): lot for lot in lots}.values())  # one lot per (layer, option), as booked
+    for lot in lots:
+        if draw(st.integers(0, 5)):
+            bid = draw(cents)
+            quotes[lot.option.key] = Quote(bid, bid + draw(cents))
+    cfg = with_(enabled=draw(st.integers(0, 9)) > 0)
+    return sig, state, tuple(lots), quotes, cfg
+
+
+@settings(max_examples=400, deadline=None)
+@given(_update_case(), st.integers(0, 300_000))
+def test_quiet_update_is_decides_state_with_no_action(case, notional):
+    """`quiet_update` (a live update that can do nothing, decided without the planner) leaves
+    exactly the state `decide` leaves, and decide takes no action then."""
+    sig, state, lots, quotes, cfg = case
+    quiet = alvh.quiet_update(sig, quotes, lots, state, cfg)
+    d = alvh.decide(sig, HedgeMarket(TODAY, sig.vix, {}, quotes), HedgeBook(lots, Decimal(notional)), state, cfg)
+    if quiet is not None:
+        assert d.trigger == "update" and d.actions == () and d.state == quiet
+    elif d.trigger == "update" and not state.halted and cfg.enabled and \
+            not alvh.naked_shorts((lot.option, lot.quantity) for lot in lots):
+        # None only where an action was possible: a spike, or a written call to buy back
+        assert sig.vix >= cfg.monetize.vix or [a for a in d.actions if a.kind == alvh.BUY_BACK]
+
+
+def test_quiet_update_reads_the_written_calls_quotes_only():
+    short = call(WEEKLY, 25, "VIXW")
+    lots = (*_hedged_lots(), Lot("mid", short, -2, Decimal("1.00")))
+    read = []
+
+    class Quotes(dict):
+        def get(self, key, default=None):
+            read.append(key)
+            return super().get(key, default)
+
+    state = HedgeState(tier=1, rsi=50.0)
+    quiet = alvh.quiet_update(signals(19.0), Quotes({short.key: Quote(Decimal("0.40"), Decimal("0.45"))}), lots,
+                              state, CFG)
+    assert quiet is not None and read == [short.key]
+    assert alvh.quiet_update(signals(19.0), {short.key: Quote(Decimal("0.15"), Decimal("0.20"))}, lots, state,
+                             CFG) is None  # 80% earned: a buy-back
+
+
+@settings(max_examples=200, deadline=None)
+@given(_update_case(), st.booleans())
+def test_buy_backs_are_the_buy_backs_decide_begins_with(case, scheduled):
+    """`buy_backs` (what a trigger sends first, on the held quotes) is the run of buy-backs
+    `decide` begins with, with or without chains."""
+    sig, state, lots, quotes, cfg = case
+    backs = alvh.buy_backs(sig, HedgeMarket(TODAY, sig.vix, {}, quotes), HedgeBook(lots, Decimal(100_000)),
+                           state, cfg)
+    assert all(a.kind == alvh.BUY_BACK for a in backs)
+    for m in (HedgeMarket(TODAY, sig.vix, {}, quotes), replace(market(sig.vix), quotes=quotes)):
+        d = alvh.decide(sig, m, HedgeBook(lots, Decimal(100_000)), state, cfg, scheduled)
+        assert d.actions[:len(backs)] == backs
+        if not m.chains:
+            assert tuple(a for a in d.actions if a.kind == alvh.BUY_BACK) == backs
+
+
+def _bisected(positions, option, limit):
+    """The most of `option` (up to limit) a sale may take leaving no short naked, by bisection."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        after = dict(positions)
+        after[option] = after.get(option, 0) - mid
+        lo, hi = (mid, hi) if not alvh.naked_shorts(after.items()) else (lo, mid - 1)
+    return lo
+
+
+_POOL = [call(e, k, tc) for e, tc in ((WEEKLY, "VIXW"), (FRONT, "VIX"), (MID, "VIX"), (BACK, "VIX"))
+         for k in (18, 22, 26)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(_POOL), st.integers(-3, 6), max_size=8), st.sampled_from(_POOL),
+       st.integers(0, 8))
+def test_sellable_is_the_bisections_answer(positions, option, limit):
+    """`sellable` (all of it at once when no short is before or after the sale) is what the
+    bisection over naked_shorts finds."""
+    assert alvh.sellable(positions, option, limit) == _bisected(positions, option, limit)

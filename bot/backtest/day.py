@@ -5,6 +5,7 @@ the SPX entry snapshots and VIX chains priced once in numpy (`Day`, `ChainData`)
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from datetime import date, datetime, time
@@ -371,24 +372,25 @@ class Day:
             out.update(self.lot_quotes(vix, inst))
         return out
 
-    def lot_quotes(self, held: dict[str, OptionSpec], inst: Instant, chains: list[tuple[date, str]] = ()
-                   ) -> dict[str, Quote]:
+    def lot_quotes(self, held: dict[str, OptionSpec], inst: Instant, chains: list[tuple[date, str]] = (),
+                   keys: Iterable[str] | None = None) -> dict[str, Quote]:
         """Quotes (bid / ask, as the exchange quotes them) of held VIX options (by key) at an
         instant: at a scheduled instant from arrays priced once per option for all the day's
         instants (no greeks: the hedge's decision reads only bid, ask and mid of what it holds);
         at an instant a walk moved past its time, in one batch with the `chains` an evaluation
-        there may read (`vix_chains`)."""
+        there may read (`vix_chains`). With `keys` (of `held`), only their quotes are built;
+        every held option is still priced in the same batch."""
         if self.moved(inst):
             self.vix_chains(inst, chains, list(held.values()))
             at, ts = self._at, inst.ts
-            return {key: q for key in held if (q := at[(ts, key)]) is not None}
+            return {key: q for key in (held if keys is None else keys) if (q := at[(ts, key)]) is not None}
         missing = [o for k, o in held.items() if k not in self._paths]
         if missing:
             self.price_paths(missing)
         out = {}
         i = inst.index
         cache = self._lot_quotes
-        for key in held:
+        for key in (held if keys is None else keys):
             q = cache.get((key, i))
             if q is None:
                 p = self._paths[key]

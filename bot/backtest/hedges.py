@@ -5,7 +5,7 @@ the pure `strategies.alvh` rules), the Cboe VIX Tail Hedge rule (`VxthHedge`), t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -92,10 +92,11 @@ class HedgeBooks:
         self.books = {layer: LayerBook() for layer in layers}
         self.shared_settlements = 0  # settlements of an option held by two layers at once
         self._alvh_lots: tuple[alvh.Lot, ...] | None = None  # kept until the next fill or settlement
+        self._held: dict[str, OptionSpec] | None = None  # likewise
 
     def fill(self, layer: str, option: OptionSpec, qty: int, price: Decimal, commission: Decimal, write: bool) -> None:
         self.specs[option.key] = option
-        self._alvh_lots = None
+        self._alvh_lots = self._held = None
         k = (layer, option.key)
         lot = self.lots.get(k)
         new, cost = alvh.lot_after_fill(lot.quantity if lot else 0, lot.cost if lot else None, qty, price)
@@ -113,7 +114,7 @@ class HedgeBooks:
             b.premium_collected -= amount
 
     def settle(self, option: OptionSpec, price: Decimal) -> None:
-        self._alvh_lots = None
+        self._alvh_lots = self._held = None
         if sum(1 for (_, key) in self.lots if key == option.key) > 1:
             self.shared_settlements += 1
         for (layer, key), lot in list(self.lots.items()):
@@ -122,7 +123,10 @@ class HedgeBooks:
                 del self.lots[(layer, key)]
 
     def held(self) -> dict[str, OptionSpec]:
-        return {key: self.specs[key] for (_, key) in self.lots}
+        """The options held (by key), the same dict until the books change: read-only."""
+        if self._held is None:
+            self._held = {key: self.specs[key] for (_, key) in self.lots}
+        return self._held
 
     @property
     def shorts(self) -> bool:
@@ -175,23 +179,35 @@ class OnRead(Mapping):
 
 
 class OnReadQuotes(Mapping):
-    """The quotes of held options (by key), all priced in one batch when one is first read; an
-    option that is not live (expired, not quoted) has no entry, as in the eager dict."""
+    """The quotes of held options (by key), priced when read: `get` of one key builds that
+    quote alone (its option priced in one batch with all the held ones, see `Day.lot_quotes`),
+    iteration builds them all; an option that is not live (expired, not quoted) has no entry,
+    as in the eager dict. A live update reads the written calls' quotes only."""
 
-    def __init__(self, price: Callable[[], dict[str, Quote]]):
-        self._price = price
+    def __init__(self, keys: Collection[str], price: Callable[[Iterable[str] | None], dict[str, Quote]]):
+        self._keys = keys
+        self._price = price  # the quotes of these keys (None: all), missing when not live
+        self._one: dict[str, Quote | None] = {}
         self._got: dict[str, Quote] | None = None
 
     def _all(self) -> dict[str, Quote]:
         if self._got is None:
-            self._got = self._price()
+            self._got = self._price(None)
         return self._got
 
     def get(self, key: str, default=None):
-        return self._all().get(key, default)
+        if self._got is not None:
+            return self._got.get(key, default)
+        got = self._one.get(key, _NONE)
+        if got is _NONE:
+            got = self._one[key] = self._price((key,)).get(key) if key in self._keys else None
+        return default if got is None else got
 
     def __getitem__(self, key: str) -> Quote:
-        return self._all()[key]
+        got = self.get(key)
+        if got is None:
+            raise KeyError(key)
+        return got
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._all())
@@ -225,23 +241,33 @@ class AlvhHedge:
     def notional(self, now: datetime) -> Decimal:
         return alvh.condor_notional(self.condors.open, self.condors.last_opened, now, self.cfg)
 
-    def market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool) -> alvh.HedgeMarket:
+    def market(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...], chains: bool,
+               wanted: dict[str, tuple[date, str]] | None = None) -> alvh.HedgeMarket:
         """The inputs `HedgeManager.evaluate` gathers: quotes of the held options and, to rebalance, the chain of
         each layer's expiry and of the write expiry (pruned, see the module doc). Both are priced when
         `alvh.decide` first reads them (`OnRead`): most evaluations read the quote of a short or two
-        and no chain at all, and a value is the same whenever it is read."""
-        wanted: dict[str, tuple[date, str]] = {}
-        if chains:
-            listed = day.vix_expiries(inst)
-            wanted = alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
-                                         day.d, self.cfg)
-        batch = list(wanted.values())  # at a moved instant the held quotes come priced with the chains
-        held = self.books.held()
-        quotes = OnReadQuotes(lambda: day.lot_quotes(held, inst, batch)) if lots else {}
+        and no chain at all, and a value is the same whenever it is read. Without chains, the held
+        quotes at a moved instant are still priced with the `wanted` chains: the rebalance that
+        follows reads them at the same instant (one batch instead of two, the same numbers)."""
+        if wanted is None:
+            wanted = self.chain_expiries(day, inst) if chains else {}
+        quotes = self._held_quotes(day, inst, lots, list(wanted.values()))
         out: Mapping[str, tuple[ChainRow, ...]] = {}
         if chains:
             out = OnRead(wanted, lambda purpose: self._chain_rows(day, inst, wanted, lots, purpose))
         return alvh.HedgeMarket(day.d, inst.vix, out, quotes)
+
+    def chain_expiries(self, day: Day, inst: Instant) -> dict[str, tuple[date, str]]:
+        listed = day.vix_expiries(inst)
+        return alvh.chain_expiries([d for d, tc in listed if tc == "VIX"], [d for d, tc in listed if tc == "VIXW"],
+                                   day.d, self.cfg)
+
+    def _held_quotes(self, day: Day, inst: Instant, lots: tuple[alvh.Lot, ...],
+                     batch: list[tuple[date, str]] = ()) -> Mapping[str, Quote]:
+        if not lots:
+            return {}
+        held = self.books.held()
+        return OnReadQuotes(held, lambda keys: day.lot_quotes(held, inst, batch, keys))
 
     def _chain_rows(self, day: Day, inst: Instant, wanted: dict[str, tuple[date, str]], lots: tuple[alvh.Lot, ...],
                     purpose: str) -> tuple[ChainRow, ...]:
@@ -273,7 +299,7 @@ class AlvhHedge:
         something, and every SHORT_CHECK while written calls are open."""
         due = self.has_shorts and (self.last_short_check is None or
                                    inst.ts - self.last_short_check >= SHORT_CHECK.total_seconds())
-        if alvh.wants_evaluation(signals, self.state, self.has_shorts, self.cfg) or due:
+        if due or alvh.wants_evaluation(signals, self.state, self.has_shorts, self.cfg):
             self.last_short_check = inst.ts
             self.evaluate(day, inst, signals, scheduled=False)
 
@@ -286,12 +312,18 @@ class AlvhHedge:
         why = alvh.trigger(signals, state, self.cfg, scheduled)
         lots = self.books.alvh_lots()
         self.has_shorts = any(lot.quantity < 0 for lot in lots)
+        if why == "update":  # most live updates can do nothing: decide's state without the planner
+            quiet = alvh.quiet_update(signals, self._held_quotes(day, inst, lots), lots, state, self.cfg)
+            if quiet is not None:
+                self.decisions += 1
+                self.state = quiet
+                return
         notional = self.notional(inst.t)
         failed = None
+        wanted = self.chain_expiries(day, inst) if why != "update" else {}  # the session's (Day.vix_expiries)
         if why != "update" and self.has_shorts:
-            held = self.market(day, inst, lots, chains=False)
-            first = alvh.decide(signals, held, alvh.HedgeBook(lots, notional, self.vega), state, self.cfg, scheduled)
-            urgent = [a for a in first.actions if a.kind == alvh.BUY_BACK]
+            held = self.market(day, inst, lots, chains=False, wanted=wanted)
+            urgent = alvh.buy_backs(signals, held, alvh.HedgeBook(lots, notional, self.vega), state, self.cfg)
             if urgent:
                 failed = self._run_plan(day, inst, urgent, None)
                 lots = self.books.alvh_lots()
@@ -299,7 +331,7 @@ class AlvhHedge:
         # with nothing held and nothing to hedge every target is 0 and decide uses no chain
         # (tests/test_backtest.py checks the decision is the same with and without them)
         need_chains = why != "update" and (bool(lots) or notional > 0 or self.vega > 0)
-        market = self.market(day, inst, lots, chains=need_chains)
+        market = self.market(day, inst, lots, chains=need_chains, wanted=wanted if need_chains else {})
         book = alvh.HedgeBook(lots, notional, self.vega)
         decision = alvh.decide(signals, market, book, state, self.cfg, scheduled)
         self.decisions += 1
