@@ -87,6 +87,9 @@ def _history(path: Path, what: str, partner: str) -> str:
     except sqlite3.DatabaseError as exc:
         raise StateFileError(f"{what} {path} is damaged ({' '.join(str(exc).split())}); "
                              + _RECOVER.format(partner=partner)) from None
+    except UnicodeDecodeError:  # a damaged page can hand back text that is not UTF-8 (even quick_check's)
+        raise StateFileError(f"{what} {path} is damaged (text that is not UTF-8); "
+                             + _RECOVER.format(partner=partner)) from None
 
 
 def check_pair(store_path: str | Path, account_path: str | Path | None) -> None:

@@ -530,3 +530,21 @@ def test_a_console_reader_that_goes_away_does_not_stop_the_daemon(tmp_path):
     assert "Traceback" not in r.stdout + r.stderr
     events = [json.loads(line) for line in (tmp_path / "logs" / "bot.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "bot.stopped" and events[-1]["reason"].startswith("duration reached")
+
+
+def test_scenario_29_a_damaged_account_whose_text_is_not_utf8_is_refused_in_one_line(tmp_path, history_files):
+    """A damaged page can hand back text that is not UTF-8 (hypothesis found one byte of the
+    account that made even `PRAGMA quick_check`'s answer undecodable): refused like any damage."""
+    bad = tmp_path / "bad.sqlite"
+    with closing(sqlite3.connect(bad)) as db:
+        db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT); CREATE TABLE positions (k TEXT);"
+                         "CREATE TABLE x (k TEXT); PRAGMA writable_schema = ON;"
+                         "UPDATE sqlite_master SET name = CAST(x'81' AS TEXT) WHERE name = 'x';")
+    config = _state(tmp_path, history_files, account=bad.read_bytes())
+    cfg = load_config(config)
+    path = Path(cfg.sim.state_path)
+    before = path.read_bytes()
+    r = spx("status", "--config", config)
+    line = one_clean_line(r)
+    assert str(path) in line and "damaged" in line and "aside" in line, line
+    assert path.read_bytes() == before
