@@ -11,6 +11,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.calendar import NY, UTC, TradingCalendar
 from bot.data import load_history
@@ -357,3 +359,39 @@ def test_day_paths_from_an_instant_on_equal_the_exchange(world):
             assert {key: (q.bid, q.ask) for key, q in got.items()} == {key: (q.bid, q.ask) for key, q in want.items()}
         bid, ask = day.spx_path(legs, [2, k + 1, len(day.instants) - 1])  # from the open: priced again
         assert np.array_equal(bid[1:], late_bid) and np.array_equal(ask[1:], late_ask)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(day_n=st.integers(0, 10_000), expiry_day=st.booleans(),
+       reads=st.lists(st.integers(0, 10_000), min_size=1, max_size=8), strikes=st.integers(1, 9))
+def test_vix_day_paths_from_an_instant_on_equal_single_instant_pricing(world, day_n, expiry_day, reads, strikes):
+    """`Day.lot_quotes` at scheduled instants reads VIX day paths priced from the first read on
+    (`price_paths`' start; an earlier read prices again from there): at every read, in any
+    order, bid, ask and mid are the exchange's at that one instant, and an option has no quote
+    exactly where the exchange gives none (expired at today's SOQ, not listed, or past its
+    expiry; a job at the open is the instant of a monthly's SOQ on its expiry day)."""
+    from bot.backtest.day import Day
+    from bot.sim import listing
+
+    cal, market, ex, pricer, times = world
+    sched = Schedule(cal, 300, CronJob("at.open", 9, 30), None, None, times)
+    days = cal.sessions_between(date(2005, 1, 3), date(2026, 7, 1))
+    if expiry_day:
+        days = [e for y in range(2005, 2026) for m in range(1, 13) if (e := listing.monthly_vix(cal, y, m))]
+    d = days[day_n % len(days)]
+    day = Day(d, pricer, cal, sched, False)
+    t0 = day.instants[0].t
+    listed = ex.vix_expiries(t0)
+    options = [OptionSpec("VIX", e, k, r, tc) for e, tc in listed[:3]
+               for k in ex.vix_strikes(e, t0)[::strikes] for r in (Right.CALL, Right.PUT)]
+    options.append(OptionSpec("VIX", d, Decimal(20), Right.CALL, "VIX"))  # today: expired at the open (or unlisted)
+    options.append(OptionSpec("VIX", d + timedelta(days=1), Decimal(20), Right.CALL, "VIXW"))  # most likely unlisted
+    held = {o.key: o for o in options}
+    for r in reads:
+        inst = day.instants[r % len(day.instants)]
+        got = day.lot_quotes(held, inst)
+        want = ex.price_options(options, inst.t)
+        assert {k: (q.bid, q.ask, q.mid) for k, q in got.items()} == \
+            {k: (q.bid, q.ask, q.mid) for k, q in want.items()}, (d, inst.index)
+        one = next(iter(held))
+        assert day.lot_quotes(held, inst, keys=(one,)) == {k: q for k, q in got.items() if k == one}

@@ -174,7 +174,8 @@ class Day:
         self._snapshots: dict = {}
         self._vix_expiries: dict[float | None, list[tuple[date, str]]] = {}  # None: the session's list
         self._chains: dict = {}
-        self._paths: dict[str, dict[str, np.ndarray]] = {}
+        self._paths: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}  # VIX: bid, ask (live instants), from instant
+        self._stamps: np.ndarray | None = None  # the instants' times (day paths)
         self._spx_paths: dict[str, tuple[np.ndarray, np.ndarray, float, int]] = {}  # bid, ask, expiry ts, from instant
         self._lot_quotes: dict[tuple[str, int], Quote | bool] = {}
         self._at: dict[tuple[float, str], Quote | None] = {}  # VIX quotes at moved instants
@@ -269,7 +270,7 @@ class Day:
         paths = self._spx_paths
         todo = [o for o in dict.fromkeys(legs) if (p := paths.get(o.key)) is None or p[3] > start]
         if todo:
-            stamps = np.array([i.ts for i in self.instants[start:]])[:, None]
+            stamps = self.stamps()[start:, None]
             exp = np.array([self.pricer.spx_expiry_ts(o.expiry) for o in todo])[None, :]
             K = np.array([float(o.strike) for o in todo])[None, :]
             call = np.array([o.right is Right.CALL for o in todo])[None, :]
@@ -375,8 +376,9 @@ class Day:
     def lot_quotes(self, held: dict[str, OptionSpec], inst: Instant, chains: list[tuple[date, str]] = (),
                    keys: Iterable[str] | None = None) -> dict[str, Quote]:
         """Quotes (bid / ask, as the exchange quotes them) of held VIX options (by key) at an
-        instant: at a scheduled instant from arrays priced once per option for all the day's
-        instants (no greeks: the hedge's decision reads only bid, ask and mid of what it holds);
+        instant: at a scheduled instant from their day paths (`price_paths`: the options not
+        priced yet, or priced only from a later instant, in one batch from this instant to the
+        close; no greeks: the hedge's decision reads only bid, ask and mid of what it holds);
         at an instant a walk moved past its time, in one batch with the `chains` an evaluation
         there may read (`vix_chains`). With `keys` (of `held`), only their quotes are built;
         every held option is still priced in the same batch."""
@@ -384,54 +386,62 @@ class Day:
             self.vix_chains(inst, chains, list(held.values()))
             at, ts = self._at, inst.ts
             return {key: q for key in (held if keys is None else keys) if (q := at[(ts, key)]) is not None}
-        missing = [o for k, o in held.items() if k not in self._paths]
-        if missing:
-            self.price_paths(missing)
-        out = {}
         i = inst.index
+        paths = self._paths
+        missing = [o for k, o in held.items() if (p := paths.get(k)) is None or p[2] > i]
+        if missing:
+            self.price_paths(missing, i)
+        out = {}
         cache = self._lot_quotes
         for key in (held if keys is None else keys):
             q = cache.get((key, i))
             if q is None:
-                p = self._paths[key]
-                b = p["bid"][i]
-                q = False if math.isnan(b) else Quote(decimal_price(b), decimal_price(p["ask"][i]))
+                bid, ask, start = paths[key]
+                j = i - start
+                q = Quote(decimal_price(bid[j]), decimal_price(ask[j])) if j < len(bid) else False
                 cache[(key, i)] = q
             if q:
                 out[key] = q
         return out
 
-    def vix_path(self, option: OptionSpec, key: str | None = None) -> dict[str, np.ndarray]:
-        """Bid and ask (the exchange's float arrays, nan when not live) of one VIX option at
-        every instant of the day."""
-        key = key or option.key
-        got = self._paths.get(key)
-        if got is None:
-            self.price_paths([option])
-            got = self._paths[key]
-        return got
+    def stamps(self) -> np.ndarray:
+        """The times of the day's instants (ascending)."""
+        if self._stamps is None:
+            self._stamps = np.array([i.ts for i in self.instants])
+        return self._stamps
 
-    def price_paths(self, options: list[OptionSpec]) -> None:
-        """Price these VIX options at every instant of the day in one batch, each at its own
-        time (between two steps, the market's moving price: `vix_arrays` applies its weights)."""
-        todo = [o for o in dict.fromkeys(options) if o.key not in self._paths]
+    def price_paths(self, options: list[OptionSpec], start: int = 0) -> None:
+        """Price these VIX options at every instant of the day from `start` on (an option first
+        read at an instant is never read before it by that account: another account reading it
+        earlier gets it priced again from there), in one batch, each at its own time (between
+        two steps, the market's moving price: `vix_arrays` applies its weights). Kept per option:
+        bid and ask at its live instants, which come first (the instants are in time order and
+        an option is live before its expiry time: S < E, which is E - S > 0 for floats)."""
+        paths = self._paths
+        todo = [o for o in dict.fromkeys(options) if (p := paths.get(o.key)) is None or p[2] > start]
         if not todo:
             return
-        stamps = np.array([i.ts for i in self.instants])
-        n, m = len(stamps), len(todo)
+        stamps = self.stamps()[start:]
         exp = np.array([self.pricer.vix_expiry_ts(o.expiry, o.trading_class) or -np.inf for o in todo])
-        E = np.broadcast_to(exp[None, :], (n, m))
-        S = np.broadcast_to(stamps[:, None], (n, m))
-        live = E - S > 0
-        bid, ask = np.full((n, m), np.nan), np.full((n, m), np.nan)
-        if live.any():
-            cols = np.broadcast_to(np.arange(m)[None, :], (n, m))[live]
-            K = np.broadcast_to(np.array([float(o.strike) for o in todo])[None, :], (n, m))[live]
-            C = np.broadcast_to(np.array([o.right is Right.CALL for o in todo])[None, :], (n, m))[live]
-            a = self.pricer.vix_arrays([todo[c].expiry for c in cols.tolist()], E[live], K, C, S[live], greeks=False)
-            bid[live], ask[live] = a["bid"], a["ask"]
-        for j, o in enumerate(todo):
-            self._paths[o.key] = {"bid": bid[:, j], "ask": ask[:, j]}
+        live = np.searchsorted(stamps, exp, side="left").tolist()  # per option: its instants before E
+        n = sum(live)
+        bid = ask = np.empty(0)
+        if n:
+            # the (option, instant) pairs option by option; the model is elementwise, so each
+            # pair gets the numbers it gets alone (tests/test_backtest_pricer.py)
+            counts = np.array(live)
+            S = np.concatenate([stamps[:c] for c in live])
+            K = np.array([float(o.strike) for o in todo]).repeat(counts)
+            C = np.array([o.right is Right.CALL for o in todo]).repeat(counts)
+            expiries: list[date] = []
+            for o, c in zip(todo, live):
+                expiries += [o.expiry] * c
+            a = self.pricer.vix_arrays(expiries, exp.repeat(counts), K, C, S, greeks=False)
+            bid, ask = a["bid"], a["ask"]
+        lo = 0
+        for o, c in zip(todo, live):
+            paths[o.key] = (bid[lo:lo + c], ask[lo:lo + c], start)
+            lo += c
 
 
 _SPX_SESSIONS: dict = {}
