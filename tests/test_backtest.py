@@ -365,3 +365,24 @@ def test_monthly_preset_window(tmp_path, history_dir):
     u = rep["variants"]["unhedged"]
     assert rep["run"]["preset"] == "monthly" and u["counts"]["condors_opened"] >= 3
     assert np.isfinite(u["final_nl"])
+
+
+def test_the_day_loop_collects_less_often_and_restores_the_collector(history_dir):
+    """`runner.few_collections`: during the day loop the objects made before it are frozen and
+    the youngest generation is collected less often; afterwards the collector is as it was
+    (also after an error inside the loop)."""
+    import gc
+
+    inputs = RunInputs(load_config(CFG), date(2019, 1, 2), date(2019, 1, 8), history_dir)
+    before = gc.get_threshold()
+    seen = []
+
+    def progress(n):
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        if n == 3:
+            raise KeyboardInterrupt  # an operator's Ctrl-C in the middle of a run
+
+    with pytest.raises(KeyboardInterrupt):
+        run_group(inputs, variant_specs(["unhedged"]), progress, World(inputs))
+    assert seen and all(young > before[0] and frozen for young, frozen in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
