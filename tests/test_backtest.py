@@ -386,3 +386,37 @@ def test_the_day_loop_collects_less_often_and_restores_the_collector(history_dir
         run_group(inputs, variant_specs(["unhedged"]), progress, World(inputs))
     assert seen and all(young > before[0] and frozen for young, frozen in seen)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_walk_is_shared_by_orders_that_differ_only_in_quantity(world):
+    """`Walker.walk` keeps today's walks by legs, worst price, start and close (the accounts of a
+    run send the same condor orders at the same instants): an order of another size, or asked
+    again, gets what a fresh walker computes; a new day starts afresh."""
+    from dataclasses import replace as dc_replace
+
+    from bot.backtest.account import Walker
+
+    cfg = load_config(CFG)
+    shared = Walker(cfg.execution, cfg.sim.fill_fraction)
+    rng = random.Random(11)
+    walked = 0
+    for d in rng.sample(world.sessions, 12):
+        day = Day(d, world.pricer, world.cal, world.schedule_of(False), False)
+        for inst in rng.sample([i for i in day.instants if "monitor" in i.jobs], 3):
+            expiry = ic.entry_expiry(day.spx_expiries(inst), d, cfg.condor)
+            decision = ic.decide_entry(day.entry_snapshot(inst, expiry, cfg.condor), ic.Book((), Decimal(10**6)),
+                                       cfg.condor, inst.t)
+            if not isinstance(decision, ic.OpenProposal):
+                continue
+            order = decision.order
+            for qty in (order.quantity, 1, 7, order.quantity):
+                fresh = Walker(cfg.execution, cfg.sim.fill_fraction).walk(
+                    dc_replace(order, quantity=qty), inst.ts, day.pricer, day.close_ts)
+                assert shared.walk(dc_replace(order, quantity=qty), inst.ts, day.pricer, day.close_ts) == fresh
+            # a worst acceptable price is part of what a walk depends on (a credit of 100 never fills)
+            floor = dc_replace(order, limit_floor=Decimal("-100"))  # binds: the walk cannot fill
+            fresh = Walker(cfg.execution, cfg.sim.fill_fraction).walk(floor, inst.ts, day.pricer, day.close_ts)
+            assert shared.walk(floor, inst.ts, day.pricer, day.close_ts) == fresh
+            walked += 1
+        assert all(k[2] >= day.arrays.open_ts - 86400 for k in shared._walks)  # only today's walks kept
+    assert walked >= 10

@@ -86,6 +86,11 @@ class Walker:
     def __init__(self, cfg: ExecutionConfig, fill_fraction: float):
         self.plan = WalkPlan.of(cfg)
         self.fill_fraction = fill_fraction
+        # walks of today by what they depend on (legs, worst price, start, close; not the
+        # quantity): the accounts of a run send the same condor orders at the same instants,
+        # and a walk is a function of the day's quotes (cleared when the pricer's day changes)
+        self._walks: dict[tuple, tuple] = {}
+        self._walks_day = None
 
     PREFETCH_ENDS = 4  # a walk is assumed to end within its first polls (most fill at the first)
     MAX_PREFETCH_INSTANTS = 300
@@ -114,6 +119,17 @@ class Walker:
              ) -> tuple[tuple[Decimal, float, dict[str, Quote]] | None, float]:
         """((limit, fill time, quotes then) or None, time the walk ended). BadQuote when the
         order is blocked before it is sent (the daemon's order.blocked)."""
+        if self._walks_day is not pricer.day:
+            self._walks.clear()
+            self._walks_day = pricer.day
+        key = (tuple((leg.option.key, leg.action, leg.ratio) for leg in order.legs), order.limit_floor, t0, close_ts)
+        got = self._walks.get(key)
+        if got is None:
+            got = self._walks[key] = self._walk(order, t0, pricer, close_ts)
+        return got
+
+    def _walk(self, order: ComboOrder, t0: float, pricer: Pricer, close_ts: float
+              ) -> tuple[tuple[Decimal, float, dict[str, Quote]] | None, float]:
         plan = self.plan
         stamps = [t0 + dt for dt in plan.offsets()]
         book = pricer.bid_ask_over([leg.option for leg in order.legs], stamps)
