@@ -595,11 +595,43 @@ def _quotes_small(mid: np.ndarray, fraction, lo: float, hi):
 
 def _quote(mid: np.ndarray, fraction, lo, hi):
     """`_on_option_ticks(mid, *_spread_edges(mid, fraction, lo, hi))`, small batches in Python."""
-    if 0 < mid.size <= _SMALL_QUOTES and mid.ndim and lo > 0:
-        got = _quotes_small(mid, fraction, lo, hi)
-        if got is not None:
-            return got
+    if mid.ndim and lo > 0:
+        if mid.size <= _SMALL_QUOTES:
+            got = _quotes_small(mid, fraction, lo, hi)
+            if got is not None:
+                return got
+        return _quotes_paired(mid, fraction, lo, hi)
     return _on_option_ticks(mid, *_spread_edges(mid, fraction, lo, hi))
+
+
+def _quotes_paired(mid: np.ndarray, fraction, lo: float, hi):
+    """`_on_option_ticks(mid, *_spread_edges(...))` (lo > 0) with the low and the high edge
+    side by side in one (2, ...) array: each rounding step is one ufunc call for both edges
+    instead of one per edge. Per element the same operations in the same order: the bid row
+    is divided by its tick (0.10 where the edge is >= 3, else 0.05), floored, the ask row by
+    0.05, ceiled, both multiplied back by their tick; the ask's 0.10 tick and the nickel
+    market as `_on_option_ticks` does them."""
+    half = _clip(fraction * mid, lo, hi) / 2.0
+    edges = np.empty((2,) + mid.shape)
+    np.subtract(mid, half, out=edges[0])
+    np.add(mid, half, out=edges[1])
+    edges = _round(edges, _FUZZ_DECIMALS)
+    dear = np.zeros(edges.shape, dtype=bool)
+    np.greater_equal(edges[0], 3.0, out=dear[0])
+    tick = np.where(dear, 0.10, 0.05)
+    z = _round(edges / tick, _FUZZ_DECIMALS)
+    np.floor(z[0], out=z[0])
+    np.ceil(z[1], out=z[1])
+    z *= tick
+    z = _round(z, 2)
+    bid, ask = z[0], z[1]
+    dear = ask >= 3.0
+    if np.count_nonzero(dear):
+        ask = np.where(dear, _ceil_to(edges[1], 0.10), ask)
+    cheap = mid < 0.05
+    if np.count_nonzero(cheap):
+        return np.where(cheap, 0.0, np.maximum(bid, 0.0)), np.where(cheap, 0.05, ask)
+    return np.maximum(bid, 0.0), ask
 
 
 def quote_spread(mid, vix=None, T_years=None, surface: Surface | None = None):

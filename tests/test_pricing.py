@@ -403,11 +403,12 @@ _tick_edges = st.integers(0, 4000).map(lambda k: k / 20)  # prices on and around
 
 
 @given(st.lists(st.one_of(st.floats(0.0, 200.0), _tick_edges, _tick_edges.map(lambda v: v + 1e-9),
-                          st.just(0.0), st.just(0.04999), st.just(2.99), st.just(3.0)), min_size=1, max_size=10),
+                          st.just(0.0), st.just(0.04999), st.just(2.99), st.just(3.0)), min_size=1, max_size=40),
        st.floats(9.0, 80.0), st.floats(0.0, 0.2), st.booleans())
 @settings(max_examples=300, deadline=None)
-def test_small_quotes_in_python_equal_numpy_path(mids, vix, T, two_d):
-    """`_quote`'s Python path for a few mids gives numpy's bid and ask bit for bit (signed zeros too)."""
+def test_quote_shortcuts_equal_numpy_path(mids, vix, T, two_d):
+    """`_quote`'s Python path (a few mids) and paired-edge path (more) give `_on_option_ticks`'
+    bid and ask bit for bit (signed zeros too)."""
     from bot.pricing import _on_option_ticks, _quote, _spread_edges, spx_spread_terms
 
     mid = np.array(mids)
@@ -424,7 +425,7 @@ def test_small_quotes_in_python_equal_numpy_path(mids, vix, T, two_d):
 def test_small_quotes_fall_back_on_non_finite_mids():
     from bot.pricing import _on_option_ticks, _quote, _spread_edges
 
-    mid = np.array([1.0, np.nan])
     terms = (pricing.VIX_SPREAD_FRACTION, pricing.VIX_MIN_SPREAD, pricing.VIX_MAX_SPREAD)
-    for a, b in zip(_quote(mid, *terms), _on_option_ticks(mid, *_spread_edges(mid, *terms))):
-        assert a.tobytes() == b.tobytes()
+    for mid in (np.array([1.0, np.nan]), np.array([1.0, np.nan] * 8)):
+        for a, b in zip(_quote(mid, *terms), _on_option_ticks(mid, *_spread_edges(mid, *terms))):
+            assert a.tobytes() == b.tobytes()
