@@ -535,7 +535,7 @@ def _on_option_ticks(mid, lo, hi):
     return np.maximum(bid, 0.0), ask
 
 
-_SMALL_QUOTES = 10  # at most this many quotes: rounded one by one in Python floats (`_quotes_small`)
+_SMALL_QUOTES = 6  # at most this many quotes: rounded one by one in Python floats (`_quotes_small`)
 
 
 def _zero_signed(r: float, like: float) -> float:
