@@ -18,7 +18,6 @@ Black-76 on the matching VIX future with a VVIX-derived volatility and a call sk
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from pathlib import Path
 
@@ -535,105 +534,6 @@ def _on_option_ticks(mid, lo, hi):
     return np.maximum(bid, 0.0), ask
 
 
-_SMALL_QUOTES = 6  # at most this many quotes: rounded one by one in Python floats (`_quotes_small`)
-
-
-def _zero_signed(r: float, like: float) -> float:
-    """numpy's rint / floor / ceil keep the sign of a zero result from their argument
-    (np.ceil(-0.3) is -0.0); Python's round / floor / ceil return an int, whose 0 has none."""
-    return r if r else math.copysign(0.0, like)
-
-
-def _round_py(x: float, f: float) -> float:
-    """`_round` on one float: x * f, rounded half to even (Python's round on a float, as
-    np.rint), divided by f: the same IEEE operations, so the same double."""
-    y = x * f
-    return _zero_signed(float(round(y)), y) / f
-
-
-def _quote_one(m: float, fraction: float, lo: float, hi: float) -> tuple[float, float]:
-    """`_spread_edges` and `_on_option_ticks` for one finite mid (lo > 0), in the same
-    operations on Python floats: +, -, *, / are IEEE-exact in both, min / max pick the same
-    operand as np.minimum / np.maximum (no NaN here), and rint / floor / ceil are exact
-    integer roundings (`_zero_signed` keeps numpy's signed zeros)."""
-    half = min(max(fraction * m, lo), hi) / 2.0
-    lo_e, hi_e = _round_py(m - half, 1e6), _round_py(m + half, 1e6)
-    if m < 0.05:
-        return 0.0, 0.05
-    tick = 0.10 if lo_e >= 3.0 else 0.05
-    z = _round_py(lo_e / tick, 1e6)
-    bid = _round_py(_zero_signed(float(math.floor(z)), z) * tick, 100.0)
-    z = _round_py(hi_e / 0.05, 1e6)
-    ask = _round_py(_zero_signed(float(math.ceil(z)), z) * 0.05, 100.0)
-    if ask >= 3.0:
-        z = _round_py(hi_e / 0.10, 1e6)
-        ask = _round_py(_zero_signed(float(math.ceil(z)), z) * 0.10, 100.0)
-    return (bid if bid >= 0.0 else 0.0), ask
-
-
-def _quotes_small(mid: np.ndarray, fraction, lo: float, hi):
-    """Bid and ask of a few mids (`_SMALL_QUOTES` at most, finite, lo > 0) by `_quote_one`:
-    the numpy path's fixed cost (some 30 ufunc calls) is most of a small batch's quote. None
-    where it does not apply (the caller takes the numpy path)."""
-    shape = mid.shape
-    mids = mid.ravel().tolist()
-    n = len(mids)
-    fr, his = (v.ravel().tolist() if type(v) is np.ndarray and v.shape == shape else
-               [float(v)] * n if np.ndim(v) == 0 else np.broadcast_to(v, shape).ravel().tolist()
-               for v in (fraction, hi))
-    bids, asks = [], []
-    for m, f, h in zip(mids, fr, his):
-        if not (math.isfinite(m) and math.isfinite(f) and math.isfinite(h)):
-            return None
-        b, a = _quote_one(m, f, lo, h)
-        bids.append(b)
-        asks.append(a)
-    if len(shape) == 1:
-        return np.array(bids), np.array(asks)
-    return np.array(bids).reshape(shape), np.array(asks).reshape(shape)
-
-
-def _quote(mid: np.ndarray, fraction, lo, hi):
-    """`_on_option_ticks(mid, *_spread_edges(mid, fraction, lo, hi))`, small batches in Python."""
-    if mid.ndim and lo > 0:
-        if mid.size <= _SMALL_QUOTES:
-            got = _quotes_small(mid, fraction, lo, hi)
-            if got is not None:
-                return got
-        return _quotes_paired(mid, fraction, lo, hi)
-    return _on_option_ticks(mid, *_spread_edges(mid, fraction, lo, hi))
-
-
-def _quotes_paired(mid: np.ndarray, fraction, lo: float, hi):
-    """`_on_option_ticks(mid, *_spread_edges(...))` (lo > 0) with the low and the high edge
-    side by side in one (2, ...) array: each rounding step is one ufunc call for both edges
-    instead of one per edge. Per element the same operations in the same order: the bid row
-    is divided by its tick (0.10 where the edge is >= 3, else 0.05), floored, the ask row by
-    0.05, ceiled, both multiplied back by their tick; the ask's 0.10 tick and the nickel
-    market as `_on_option_ticks` does them."""
-    half = _clip(fraction * mid, lo, hi) / 2.0
-    edges = np.empty((2,) + mid.shape)
-    np.subtract(mid, half, out=edges[0])
-    np.add(mid, half, out=edges[1])
-    edges = _round(edges, _FUZZ_DECIMALS)
-    dear = np.zeros(edges.shape, dtype=bool)
-    np.greater_equal(edges[0], 3.0, out=dear[0])
-    tick = np.where(dear, 0.10, 0.05)
-    z = _round(edges / tick, _FUZZ_DECIMALS)
-    np.floor(z[0], out=z[0])
-    np.ceil(z[1], out=z[1])
-    z *= tick
-    z = _round(z, 2)
-    bid, ask = z[0], z[1]
-    dear = ask >= 3.0
-    if np.count_nonzero(dear):
-        ask = np.where(dear, _ceil_to(edges[1], 0.10), ask)
-    cheap = mid < 0.05
-    if np.count_nonzero(cheap):
-        return np.where(cheap, 0.0, np.maximum(bid, 0.0)), np.where(cheap, 0.05, ask)
-    return np.maximum(bid, 0.0), ask
-
-
 def quote_spread(mid, vix=None, T_years=None, surface: Surface | None = None):
     """Bid and ask (float arrays) around a model mid for an SPX option.
 
@@ -644,7 +544,7 @@ def quote_spread(mid, vix=None, T_years=None, surface: Surface | None = None):
     `quote_spread_decimal` for one order-ready quote.
     """
     mid = np.asarray(mid, dtype=float)
-    return _quote(mid, *spx_spread_terms(vix, T_years, surface))
+    return _on_option_ticks(mid, *_spread_edges(mid, *spx_spread_terms(vix, T_years, surface)))
 
 
 def quote_spread_decimal(mid: float, vix=None, T_years=None, surface: Surface | None = None) -> tuple[Decimal, Decimal]:
@@ -703,4 +603,4 @@ def vix_quote_spread(mid):
     negative. Below a nickel of value the quote is 0.00 / 0.05. A model, not a fitted book.
     """
     mid = np.asarray(mid, dtype=float)
-    return _quote(mid, VIX_SPREAD_FRACTION, VIX_MIN_SPREAD, VIX_MAX_SPREAD)
+    return _on_option_ticks(mid, *_spread_edges(mid, VIX_SPREAD_FRACTION, VIX_MIN_SPREAD, VIX_MAX_SPREAD))

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import pricing
 from bot.pricing import (
     black76_greeks,
     black76_price,
@@ -397,35 +396,3 @@ def test_round_equals_np_round(xs, decimals):
         assert np.array_equal(np.asarray(got), np.asarray(want), equal_nan=True)
         assert np.array_equal(np.signbit(got), np.signbit(want))
         assert type(got) is type(want) or np.ndim(got) == 0
-
-
-_tick_edges = st.integers(0, 4000).map(lambda k: k / 20)  # prices on and around the 0.05 / 0.10 grid
-
-
-@given(st.lists(st.one_of(st.floats(0.0, 200.0), _tick_edges, _tick_edges.map(lambda v: v + 1e-9),
-                          st.just(0.0), st.just(0.04999), st.just(2.99), st.just(3.0)), min_size=1, max_size=40),
-       st.floats(9.0, 80.0), st.floats(0.0, 0.2), st.booleans())
-@settings(max_examples=300, deadline=None)
-def test_quote_shortcuts_equal_numpy_path(mids, vix, T, two_d):
-    """`_quote`'s Python path (a few mids) and paired-edge path (more) give `_on_option_ticks`'
-    bid and ask bit for bit (signed zeros too)."""
-    from bot.pricing import _on_option_ticks, _quote, _spread_edges, spx_spread_terms
-
-    mid = np.array(mids)
-    if two_d and len(mids) % 2 == 0:
-        mid = mid.reshape(2, -1)
-    for terms in (spx_spread_terms(np.full(mid.shape, vix), np.full(mid.shape, T)), spx_spread_terms(vix, T),
-                  (pricing.VIX_SPREAD_FRACTION, pricing.VIX_MIN_SPREAD, pricing.VIX_MAX_SPREAD)):
-        fast = _quote(mid, *terms)
-        general = _on_option_ticks(mid, *_spread_edges(mid, *terms))
-        for a, b in zip(fast, general):
-            assert a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-
-
-def test_small_quotes_fall_back_on_non_finite_mids():
-    from bot.pricing import _on_option_ticks, _quote, _spread_edges
-
-    terms = (pricing.VIX_SPREAD_FRACTION, pricing.VIX_MIN_SPREAD, pricing.VIX_MAX_SPREAD)
-    for mid in (np.array([1.0, np.nan]), np.array([1.0, np.nan] * 8)):
-        for a, b in zip(_quote(mid, *terms), _on_option_ticks(mid, *_spread_edges(mid, *terms))):
-            assert a.tobytes() == b.tobytes()

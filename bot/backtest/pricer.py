@@ -59,7 +59,6 @@ class Pricer:
         self._vix_expiry_ts: dict[tuple[date, str], float | None] = {}
         self._listed: dict[tuple[date, str], bool] = {}
         self._futures: dict[date, np.ndarray] = {}
-        self._future_stacks: dict[tuple[date, ...], np.ndarray] = {}  # `_vix_futures`' stacked paths, per session
         self._spx_state: np.ndarray | None = None  # the day's (SPX, VIX, VIX9D, VIX3M) by step (start_day)
 
     # -- session
@@ -70,7 +69,6 @@ class Pricer:
         self._spx_state = np.stack([np.asarray(x, dtype=float) for x in
                                     (self.day.spx, self.day.vix, self.day.vix9d, self.day.vix3m)], axis=1)
         self._futures = {}
-        self._future_stacks = {}
         self._cache.clear()
         self._bid_ask.clear()
         self._spx_batches.clear()
@@ -205,7 +203,7 @@ class Pricer:
         expiry); at steps only, each expiry's path of the day, indexed (no Python loop over
         the pairs)."""
         steps = np.asarray(k).ravel()
-        if w is not None and np.count_nonzero(w):  # (w >= 0: nonzero is w > 0, without np.any's layers)
+        if w is not None and np.any(w > 0):
             ww = np.asarray(w, dtype=float).ravel()
             day = self.day
             vix_now = between(np.asarray(day.vix, dtype=float), steps, ww)
@@ -228,11 +226,7 @@ class Pricer:
             return self.future_path(uniq[0])[steps]
         pos = {e: i for i, e in enumerate(uniq)}
         codes = np.fromiter(map(pos.__getitem__, expiries), dtype=np.intp, count=len(expiries))
-        key = tuple(uniq)
-        paths = self._future_stacks.get(key)
-        if paths is None:  # the day's paths of these expiries side by side, stacked once a session
-            paths = self._future_stacks[key] = np.stack([self.future_path(e) for e in uniq])
-        return paths[codes, steps]
+        return np.stack([self.future_path(e) for e in uniq])[codes, steps]
 
     def vix_arrays(self, expiries: list[date], expiry_ts: np.ndarray, strikes: np.ndarray, is_call: np.ndarray,
                    stamps: np.ndarray, greeks: bool = True) -> dict[str, np.ndarray]:

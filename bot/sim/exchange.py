@@ -154,31 +154,18 @@ def decimal_price(x: float) -> Decimal:
 
 class _Tx:
     """One SQLite transaction of the account (`with exchange._tx(): ...`); a class defined
-    once, not per call (building a class costs more than the two statements). It also bounds
-    the exchange's meta cache (`SimExchange._meta`): anything but a committed transaction of a
-    private database empties it, so a rollback (a rejected order) leaves no value the
-    database does not hold."""
+    once, not per call (building a class costs more than the two statements)."""
 
-    __slots__ = ("ex",)
+    __slots__ = ("db",)
 
-    def __init__(self, ex: SimExchange):
-        self.ex = ex
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
 
     def __enter__(self):
-        ex = self.ex
-        ex.db.execute("BEGIN IMMEDIATE")
-        ex._in_tx = True
+        self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, et, ev, tb):
-        ex = self.ex
-        ex._in_tx = False
-        committed = False
-        try:
-            ex.db.execute("COMMIT" if et is None else "ROLLBACK")
-            committed = et is None
-        finally:
-            if not (committed and ex._private):
-                ex._metas.clear()
+        self.db.execute("COMMIT" if et is None else "ROLLBACK")
         return False
 
 
@@ -192,14 +179,6 @@ class SimExchange:
         self.settings = settings
         self._schedule = settings.schedule
         self._next_accrual_ts = -math.inf  # no interest is due before this close (POSIX s)
-        # The meta table's values as this object last read or wrote them (`_meta`). Exact only
-        # while nobody else can write them: an in-memory database is this connection's alone,
-        # so its cache lives across transactions; a file can be written by another process
-        # (`spx-bot kill`, a second exchange on the same file) between two transactions, so
-        # there the cache lives within one transaction (BEGIN IMMEDIATE holds the write lock).
-        self._private = str(state_path) == ":memory:"
-        self._in_tx = False
-        self._metas: dict[str, str | None] = {}
         path = Path(state_path)
         if str(state_path) != ":memory:":
             prepare_state_file(path)  # 0600 in a 0700 folder: the account is nobody else's business
@@ -215,32 +194,17 @@ class SimExchange:
 
     # --- plumbing ------------------------------------------------------------------------
     def _tx(self):
-        return _Tx(self)
+        return _Tx(self.db)
 
     def _meta_default(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
-        self._metas.pop(key, None)  # the value is the one written, or the one there before
 
     def _meta(self, key: str) -> str | None:
-        """A meta value, from the cache when it holds one (see `__init__`: it is the database's
-        value then), else read, and kept while the cache may hold it."""
-        metas = self._metas
-        if key in metas:
-            return metas[key]
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        value = row[0] if row else None
-        if self._private or self._in_tx:
-            metas[key] = value
-        return value
+        return row[0] if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        """Write a meta value through the cache (no write when the database holds it already)."""
-        metas = self._metas
-        if metas.get(key) == value:
-            return
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-        if self._private or self._in_tx:
-            metas[key] = value
 
     def _counter(self, key: str, n: int = 1) -> int:
         """The next value of a counter, taking n consecutive values (the first is returned)."""
@@ -249,7 +213,6 @@ class SimExchange:
         return first
 
     def close(self) -> None:
-        self._metas.clear()
         try:
             self.db.close()
         except sqlite3.Error:
