@@ -384,16 +384,24 @@ def quiet_update(signals: Signals, quotes: Mapping[str, Quote], lots: Sequence[L
         return new_state
     if signals.vix >= cfg.monetize.vix:
         return None
-    shorts = [lot for lot in lots if lot.quantity < 0]
-    if shorts:
-        if new_state.activated or signals.vix >= cfg.write.stop_vix:
-            return None
-        keep = 1 - Decimal(str(cfg.write.buyback_profit))  # _Planner.buy_back_shorts' threshold
-        for lot in shorts:
-            q = quotes.get(lot.option.key)
-            if q is not None and q.ask <= lot.cost * keep:
-                return None
+    if any(buyback_reason(lot, quotes, new_state.activated, signals.vix, cfg) is not None
+           for lot in lots if lot.quantity < 0):
+        return None
     return new_state
+
+
+def buyback_reason(short: Lot, quotes: Mapping[str, Quote], activated: bool, vix: float,
+                   cfg: HedgeConfig) -> str | None:
+    """Why a written call is bought back now, or None: activation, VIX >= write.stop_vix, or
+    its ask at or below cost x (1 - buyback_profit). Its quote is read only for the last."""
+    if activated:
+        return "activation"
+    if vix >= cfg.write.stop_vix:
+        return f"VIX {vix:.2f} >= {cfg.write.stop_vix}"
+    q = quotes.get(short.option.key)
+    if q is not None and q.ask <= short.cost * (1 - Decimal(str(cfg.write.buyback_profit))):
+        return f"{cfg.write.buyback_profit:.0%} of the premium earned"
+    return None
 
 
 def buy_backs(signals: Signals, market: HedgeMarket, book: HedgeBook, state: HedgeState,
@@ -501,14 +509,9 @@ class _Planner:
     # steps, in order
     def buy_back_shorts(self, activated: bool, vix: float) -> None:
         for lot in self.shorts():
-            if activated or vix >= self.cfg.write.stop_vix:
-                reason = "activation" if activated else f"VIX {vix:.2f} >= {self.cfg.write.stop_vix}"
-            elif (q := self.market.quotes.get(lot.option.key)) is not None and \
-                    q.ask <= lot.cost * (1 - Decimal(str(self.cfg.write.buyback_profit))):
-                reason = f"{self.cfg.write.buyback_profit:.0%} of the premium earned"
-            else:
-                continue
-            self._emit(HedgeAction(BUY_BACK, lot.layer, (Leg(lot.option, Action.BUY),), -lot.quantity, reason))
+            reason = buyback_reason(lot, self.market.quotes, activated, vix, self.cfg)
+            if reason is not None:
+                self._emit(HedgeAction(BUY_BACK, lot.layer, (Leg(lot.option, Action.BUY),), -lot.quantity, reason))
 
     def monetize(self, vix: float, monetized: frozenset[str]) -> frozenset[str]:
         m = self.cfg.monetize
